@@ -1,0 +1,374 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// Options configure an Agent.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Version string
+	// Devices, if set, replaces the devices built from Config (tests).
+	Devices []devices.Device
+}
+
+// busSize is how many readings may wait between devices and sinks before
+// emit starts dropping (devices never block on the network).
+const busSize = 1024
+
+// Agent runs the devices, the XMPP session and the sinks.
+type Agent struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	version string
+	started time.Time
+	self    xmpp.JID
+
+	devs   []devices.Device
+	byName map[string]devices.Device
+
+	client *xmpp.Client
+	mux    *xmpp.Mux
+	acl    acl
+	sinks  []*chatSink
+
+	bus       chan devices.Reading
+	dropped   atomic.Uint64
+	strangers strangerLog
+	wg        sync.WaitGroup
+}
+
+// New builds an agent from its configuration. It opens state files and
+// constructs devices but starts nothing.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	self, err := xmpp.ParseJID(cfg.XMPP.JID)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:     cfg,
+		log:     log,
+		version: opts.Version,
+		self:    self,
+		byName:  make(map[string]devices.Device),
+		bus:     make(chan devices.Reading, busSize),
+		acl:     newACL(self, cfg.ACL.Operators, cfg.ACL.Viewers),
+	}
+	a.devs = opts.Devices
+	if a.devs == nil {
+		if a.devs, err = BuildDevices(cfg.Devices); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range a.devs {
+		a.byName[d.Name()] = d
+	}
+	var errs []error
+	for i, sc := range cfg.Sinks {
+		switch sc.Kind {
+		case "chat":
+			seq, err := openSeq(filepath.Join(cfg.Agent.StateDir, "seq", fmt.Sprintf("sink%d-chat", i)))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sink[%d]: state: %w", i, err))
+				continue
+			}
+			a.sinks = append(a.sinks, &chatSink{to: sc.To, devices: sc.Devices, seq: seq, from: self.Bare().String()})
+		default:
+			errs = append(errs, fmt.Errorf("sink[%d]: kind %q is not supported by this build yet", i, sc.Kind))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.closeState()
+		return nil, err
+	}
+	xc, err := a.xmppConfig()
+	if err != nil {
+		a.closeState()
+		return nil, err
+	}
+	a.client = xmpp.NewClient(xc)
+	a.client.OnConnect = a.onConnect
+	return a, nil
+}
+
+func (a *Agent) xmppConfig() (xmpp.Config, error) {
+	x := a.cfg.XMPP
+	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{
+		CAFile:     x.CAFile,
+		ServerName: x.ServerName,
+		PinSHA256:  x.PinSHA256,
+		CertFile:   x.ClientCert,
+		KeyFile:    x.ClientKey,
+	})
+	if err != nil {
+		return xmpp.Config{}, err
+	}
+	a.mux = xmpp.NewMux(xmpp.Identity{Category: "client", Type: "bot", Name: "stanzad"},
+		xmpp.Software{Name: "stanzad", Version: a.version})
+	a.mux.Message = a.handleMessage
+	a.mux.Presence = a.handlePresence
+	a.mux.Allow = a.allowIQ
+	a.mux.AddFeature(xmpp.NSSensorData)
+	return xmpp.Config{
+		JID:       a.self,
+		Password:  x.Password.Reveal(),
+		Server:    x.Server,
+		DirectTLS: x.TLS == "direct",
+		TLS:       tc,
+		Handler:   a.mux,
+		Logger:    a.log.With("component", "xmpp"),
+	}, nil
+}
+
+// Run runs devices, session and sinks until ctx is cancelled, then shuts
+// down in order: devices stop, queued readings are flushed to a live
+// session, unavailable presence and </stream:stream> are sent, state is
+// synced. It returns an error only when the agent cannot run at all, such
+// as an authentication failure at startup.
+func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
+	defer a.closeState()
+
+	devCtx, stopDevices := context.WithCancel(ctx)
+	defer stopDevices()
+	sessCtx, stopSession := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSession()
+
+	var devs sync.WaitGroup
+	for _, d := range a.devs {
+		devs.Add(1)
+		go func() {
+			defer devs.Done()
+			a.superviseDevice(devCtx, d)
+		}()
+	}
+	g, gctx := errgroup.WithContext(sessCtx)
+	g.Go(func() error { return a.client.Run(gctx) })
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		a.dispatch(gctx)
+	}()
+
+	// On shutdown: stop devices, let the dispatcher drain what they queued,
+	// then end the session. The session failing at startup ends everything.
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done():
+		runErr = g.Wait()
+	}
+	stopDevices()
+	devs.Wait()
+	close(a.bus)
+	drain := time.AfterFunc(2*time.Second, stopSession)
+	<-dispatched
+	drain.Stop()
+	stopSession()
+	if err := g.Wait(); runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// superviseDevice runs a device and restarts it with backoff when it fails.
+func (a *Agent) superviseDevice(ctx context.Context, d devices.Device) {
+	log := a.log.With("device", d.Name())
+	delay := time.Second
+	for {
+		err := d.Run(ctx, a.emit)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("device stopped; restarting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Minute)
+	}
+}
+
+// emit is the devices' only way into the agent. It never blocks: when the
+// bus is full the reading is dropped and counted.
+func (a *Agent) emit(r devices.Reading) {
+	select {
+	case a.bus <- r:
+	default:
+		if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ...
+			a.log.Warn("bus full: reading dropped", "device", r.Device, "dropped_total", n)
+		}
+	}
+}
+
+// dispatch delivers readings from the bus to every sink that wants them,
+// until the bus is closed.
+func (a *Agent) dispatch(ctx context.Context) {
+	for r := range a.bus {
+		if r.Err != nil {
+			a.log.Warn("reading failed", "device", r.Device, "err", r.Err)
+			continue
+		}
+		for _, s := range a.sinks {
+			if !s.wants(r.Device) {
+				continue
+			}
+			if err := s.deliver(ctx, a.client, r); err != nil {
+				a.log.Debug("reading not delivered", "device", r.Device, "sink", s.to, "err", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) closeState() {
+	for _, s := range a.sinks {
+		if err := s.seq.Close(); err != nil {
+			a.log.Warn("closing sequence state", "err", err)
+		}
+	}
+}
+
+func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
+	p := xmpp.Stanza("presence", "", "", "")
+	p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(a.cfg.XMPP.PresenceStatus))
+	return s.Send(ctx, p)
+}
+
+// allowIQ is the ACL for every IQ get/set: the agent's own server and
+// account, operators and viewers pass; anyone else gets <forbidden/> and
+// nothing else.
+func (a *Agent) allowIQ(from xmpp.JID, iq *xmpp.Element) error {
+	if a.acl.fromServer(from) || a.acl.role(from) >= RoleViewer {
+		return nil
+	}
+	a.strangers.log(context.Background(), a.log, from, "iq "+iq.FirstChild().Name)
+	return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
+}
+
+func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Element) {
+	switch st.Attr("type") {
+	case "error", "groupchat", "headline":
+		return
+	}
+	body := st.ChildText(xmpp.NSClient, "body")
+	if body == "" {
+		return // chat states, receipts
+	}
+	from, err := xmpp.ParseJID(st.Attr("from"))
+	if err != nil {
+		return
+	}
+	role := a.acl.role(from)
+	if role == RoleNone {
+		a.strangers.log(ctx, a.log, from, "chat")
+		return
+	}
+	reply := a.chat(ctx, Caller{JID: from, Role: role, Via: "chat"}, body)
+	m := xmpp.Stanza("message", "chat", from.String(), "")
+	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(reply))
+	if th := st.ChildText(xmpp.NSClient, "thread"); th != "" {
+		m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(th))
+	}
+	if err := s.Send(ctx, m); err != nil {
+		a.log.Warn("chat reply not sent", "to", from.String(), "err", err)
+	}
+}
+
+// chat runs one chat text command and returns the reply text.
+func (a *Agent) chat(ctx context.Context, c Caller, body string) string {
+	cmd, err := ParseChatCommand(body)
+	if err != nil {
+		return err.Error()
+	}
+	switch cmd.Verb {
+	case "help":
+		return chatUsage
+	case "status":
+		return a.statusText()
+	case "read":
+		rs, err := a.Read(ctx, c, cmd.Args)
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		if len(rs) == 0 {
+			return "no readable devices"
+		}
+		lines := make([]string, len(rs))
+		for i, r := range rs {
+			lines[i] = formatReading(r)
+		}
+		return strings.Join(lines, "\n")
+	case "set":
+		r, err := a.Set(ctx, c, cmd.Args[0], cmd.Args[1])
+		if err != nil {
+			if errors.Is(err, ErrForbidden) {
+				return "set: not allowed: viewers can read but not control"
+			}
+			return "set: " + err.Error()
+		}
+		return "ok, " + formatReading(r)
+	}
+	return "unknown command; try \"help\""
+}
+
+// statusText is the human status report.
+func (a *Agent) statusText() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "stanzad %s, up %s\n", a.version, time.Since(a.started).Round(time.Second))
+	if s := a.client.Session(); s != nil {
+		fmt.Fprintf(&b, "session: online as %s\n", s.JID())
+	} else {
+		b.WriteString("session: offline\n")
+	}
+	fmt.Fprintf(&b, "readings dropped: %d\n", a.dropped.Load())
+	b.WriteString("devices:")
+	for _, d := range a.devs {
+		b.WriteString(" " + d.Name())
+		if _, ok := d.(devices.Setter); ok {
+			b.WriteString(" (writable)")
+		}
+	}
+	return b.String()
+}
+
+// handlePresence answers subscription requests per ACL: operators and
+// viewers are approved and subscribed back, anyone else refused.
+func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.Element) {
+	if st.Attr("type") != "subscribe" {
+		return
+	}
+	from, err := xmpp.ParseJID(st.Attr("from"))
+	if err != nil {
+		return
+	}
+	to := from.Bare().String()
+	if a.acl.role(from) == RoleNone {
+		a.strangers.log(ctx, a.log, from, "subscribe")
+		s.Send(ctx, xmpp.Stanza("presence", "unsubscribed", to, ""))
+		return
+	}
+	a.log.Info("presence subscription approved", "from", to)
+	s.Send(ctx, xmpp.Stanza("presence", "subscribed", to, ""))
+	s.Send(ctx, xmpp.Stanza("presence", "subscribe", to, ""))
+}

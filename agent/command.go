@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// Command errors. Every command path maps them to its wire format in one
+// place (stanzaError for XMPP; chat text shows the message).
+var (
+	ErrUnknownDevice = errors.New("unknown device")
+	ErrNotWritable   = errors.New("device is not writable")
+	ErrNotReadable   = errors.New("device cannot be read on demand")
+	ErrForbidden     = errors.New("not allowed")
+	ErrDevice        = errors.New("device failure")
+)
+
+// Caller identifies who runs a command and through which path, for the
+// ACL and the audit log.
+type Caller struct {
+	JID  xmpp.JID
+	Role Role
+	Via  string // "chat", "adhoc", "xep-0325", "mqtt"
+}
+
+// Read returns momentary readings of the named devices, or of every
+// readable device when names is empty.
+func (a *Agent) Read(ctx context.Context, c Caller, names []string) ([]devices.Reading, error) {
+	if c.Role < RoleViewer {
+		return nil, ErrForbidden
+	}
+	var targets []devices.Device
+	if len(names) == 0 {
+		for _, d := range a.devs {
+			if _, ok := d.(devices.Reader); ok {
+				targets = append(targets, d)
+			}
+		}
+	} else {
+		for _, n := range names {
+			d, ok := a.byName[n]
+			if !ok {
+				return nil, fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, n, a.deviceNames())
+			}
+			if _, ok := d.(devices.Reader); !ok {
+				return nil, fmt.Errorf("%q: %w", n, ErrNotReadable)
+			}
+			targets = append(targets, d)
+		}
+	}
+	out := make([]devices.Reading, 0, len(targets))
+	for _, d := range targets {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := d.(devices.Reader).Read(rctx)
+		cancel()
+		if err != nil {
+			r = devices.Reading{Device: d.Name(), Time: time.Now().UTC(), Err: err}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Set writes value to a writable device. Operators only; audit-logged.
+func (a *Agent) Set(ctx context.Context, c Caller, name, value string) (r devices.Reading, err error) {
+	start := time.Now()
+	defer func() {
+		a.audit(ctx, c, "set", []string{name, value}, err, time.Since(start))
+	}()
+	if c.Role < RoleOperator {
+		return r, ErrForbidden
+	}
+	d, ok := a.byName[name]
+	if !ok {
+		return r, fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, name, a.deviceNames())
+	}
+	s, ok := d.(devices.Setter)
+	if !ok {
+		return r, fmt.Errorf("%q: %w (writable: %s)", name, ErrNotWritable, a.writableNames())
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err = s.Set(sctx, value)
+	if err != nil && !errors.Is(err, devices.ErrBadValue) {
+		err = fmt.Errorf("%w: %s: %w", ErrDevice, name, err)
+	}
+	return r, err
+}
+
+// audit writes one line per control command: who, what, result, duration.
+func (a *Agent) audit(ctx context.Context, c Caller, cmd string, args []string, err error, d time.Duration) {
+	result := "ok"
+	level := slog.LevelInfo
+	if err != nil {
+		result = err.Error()
+		level = slog.LevelWarn
+	}
+	a.log.LogAttrs(ctx, level, "audit",
+		slog.String("who", c.JID.Bare().String()),
+		slog.String("jid", c.JID.String()),
+		slog.String("role", c.Role.String()),
+		slog.String("via", c.Via),
+		slog.String("command", cmd),
+		slog.Any("args", args),
+		slog.String("result", result),
+		slog.Duration("duration", d),
+	)
+}
+
+func (a *Agent) deviceNames() string {
+	names := make([]string, 0, len(a.devs))
+	for _, d := range a.devs {
+		names = append(names, d.Name())
+	}
+	return strings.Join(names, ", ")
+}
+
+func (a *Agent) writableNames() string {
+	var names []string
+	for _, d := range a.devs {
+		if _, ok := d.(devices.Setter); ok {
+			names = append(names, d.Name())
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// stanzaError maps command errors to XMPP stanza errors (DESIGN.md,
+// "Command surface"). It is the only place that does.
+func stanzaError(err error) *xmpp.StanzaError {
+	var se *xmpp.StanzaError
+	switch {
+	case errors.As(err, &se):
+		return se
+	case errors.Is(err, ErrForbidden):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
+	case errors.Is(err, ErrUnknownDevice):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "item-not-found", Text: err.Error()}
+	case errors.Is(err, devices.ErrBadValue), errors.Is(err, ErrNotWritable), errors.Is(err, ErrNotReadable):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeModify, Condition: "bad-request", Text: err.Error()}
+	default:
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "internal-server-error", Text: err.Error()}
+	}
+}
+
+// formatReading is the one-line human form of a reading.
+func formatReading(r devices.Reading) string {
+	if r.Err != nil {
+		return r.Device + ": error: " + r.Err.Error()
+	}
+	b := make([]byte, 0, 64)
+	b = append(b, r.Device...)
+	b = append(b, ':')
+	for _, f := range r.Fields {
+		b = append(b, ' ')
+		b = append(b, f.Name...)
+		b = append(b, '=')
+		b = f.AppendValue(b)
+		if f.Unit != "" {
+			b = append(b, ' ')
+			b = append(b, f.Unit...)
+		}
+	}
+	return string(b)
+}
+
+// sensorFields converts device fields to XEP-0323 fields, reusing dst.
+func sensorFields(dst []xmpp.SensorField, fs []devices.Field) []xmpp.SensorField {
+	dst = slices.Grow(dst[:0], len(fs))
+	for _, f := range fs {
+		sf := xmpp.SensorField{Name: f.Name, Num: f.Num, Decimals: f.Decimals, Unit: f.Unit, Bool: f.Bool, Str: f.Str}
+		switch f.Kind {
+		case devices.Numeric:
+			sf.Kind = xmpp.FieldNumeric
+		case devices.Boolean:
+			sf.Kind = xmpp.FieldBoolean
+		default:
+			sf.Kind = xmpp.FieldString
+		}
+		dst = append(dst, sf)
+	}
+	return dst
+}

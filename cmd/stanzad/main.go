@@ -1,0 +1,123 @@
+// Command stanzad is the device agent daemon: it loads the config, wires
+// the agent, and handles signals. All logic lives in package agent.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/stanzad/stanzad/agent"
+	"github.com/stanzad/stanzad/agent/config"
+)
+
+// Set at link time by the Makefile.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("stanzad", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/stanzad/stanzad.toml", "config file")
+	check := fs.Bool("check", false, "validate the config, print every problem, exit 0 or 2")
+	showVersion := fs.Bool("version", false, "print version and exit")
+	demo := fs.Bool("demo", false, "add simulated devices and a chat sink to each operator (for the demo)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "stanzad: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stderr, "stanzad %s (commit %s) %s %s/%s\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	}
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 2
+	}
+	if *demo {
+		agent.ApplyDemo(cfg)
+	}
+	if _, err := agent.BuildDevices(cfg.Devices); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *cfgPath, err)
+		return 2
+	}
+	if *check {
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
+		fmt.Fprintf(stderr, "%s: ok\n", *cfgPath)
+		return 0
+	}
+
+	log := newLogger(stderr, cfg.Agent.LogLevel, cfg.Agent.LogFormat)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Version: version})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			log.Warn("SIGHUP: config reload is not implemented yet; restart to apply changes")
+		}
+	}()
+
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		// DESIGN.md: exit within 5 s of SIGTERM whatever the network does.
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			log.Error("shutdown took longer than 5s; exiting anyway")
+			return 1
+		}
+	}
+	if err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		lv = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

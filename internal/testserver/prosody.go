@@ -1,0 +1,361 @@
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Options configures a private Prosody server. The zero value is a server
+// for "iot.test" with SCRAM-SHA-256, STARTTLS only and no components.
+type Options struct {
+	// Dir holds everything the server writes. Empty means a new
+	// os.MkdirTemp directory, removed by Close.
+	Dir string
+	// Host is the virtual host; default "iot.test".
+	Host string
+	// PasswordHash selects the one SCRAM variant Prosody 0.12 offers:
+	// "SHA-256" (default) or "SHA-1". It applies to accounts registered
+	// after the server is configured.
+	PasswordHash string
+	// DirectTLS adds a XEP-0368 direct TLS port (DirectTLSAddr).
+	DirectTLS bool
+	// MUC adds the component "conference.<Host>" (XEP-0045).
+	MUC bool
+	// PubSub adds the component "pubsub.<Host>" (XEP-0060).
+	PubSub bool
+	// Log, if set, receives one line per harness step (started, ready,
+	// stopped). The server's own log is in Dir; see Server.LogTail.
+	Log io.Writer
+}
+
+// Server is a private Prosody instance. Its exported fields are set by
+// Configure and must not be changed.
+type Server struct {
+	Host          string // virtual host, e.g. "iot.test"
+	Addr          string // c2s (STARTTLS) address, "127.0.0.1:port"
+	DirectTLSAddr string // direct TLS c2s address; empty unless Options.DirectTLS
+	CAFile        string // PEM file of the private CA that signed the server certificate
+	Dir           string // private directory holding config, data, log and certificates
+
+	ConfigFile string // the generated prosody configuration
+	LogFile    string // prosody's log, also its stdout and stderr
+
+	ctl       string // prosodyctl
+	roots     *x509.CertPool
+	removeDir bool
+	progress  io.Writer
+	proc      process
+}
+
+// Configure prepares a server without starting it: it creates the
+// directory, the CA and server certificate, picks free ports and writes the
+// configuration. Accounts may be registered before Start.
+func Configure(opts Options) (*Server, error) {
+	bin, err := lookBin("prosody", "/usr/bin/prosody")
+	if err != nil {
+		return nil, err
+	}
+	ctl, err := lookBin("prosodyctl", "/usr/bin/prosodyctl")
+	if err != nil {
+		return nil, err
+	}
+	if opts.Host == "" {
+		opts.Host = "iot.test"
+	}
+	if strings.ContainsAny(opts.Host, " \t\r\n\"'\\/@") {
+		return nil, fmt.Errorf("testserver: invalid host %q", opts.Host)
+	}
+	switch opts.PasswordHash {
+	case "":
+		opts.PasswordHash = "SHA-256"
+	case "SHA-256", "SHA-1":
+	default:
+		return nil, fmt.Errorf("testserver: password hash %q: want SHA-256 or SHA-1", opts.PasswordHash)
+	}
+
+	s := &Server{Host: opts.Host, ctl: ctl, progress: opts.Log}
+	if opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "stanzad-prosody-")
+		if err != nil {
+			return nil, fmt.Errorf("testserver: %w", err)
+		}
+		opts.Dir, s.removeDir = dir, true
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("testserver: %w", err)
+	}
+	s.Dir = dir
+	if err := s.configure(bin, opts); err != nil {
+		if s.removeDir {
+			os.RemoveAll(dir)
+		}
+		return nil, fmt.Errorf("testserver: configure prosody in %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Server) configure(bin string, opts Options) error {
+	dataDir := filepath.Join(s.Dir, "data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	// Prosody indexes a certificate directory even with explicit ssl
+	// settings and logs an error if it is missing.
+	certDir := filepath.Join(s.Dir, "certs")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return err
+	}
+	names := []string{s.Host, "conference." + s.Host, "pubsub." + s.Host}
+	c, err := newCerts(names, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now())
+	if err != nil {
+		return err
+	}
+	if s.roots, err = c.pool(); err != nil {
+		return err
+	}
+	caFile, certFile, keyFile, err := c.write(s.Dir)
+	if err != nil {
+		return err
+	}
+	s.CAFile = caFile
+
+	cfg := prosodyConfig{
+		Dir:          s.Dir,
+		RunAsRoot:    os.Geteuid() == 0,
+		PIDFile:      filepath.Join(s.Dir, "prosody.pid"),
+		DataDir:      dataDir,
+		LogFile:      filepath.Join(s.Dir, "prosody.log"),
+		CertDir:      certDir,
+		CertFile:     certFile,
+		KeyFile:      keyFile,
+		Host:         s.Host,
+		PasswordHash: opts.PasswordHash,
+		MUC:          opts.MUC,
+		PubSub:       opts.PubSub,
+	}
+	if cfg.C2SPort, err = freePort(); err != nil {
+		return err
+	}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.C2SPort))
+	addrs := []string{s.Addr}
+	if opts.DirectTLS {
+		if cfg.DirectTLSPort, err = freePort(); err != nil {
+			return err
+		}
+		s.DirectTLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DirectTLSPort))
+		addrs = append(addrs, s.DirectTLSAddr)
+	}
+	var buf bytes.Buffer
+	if err := prosodyTemplate.Execute(&buf, cfg); err != nil {
+		return err
+	}
+	s.ConfigFile = filepath.Join(s.Dir, "prosody.cfg.lua")
+	if err := os.WriteFile(s.ConfigFile, buf.Bytes(), 0o600); err != nil {
+		return err
+	}
+	s.LogFile = cfg.LogFile
+	s.proc = process{
+		name: "prosody",
+		bin:  bin,
+		// -F: stay in the foreground (0.12 deprecates the "daemonize"
+		// option in favour of -D/-F), so the PID we start is the server.
+		args:     []string{"--config", s.ConfigFile, "-F"},
+		dir:      s.Dir,
+		logFile:  cfg.LogFile,
+		addrs:    addrs,
+		progress: opts.Log,
+	}
+	return nil
+}
+
+// Start configures and starts a server; see Configure and Server.Start.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	s, err := Configure(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	return s, nil
+}
+
+// Start runs prosody and waits until its ports accept TCP connections
+// (at most 15 s). ctx bounds only that wait. On failure the error includes
+// the tail of the prosody log.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.proc.start(ctx); err != nil {
+		return fmt.Errorf("testserver: %w", err)
+	}
+	return nil
+}
+
+// Restart stops the server if it runs, then starts it again with the same
+// configuration, ports and data, so accounts persist.
+func (s *Server) Restart(ctx context.Context) error {
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	return s.Start(ctx)
+}
+
+// Stop sends SIGTERM (and SIGCONT, in case it is stopped), waits up to
+// 5 s, then sends SIGKILL, and reaps the process. Stopping a server that
+// does not run is a no-op. The directory stays; see Close.
+func (s *Server) Stop() error { return s.proc.stop() }
+
+// Kill sends SIGKILL and reaps the process.
+func (s *Server) Kill() error { return s.proc.kill() }
+
+// Signal sends sig to the server process, for tests that SIGSTOP, SIGCONT
+// or SIGKILL it behind the harness's back.
+func (s *Server) Signal(sig os.Signal) error { return s.proc.signal(sig) }
+
+// PID returns the server's process ID, or 0 if it does not run.
+func (s *Server) PID() int { return s.proc.pid() }
+
+// RootCAs returns a pool holding only the private CA, for tls.Config.
+func (s *Server) RootCAs() *x509.CertPool { return s.roots }
+
+// LogTail returns the last n lines of the prosody log.
+func (s *Server) LogTail(n int) string { return logTail(s.LogFile, n) }
+
+// Close stops the server and removes the directory if Configure created
+// it.
+func (s *Server) Close() error {
+	err := s.Stop()
+	if s.removeDir {
+		err = errors.Join(err, os.RemoveAll(s.Dir))
+	}
+	return err
+}
+
+// Register creates the account user@Host, before or after Start.
+//
+// It runs "prosodyctl --config FILE register USER HOST" and answers the
+// password prompt twice on stdin, which prosodyctl 0.12 reads without a
+// terminal (it only fails to turn off echo), so the password never appears
+// in argv. As root, prosodyctl honours run_as_root from the config and
+// does not switch to the "prosody" user. It writes the account straight
+// into data_path, so a running server sees it at once.
+func (s *Server) Register(user, password string) error {
+	if user == "" || strings.ContainsAny(user, " \t\r\n@/") {
+		return fmt.Errorf("testserver: register %q: invalid user name", user)
+	}
+	if password == "" || strings.ContainsAny(password, "\r\n") {
+		return fmt.Errorf("testserver: register %s: password must be non-empty, without line breaks", user)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.ctl, "--config", s.ConfigFile, "register", user, s.Host)
+	cmd.Dir = s.Dir
+	cmd.Stdin = strings.NewReader(password + "\n" + password + "\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testserver: prosodyctl register %s@%s: %w: %s", user, s.Host, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// prosodyConfig fills prosodyTemplate.
+type prosodyConfig struct {
+	Dir           string
+	RunAsRoot     bool
+	PIDFile       string
+	DataDir       string
+	LogFile       string
+	CertDir       string
+	CertFile      string
+	KeyFile       string
+	C2SPort       int
+	DirectTLSPort int // 0: none
+	Host          string
+	PasswordHash  string
+	MUC           bool
+	PubSub        bool
+}
+
+var prosodyTemplate = template.Must(template.New("prosody").Funcs(template.FuncMap{"lua": luaQuote}).Parse(
+	`-- Generated by stanzad internal/testserver: a private Prosody 0.12 for tests.
+-- Everything it reads and writes is in {{lua .Dir}}.
+{{if .RunAsRoot}}run_as_root = true -- tests run as root in containers; never the system service
+{{end -}}
+pidfile = {{lua .PIDFile}}
+data_path = {{lua .DataDir}}
+log = {
+	{ levels = { min = "info" }, to = "file", filename = {{lua .LogFile}}, timestamps = true };
+}
+
+-- Loopback only, our ports only; no s2s, HTTP or external components.
+interfaces = { "127.0.0.1" }
+c2s_ports = { {{.C2SPort}} }
+c2s_direct_tls_ports = { {{if .DirectTLSPort}}{{.DirectTLSPort}}{{end}} }
+legacy_ssl_ports = { }
+s2s_ports = { }
+s2s_direct_tls_ports = { }
+component_ports = { }
+http_ports = { }
+https_ports = { }
+-- Without TCP_NODELAY every round trip can stall ~40 ms (Nagle + delayed ACK).
+network_settings = { nagle = false }
+
+certificates = {{lua .CertDir}} -- empty; the ssl block below is what counts
+ssl = {
+	certificate = {{lua .CertFile}};
+	key = {{lua .KeyFile}};
+}
+c2s_require_encryption = true
+allow_registration = false
+authentication = "internal_hashed"
+-- Prosody 0.12 stores and offers exactly one SCRAM variant, chosen here.
+password_hash = {{lua .PasswordHash}}
+storage = "internal"
+
+-- mod_limits is deliberately absent: no c2s rate limiting under load tests.
+modules_enabled = {
+	"roster"; "saslauth"; "tls"; "disco"; "ping"; "time"; "version";
+	"smacks"; "carbons"; "pep"; "private"; "blocklist"; "vcard4"; "vcard_legacy";
+}
+-- s2s and s2s_auth_certs are autoloaded unless disabled.
+modules_disabled = { "s2s"; "s2s_auth_certs" }
+
+VirtualHost {{lua .Host}}
+{{- if .MUC}}
+
+Component {{lua (printf "conference.%s" .Host)}} "muc"
+{{- end}}
+{{- if .PubSub}}
+
+Component {{lua (printf "pubsub.%s" .Host)}} "pubsub"
+{{- end}}
+`))
+
+// luaQuote returns s as a Lua string literal; every byte outside printable
+// ASCII, and the quote and backslash, become decimal escapes.
+func luaQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			fmt.Fprintf(&b, "\\%03d", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,90 @@
+package testserver
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// New starts a Prosody server for the test and stops it in tb.Cleanup. An
+// empty opts.Dir becomes tb.TempDir(); a nil opts.Log logs harness steps
+// with tb.Logf. If prosody is not installed, the test is skipped, or fails
+// when the environment has CI=true.
+func New(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	if opts.Dir == "" {
+		opts.Dir = tb.TempDir()
+	}
+	if opts.Log == nil {
+		opts.Log = tbWriter{tb}
+	}
+	s, err := Configure(opts)
+	if err != nil {
+		notInstalled(tb, err)
+		tb.Fatalf("%v", err)
+	}
+	// Registered after TempDir's cleanup, so it runs before the removal.
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			tb.Errorf("stop prosody: %v", err)
+		}
+	})
+	if err := s.Start(tb.Context()); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	return s
+}
+
+// MustRegister registers user@s.Host or fails the test.
+func MustRegister(tb testing.TB, s *Server, user, password string) {
+	tb.Helper()
+	if err := s.Register(user, password); err != nil {
+		tb.Fatalf("%v", err)
+	}
+}
+
+// NewMosquitto starts a mosquitto broker for the test and stops it in
+// tb.Cleanup, with the same defaults and CI rule as New.
+func NewMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
+	tb.Helper()
+	if opts.Dir == "" {
+		opts.Dir = tb.TempDir()
+	}
+	if opts.Log == nil {
+		opts.Log = tbWriter{tb}
+	}
+	m, err := StartMosquitto(tb.Context(), opts)
+	if err != nil {
+		notInstalled(tb, err)
+		tb.Fatalf("%v", err)
+	}
+	tb.Cleanup(func() {
+		if err := m.Stop(); err != nil {
+			tb.Errorf("stop mosquitto: %v", err)
+		}
+	})
+	return m
+}
+
+// notInstalled skips the test if err is ErrNotInstalled, except in CI,
+// where a missing server is a failure: a suite CI never runs does not
+// exist.
+func notInstalled(tb testing.TB, err error) {
+	tb.Helper()
+	if !errors.Is(err, ErrNotInstalled) {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%v (CI=true: install it, e.g. make deps)", err)
+	}
+	tb.Skipf("%v (run make deps)", err)
+}
+
+// tbWriter turns harness progress lines into test log lines.
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,169 @@
+package xmpp
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Backoff bounds for reconnecting.
+const (
+	backoffMin    = time.Second
+	backoffMax    = 60 * time.Second
+	stableSession = time.Minute
+)
+
+// Client keeps a session alive: it dials, serves, and on any loss dials
+// again with exponential backoff and full jitter, until ctx is cancelled.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+	// OnConnect runs after each successful Dial with Serve already
+	// running, e.g. to send initial presence. An error closes that session
+	// and counts as a connection failure.
+	OnConnect func(ctx context.Context, s *Session) error
+
+	mu   sync.Mutex
+	sess *Session
+	up   chan struct{} // closed and replaced on every connect
+}
+
+// NewClient returns a client; it does not connect until Run.
+func NewClient(cfg Config) *Client {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{cfg: cfg, log: log, up: make(chan struct{})}
+}
+
+// Run connects and keeps reconnecting until ctx is done, then closes the
+// session gracefully and returns nil. An authentication failure on the very
+// first attempt is returned at once: at startup it is a configuration error
+// the operator must fix. Later ones back off like any other failure.
+func (c *Client) Run(ctx context.Context) error {
+	delay := time.Duration(0)
+	everUp := false
+	for {
+		if delay > 0 {
+			wait := rand.N(delay) + time.Millisecond // full jitter
+			c.log.Info("reconnecting", "in", wait.Round(time.Millisecond))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		s, err := Dial(ctx, c.cfg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if IsAuthError(err) {
+				if !everUp {
+					return err
+				}
+				c.log.Error("authentication failed; check the account and password", "err", err)
+				delay = backoffMax
+				continue
+			}
+			c.log.Warn("connect failed", "err", err)
+			delay = nextBackoff(delay)
+			continue
+		}
+		everUp = true
+		started := time.Now()
+		err = c.serve(ctx, s)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("session lost", "err", err, "after", time.Since(started).Round(time.Second))
+		if time.Since(started) > stableSession {
+			delay = 0
+		}
+		delay = nextBackoff(delay)
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d < backoffMin {
+		return backoffMin
+	}
+	return min(2*d, backoffMax)
+}
+
+func (c *Client) serve(ctx context.Context, s *Session) error {
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	if c.OnConnect != nil {
+		if err := c.OnConnect(ctx, s); err != nil {
+			s.Close(context.WithoutCancel(ctx))
+			<-done
+			return err
+		}
+	}
+	c.mu.Lock()
+	c.sess = s
+	close(c.up)
+	c.up = make(chan struct{})
+	c.mu.Unlock()
+	c.log.Info("connected", "jid", s.JID().String())
+	err := <-done
+	c.mu.Lock()
+	c.sess = nil
+	c.mu.Unlock()
+	return err
+}
+
+// Session returns the live session, or nil while disconnected.
+func (c *Client) Session() *Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+// WaitConnected blocks until a session is up or ctx is done.
+func (c *Client) WaitConnected(ctx context.Context) (*Session, error) {
+	for {
+		c.mu.Lock()
+		s, up := c.sess, c.up
+		c.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-up:
+		}
+	}
+}
+
+// Send sends on the live session or fails with ErrNotConnected.
+func (c *Client) Send(ctx context.Context, st *Element) error {
+	s := c.Session()
+	if s == nil {
+		return ErrNotConnected
+	}
+	return s.Send(ctx, st)
+}
+
+// SendRaw sends a pre-encoded stanza on the live session.
+func (c *Client) SendRaw(ctx context.Context, b []byte) error {
+	s := c.Session()
+	if s == nil {
+		return ErrNotConnected
+	}
+	return s.SendRaw(ctx, b)
+}
+
+// SendIQ sends an IQ on the live session and waits for the answer.
+func (c *Client) SendIQ(ctx context.Context, iq *Element) (*Element, error) {
+	s := c.Session()
+	if s == nil {
+		return nil, ErrNotConnected
+	}
+	return s.SendIQ(ctx, iq)
+}

@@ -1,0 +1,167 @@
+package xmpp
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+const header = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='iot.test' version='1.0'>`
+
+func readAll(t *testing.T, in string, maxSize int64, maxDepth int) ([]*Element, error) {
+	t.Helper()
+	r := newReader(strings.NewReader(in), maxSize, maxDepth)
+	if _, err := r.header(); err != nil {
+		return nil, err
+	}
+	var out []*Element
+	for {
+		el, err := r.next()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, el)
+	}
+}
+
+func TestReaderStanzas(t *testing.T) {
+	in := header + " \n<message from='a@b/c' type='chat' xml:lang='en'><body>hi &amp; &lt;you&gt;</body><x xmlns='urn:other'><y/></x></message>" +
+		"\t<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq></stream:stream>"
+	els, err := readAll(t, in, 0, 0)
+	if !errors.Is(err, errStreamEnd) {
+		t.Fatalf("end error = %v, want errStreamEnd", err)
+	}
+	if len(els) != 2 {
+		t.Fatalf("got %d stanzas, want 2", len(els))
+	}
+	m := els[0]
+	if m.Space != NSClient || m.Name != "message" || m.Attr("from") != "a@b/c" || m.Attr("xml:lang") != "en" {
+		t.Errorf("message = %+v", m)
+	}
+	if got := m.ChildText(NSClient, "body"); got != "hi & <you>" {
+		t.Errorf("body = %q", got)
+	}
+	if m.Child("urn:other", "x").Child("urn:other", "y") == nil {
+		t.Errorf("namespaced child not resolved: %s", m)
+	}
+	if p := els[1].Child(NSPing, "ping"); p == nil {
+		t.Errorf("iq payload = %s", els[1])
+	}
+}
+
+func TestReaderLimits(t *testing.T) {
+	deep := header + strings.Repeat("<a>", 40) + strings.Repeat("</a>", 40)
+	tests := []struct {
+		name      string
+		in        string
+		max       int64
+		depth     int
+		condition string
+	}{
+		{"oversize text", header + "<message><body>" + strings.Repeat("x", 10000) + "</body></message>", 2048, 0, "policy-violation"},
+		{"oversize attribute", header + "<message to='" + strings.Repeat("x", 1<<20) + "'/>", 4096, 0, "policy-violation"},
+		{"oversize never-ending", header + "<message><body>" + strings.Repeat("x", 1<<20), 4096, 0, "policy-violation"},
+		{"whitespace flood", header + strings.Repeat(" ", 1<<20), 4096, 0, "policy-violation"},
+		{"many small children", header + "<message>" + strings.Repeat("<a/>", 2000) + "</message>", 4096, 0, "policy-violation"},
+		{"deep", deep, 0, 32, "policy-violation"},
+		{"comment", header + "<!-- hi --><message/>", 0, 0, "restricted-xml"},
+		{"processing instruction", header + "<?foo bar?><message/>", 0, 0, "restricted-xml"},
+		{"doctype", "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>" + header, 0, 0, "restricted-xml"},
+		{"unknown entity", header + "<message><body>&lol;</body></message>", 0, 0, "not-well-formed"},
+		{"mismatched tag", header + "<message></iq>", 0, 0, "not-well-formed"},
+		{"text at stream level", header + "hello<message/>", 0, 0, "not-well-formed"},
+		{"wrong root", "<foo xmlns='bar'>", 0, 0, "invalid-namespace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := readAll(t, tt.in, tt.max, tt.depth)
+			var se *StreamError
+			if !errors.As(err, &se) {
+				t.Fatalf("error = %v, want StreamError %s", err, tt.condition)
+			}
+			if se.Condition != tt.condition || !se.Local {
+				t.Errorf("error = %+v, want local %s", se, tt.condition)
+			}
+		})
+	}
+}
+
+// countingReader records how much the stream reader pulled from the network.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+func TestReaderDoesNotBufferOversizeStanza(t *testing.T) {
+	src := &countingReader{r: strings.NewReader(header + "<message><body>" + strings.Repeat("x", 8<<20) + "</body></message>")}
+	r := newReader(src, 4096, 0)
+	if _, err := r.header(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.next(); err == nil {
+		t.Fatal("oversize stanza accepted")
+	}
+	if src.n > 4096+2*readAhead+len(header) {
+		t.Errorf("reader pulled %d bytes for a 4096-byte limit", src.n)
+	}
+}
+
+func TestReaderSizeLimitResetsPerStanza(t *testing.T) {
+	one := "<message><body>" + strings.Repeat("x", 1500) + "</body></message>"
+	els, err := readAll(t, header+strings.Repeat(one, 50)+"</stream:stream>", 2048, 0)
+	if !errors.Is(err, errStreamEnd) || len(els) != 50 {
+		t.Fatalf("got %d stanzas, err %v; want 50 under a per-stanza limit", len(els), err)
+	}
+}
+
+func TestReaderTruncated(t *testing.T) {
+	_, err := readAll(t, header+"<message><body>abc", 0, 0)
+	if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		t.Fatalf("error = %v, want unexpected EOF", err)
+	}
+}
+
+// FuzzReader feeds arbitrary bytes after a valid header: the reader must
+// never panic, must stop with an error, and every stanza it returns must
+// re-encode to XML that parses back to the same stanza.
+func FuzzReader(f *testing.F) {
+	f.Add("<message from='a@b/c' type='chat'><body>hi</body></message>")
+	f.Add("<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>")
+	f.Add("<presence><status>&amp;&#x41;</status><c xmlns='http://jabber.org/protocol/caps' hash='sha-1'/></presence>")
+	f.Add("<message><body>" + strings.Repeat("<a>", 40) + "</body></message>")
+	f.Add("<!DOCTYPE x><message/>")
+	f.Add("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+	f.Add("<a xmlns:p='urn:p'><p:b p:c='d' xml:lang='de'/></a>")
+	f.Fuzz(func(t *testing.T, in string) {
+		r := newReader(strings.NewReader(header+in), 1024, 16)
+		if _, err := r.header(); err != nil {
+			t.Fatalf("header: %v", err)
+		}
+		for i := 0; ; i++ {
+			el, err := r.next()
+			if err != nil {
+				return
+			}
+			if i > len(in) {
+				t.Fatal("more stanzas than input bytes")
+			}
+			enc := el.String()
+			rr := newReader(strings.NewReader(header+enc), 1<<20, 64)
+			rr.header()
+			back, err := rr.next()
+			if err != nil {
+				t.Fatalf("re-encoded %q does not parse: %v", enc, err)
+			}
+			if back.String() != enc {
+				t.Fatalf("round trip changed stanza:\n%s\n%s", enc, back.String())
+			}
+		}
+	})
+}

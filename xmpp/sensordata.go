@@ -1,0 +1,170 @@
+package xmpp
+
+import (
+	"math"
+	"strconv"
+	"time"
+)
+
+// NSSensorData is XEP-0323 (Internet of Things - Sensor Data).
+const NSSensorData = "urn:xmpp:iot:sensordata"
+
+// FieldKind selects the XEP-0323 field element.
+type FieldKind uint8
+
+// Field kinds.
+const (
+	FieldNumeric FieldKind = iota // <numeric value unit>
+	FieldBoolean                  // <boolean value>
+	FieldString                   // <string value>
+)
+
+// SensorField is one XEP-0323 field. All readouts are momentary and
+// automatic, as stanzad reports what it measures.
+type SensorField struct {
+	Name     string
+	Kind     FieldKind
+	Num      float64
+	Decimals int // -1: shortest round-trip representation
+	Unit     string
+	Bool     bool
+	Str      string
+}
+
+// SensorMessage is an unsolicited reading message: a human <body> plus
+// XEP-0323 <fields> for one node at one timestamp.
+type SensorMessage struct {
+	To, ID string
+	// Type is the message type; empty means "chat".
+	Type string
+	// Body is the human text; empty means one is derived from the fields:
+	// "node: name=value unit ...".
+	Body  string
+	SeqNr uint64
+	Node  string
+	Time  time.Time
+	// Fields must not be empty.
+	Fields []SensorField
+	// Delay, when non-zero, adds a XEP-0203 <delay> with this stamp: the
+	// time the stanza was first queued, for readings sent after an outage.
+	Delay time.Time
+	// DelayFrom is the JID that delayed the stanza (the agent itself).
+	DelayFrom string
+}
+
+// AppendSensorMessage appends the encoded message stanza to dst. It does
+// not allocate beyond growing dst.
+func AppendSensorMessage(dst []byte, m *SensorMessage) []byte {
+	typ := m.Type
+	if typ == "" {
+		typ = "chat"
+	}
+	dst = append(dst, "<message"...)
+	dst = appendAttr(dst, "to", m.To)
+	dst = appendAttr(dst, "type", typ)
+	if m.ID != "" {
+		dst = appendAttr(dst, "id", m.ID)
+	}
+	dst = append(dst, "><body>"...)
+	if m.Body != "" {
+		dst = AppendEscaped(dst, m.Body)
+	} else {
+		dst = AppendSensorBody(dst, m.Node, m.Fields)
+	}
+	dst = append(dst, "</body>"...)
+	dst = AppendSensorFields(dst, m.SeqNr, m.Node, m.Time, m.Fields)
+	if !m.Delay.IsZero() {
+		dst = append(dst, "<delay xmlns='urn:xmpp:delay'"...)
+		if m.DelayFrom != "" {
+			dst = appendAttr(dst, "from", m.DelayFrom)
+		}
+		dst = append(dst, " stamp='"...)
+		dst = AppendTime(dst, m.Delay)
+		dst = append(dst, "'/>"...)
+	}
+	return append(dst, "</message>"...)
+}
+
+// AppendSensorBody appends the human summary of a reading,
+// "node: temperature=21.5 °C humidity=40.2 %".
+func AppendSensorBody(dst []byte, node string, fields []SensorField) []byte {
+	dst = AppendEscaped(dst, node)
+	dst = append(dst, ':')
+	for i := range fields {
+		f := &fields[i]
+		dst = append(dst, ' ')
+		dst = AppendEscaped(dst, f.Name)
+		dst = append(dst, '=')
+		switch f.Kind {
+		case FieldNumeric:
+			dst = appendNumber(dst, f.Num, f.Decimals)
+			if f.Unit != "" {
+				dst = append(dst, ' ')
+				dst = AppendEscaped(dst, f.Unit)
+			}
+		case FieldBoolean:
+			dst = strconv.AppendBool(dst, f.Bool)
+		default:
+			dst = AppendEscaped(dst, f.Str)
+		}
+	}
+	return dst
+}
+
+// AppendSensorFields appends a XEP-0323 <fields> element with done='true'
+// for one node and timestamp; it is also the pubsub item payload.
+func AppendSensorFields(dst []byte, seqnr uint64, node string, ts time.Time, fields []SensorField) []byte {
+	dst = append(dst, "<fields xmlns='urn:xmpp:iot:sensordata' seqnr='"...)
+	dst = strconv.AppendUint(dst, seqnr, 10)
+	dst = append(dst, "' done='true'><node nodeId='"...)
+	dst = AppendEscaped(dst, node)
+	dst = append(dst, "'><timestamp value='"...)
+	dst = AppendTime(dst, ts)
+	dst = append(dst, "'>"...)
+	for i := range fields {
+		dst = appendSensorField(dst, &fields[i])
+	}
+	return append(dst, "</timestamp></node></fields>"...)
+}
+
+func appendSensorField(dst []byte, f *SensorField) []byte {
+	switch f.Kind {
+	case FieldNumeric:
+		dst = append(dst, "<numeric"...)
+	case FieldBoolean:
+		dst = append(dst, "<boolean"...)
+	default:
+		dst = append(dst, "<string"...)
+	}
+	dst = appendAttr(dst, "name", f.Name)
+	dst = append(dst, " momentary='true' automaticReadout='true' value='"...)
+	switch f.Kind {
+	case FieldNumeric:
+		dst = appendNumber(dst, f.Num, f.Decimals)
+		dst = append(dst, '\'')
+		if f.Unit != "" {
+			dst = appendAttr(dst, "unit", f.Unit)
+		}
+	case FieldBoolean:
+		dst = strconv.AppendBool(dst, f.Bool)
+		dst = append(dst, '\'')
+	default:
+		dst = AppendEscaped(dst, f.Str)
+		dst = append(dst, '\'')
+	}
+	return append(dst, "/>"...)
+}
+
+// appendNumber writes an xs:double: NaN, INF and -INF for the special
+// values, which strconv spells differently.
+func appendNumber(dst []byte, v float64, decimals int) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(dst, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(dst, "INF"...)
+	case math.IsInf(v, -1):
+		return append(dst, "-INF"...)
+	}
+	return strconv.AppendFloat(dst, v, 'f', decimals, 64)
+}

@@ -1,0 +1,813 @@
+package xmpp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stanzad/stanzad/xmpp/sasl"
+)
+
+// Config configures a session. JID and Password (or a client certificate
+// in TLS) are required; the zero value of everything else is a sensible
+// default.
+type Config struct {
+	// JID is the account; its resource, if any, is requested at bind time.
+	JID      JID
+	Password string
+	// Server is host:port to connect to. Empty means DNS SRV
+	// (_xmpps-client._tcp for DirectTLS, _xmpp-client._tcp otherwise), then
+	// the domain on 5223 (DirectTLS) or 5222.
+	Server string
+	// DirectTLS starts TLS on connect (XEP-0368) instead of STARTTLS.
+	DirectTLS bool
+	// TLS verifies the server; nil means system roots. ServerName defaults
+	// to the JID's domain. InsecureSkipVerify is refused.
+	TLS *tls.Config
+	// MaxStanza and MaxDepth bound inbound stanzas (defaults 256 KiB, 32).
+	MaxStanza int64
+	MaxDepth  int
+	// Timeout bounds connecting and stream negotiation (default 20s) and
+	// each write (default 10s).
+	Timeout time.Duration
+	// Handler receives inbound stanzas. Nil answers IQs with
+	// service-unavailable and drops the rest.
+	Handler Handler
+	// Logger receives debug traffic and warnings; nil discards.
+	Logger *slog.Logger
+	// Resolver looks up SRV records; nil uses net.DefaultResolver.
+	Resolver *net.Resolver
+	// MaxHandlers bounds concurrently running handlers (default 32).
+	// When all are busy the reader waits, pushing back on the server.
+	MaxHandlers int
+}
+
+// Handler handles inbound stanzas other than IQ results. Calls may run
+// concurrently. For IQs of type get or set, HandleStanza is not called:
+// see IQHandler and Mux.
+type Handler interface {
+	HandleStanza(ctx context.Context, s *Session, st *Element)
+}
+
+// Session is one negotiated XMPP client stream. Create it with Dial, run
+// Serve to process inbound stanzas; Send and SendIQ may be called from any
+// goroutine.
+type Session struct {
+	cfg      Config
+	log      *slog.Logger
+	conn     net.Conn
+	tls      *tls.Conn
+	r        *reader
+	jid      JID
+	features *Element
+	streamID string
+
+	wmu    sync.Mutex
+	wbuf   []byte
+	closed bool
+
+	pmu     sync.Mutex
+	pending map[string]chan *Element
+
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	served  chan struct{} // closed when Serve returns
+	serving atomic.Bool
+	closing atomic.Bool
+	sent    atomic.Uint64
+	recv    atomic.Uint64
+}
+
+// Dial connects, negotiates TLS, authenticates and binds a resource. The
+// returned session is ready for Send; call Serve to read.
+func Dial(ctx context.Context, cfg Config) (*Session, error) {
+	if cfg.JID.Domain == "" {
+		return nil, errors.New("xmpp: config has no JID")
+	}
+	if cfg.TLS != nil && cfg.TLS.InsecureSkipVerify {
+		return nil, errors.New("xmpp: TLS verification cannot be disabled")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.MaxHandlers <= 0 {
+		cfg.MaxHandlers = 32
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+
+	conn, err := dialTCP(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		cfg:      cfg,
+		log:      log,
+		conn:     conn,
+		pending:  make(map[string]chan *Element),
+		served:   make(chan struct{}),
+		idPrefix: randomID(4),
+	}
+	// Negotiation is sequential: a deadline on the connection bounds it,
+	// and cancelling ctx unblocks it.
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	err = s.negotiate(ctx)
+	stop()
+	if err != nil {
+		conn.Close()
+		if ctx.Err() != nil && !isTyped(err) {
+			return nil, fmt.Errorf("xmpp: negotiate with %s: %w (%w)", conn.RemoteAddr(), ctx.Err(), err)
+		}
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return s, nil
+}
+
+func isTyped(err error) bool {
+	var se *StreamError
+	var ae *SASLError
+	var ce *tls.CertificateVerificationError
+	return errors.As(err, &se) || errors.As(err, &ae) || errors.As(err, &ce) ||
+		errors.Is(err, ErrNoTLS) || errors.Is(err, ErrNoMechanism) || errors.Is(err, ErrPinMismatch)
+}
+
+func dialTCP(ctx context.Context, cfg Config) (net.Conn, error) {
+	addrs, err := resolve(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	var errs []error
+	for _, addr := range addrs {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			// Stanzas are small and latency matters more than packet count.
+			tc.SetNoDelay(true)
+			tc.SetKeepAlive(true)
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("xmpp: connect: %w", errors.Join(errs...))
+}
+
+// resolve returns the addresses to try, in order (RFC 6120 §3.2).
+func resolve(ctx context.Context, cfg Config) ([]string, error) {
+	if cfg.Server != "" {
+		return []string{cfg.Server}, nil
+	}
+	service, port := "xmpp-client", "5222"
+	if cfg.DirectTLS {
+		service, port = "xmpps-client", "5223"
+	}
+	r := cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	_, srvs, err := r.LookupSRV(ctx, service, "tcp", cfg.JID.Domain)
+	if err == nil && len(srvs) > 0 {
+		if len(srvs) == 1 && srvs[0].Target == "." {
+			return nil, fmt.Errorf("xmpp: %s publishes no %s service", cfg.JID.Domain, service)
+		}
+		addrs := make([]string, 0, len(srvs))
+		for _, s := range srvs {
+			addrs = append(addrs, net.JoinHostPort(trimDot(s.Target), strconv.Itoa(int(s.Port))))
+		}
+		return addrs, nil
+	}
+	return []string{net.JoinHostPort(cfg.JID.Domain, port)}, nil
+}
+
+func trimDot(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '.' {
+		return s[:len(s)-1]
+	}
+	return s
+}
+
+func (s *Session) tlsConfig() *tls.Config {
+	var c *tls.Config
+	if s.cfg.TLS != nil {
+		c = s.cfg.TLS.Clone()
+	} else {
+		c = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.ServerName == "" {
+		c.ServerName = s.cfg.JID.Domain
+	}
+	return c
+}
+
+func (s *Session) startTLS(ctx context.Context) error {
+	cfg := s.tlsConfig()
+	if s.cfg.DirectTLS {
+		cfg.NextProtos = []string{"xmpp-client"} // XEP-0368 ALPN
+	}
+	tc := tls.Client(s.conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("xmpp: TLS handshake with %s: %w", s.conn.RemoteAddr(), err)
+	}
+	s.conn = tc
+	s.tls = tc
+	return nil
+}
+
+// negotiate runs RFC 6120 stream negotiation: [TLS], SASL, bind.
+func (s *Session) negotiate(ctx context.Context) error {
+	if s.cfg.DirectTLS {
+		if err := s.startTLS(ctx); err != nil {
+			return err
+		}
+	}
+	authenticated := false
+	for {
+		if err := s.openStream(); err != nil {
+			return err
+		}
+		f := s.features
+		switch {
+		case s.tls == nil:
+			if f.Child(NSTLS, "starttls") == nil {
+				return ErrNoTLS
+			}
+			if err := s.writeRaw([]byte("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")); err != nil {
+				return err
+			}
+			el, err := s.r.next()
+			if err != nil {
+				return err
+			}
+			if el.Space != NSTLS || el.Name != "proceed" {
+				return fmt.Errorf("xmpp: STARTTLS refused by server (<%s/>)", el.Name)
+			}
+			if err := s.startTLS(ctx); err != nil {
+				return err
+			}
+		case !authenticated:
+			if err := s.authenticate(); err != nil {
+				return err
+			}
+			authenticated = true
+		default:
+			return s.bind()
+		}
+	}
+}
+
+func (s *Session) openStream() error {
+	var b []byte
+	b = append(b, "<?xml version='1.0'?><stream:stream to='"...)
+	b = AppendEscaped(b, s.cfg.JID.Domain)
+	b = append(b, '\'')
+	if s.tls != nil {
+		b = append(b, " from='"...)
+		b = AppendEscaped(b, s.cfg.JID.Bare().String())
+		b = append(b, '\'')
+	}
+	b = append(b, " version='1.0' xml:lang='en' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"...)
+	// A new reader per stream: RFC 6120 §4.3.3 restarts discard parser state.
+	s.r = newReader(s.conn, s.cfg.MaxStanza, s.cfg.MaxDepth)
+	if err := s.writeRaw(b); err != nil {
+		return err
+	}
+	h, err := s.r.header()
+	if err != nil {
+		return s.negotiationError(err)
+	}
+	if h.Version == "" || h.Version[0] < '1' {
+		return fmt.Errorf("xmpp: server speaks stream version %q, want 1.0", h.Version)
+	}
+	s.streamID = h.ID
+	el, err := s.r.next()
+	if err != nil {
+		return s.negotiationError(err)
+	}
+	if el.Space == NSStream && el.Name == "error" {
+		return parseStreamError(el)
+	}
+	if el.Space != NSStream || el.Name != "features" {
+		return fmt.Errorf("xmpp: expected stream features, got <%s xmlns='%s'>", el.Name, el.Space)
+	}
+	s.features = el
+	return nil
+}
+
+// negotiationError sends local stream errors to the server before failing.
+func (s *Session) negotiationError(err error) error {
+	var se *StreamError
+	if errors.As(err, &se) && se.Local {
+		s.writeRaw(append(se.Element(), "</stream:stream>"...))
+	}
+	return err
+}
+
+func parseStreamError(el *Element) *StreamError {
+	e := &StreamError{Condition: "undefined-condition"}
+	for _, c := range el.Children {
+		if c.Space != NSStreams {
+			continue
+		}
+		if c.Name == "text" {
+			e.Text = c.Text
+		} else {
+			e.Condition = c.Name
+		}
+	}
+	return e
+}
+
+func (s *Session) authenticate() error {
+	mechs := s.features.Child(NSSASL, "mechanisms")
+	if mechs == nil {
+		return fmt.Errorf("%w (server offered no SASL)", ErrNoMechanism)
+	}
+	var offered []string
+	for _, m := range mechs.Children {
+		if m.Name == "mechanism" {
+			offered = append(offered, m.Text)
+		}
+	}
+	cb := s.channelBinding()
+	have := sasl.Capabilities{
+		TLS:            s.tls != nil,
+		ChannelBinding: cb != nil,
+		ClientCert:     s.tls != nil && len(s.tls.ConnectionState().PeerCertificates) > 0 && s.cfg.TLS != nil && len(s.cfg.TLS.Certificates) > 0,
+	}
+	order := sasl.Preferred(offered, have)
+	if len(order) == 0 {
+		return fmt.Errorf("%w: server offers %v", ErrNoMechanism, offered)
+	}
+	name := order[0]
+	var mech sasl.Mechanism
+	switch {
+	case name == "PLAIN":
+		mech = sasl.Plain(s.cfg.JID.Local, s.cfg.Password)
+	case name == "EXTERNAL":
+		mech = sasl.External("")
+	default:
+		plusOffered := false
+		for _, o := range offered {
+			if len(o) > 5 && o[len(o)-5:] == "-PLUS" {
+				plusOffered = true
+			}
+		}
+		opts := sasl.SCRAMOptions{
+			// "y" tells the server we could bind but it offered no -PLUS, so
+			// a stripped -PLUS offer (downgrade) is detected (RFC 5802 §6).
+			ClientSupportsCB: cb != nil && !plusOffered,
+		}
+		if len(name) > 5 && name[len(name)-5:] == "-PLUS" {
+			opts.CB = cb
+		}
+		m, err := sasl.SCRAMWithOptions(name, s.cfg.JID.Local, s.cfg.Password, opts)
+		if err != nil {
+			return err
+		}
+		mech = m
+	}
+	s.log.Debug("authenticating", "mechanism", name)
+	initial, err := mech.Start()
+	if err != nil {
+		return err
+	}
+	b := []byte("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='")
+	b = AppendEscaped(b, name)
+	b = append(b, "'>"...)
+	b = appendB64(b, initial)
+	b = append(b, "</auth>"...)
+	if err := s.writeRaw(b); err != nil {
+		return err
+	}
+	for {
+		el, err := s.r.next()
+		if err != nil {
+			return s.negotiationError(err)
+		}
+		if el.Space != NSSASL {
+			if el.Space == NSStream && el.Name == "error" {
+				return parseStreamError(el)
+			}
+			return fmt.Errorf("xmpp: unexpected <%s/> during SASL", el.Name)
+		}
+		data, derr := base64.StdEncoding.DecodeString(el.Text)
+		if derr != nil && el.Name != "failure" {
+			return fmt.Errorf("xmpp: SASL %s: bad base64: %w", el.Name, derr)
+		}
+		switch el.Name {
+		case "challenge":
+			resp, err := mech.Next(data)
+			if err != nil {
+				s.writeRaw([]byte("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"))
+				return fmt.Errorf("xmpp: SASL %s: %w", name, err)
+			}
+			b = append(b[:0], "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"...)
+			b = appendB64(b, resp)
+			b = append(b, "</response>"...)
+			if err := s.writeRaw(b); err != nil {
+				return err
+			}
+		case "success":
+			if err := mech.Finish(data); err != nil {
+				return fmt.Errorf("xmpp: SASL %s: %w", name, err)
+			}
+			return nil
+		case "failure":
+			f := &SASLError{Condition: "not-authorized"}
+			for _, c := range el.Children {
+				if c.Name == "text" {
+					f.Text = c.Text
+				} else {
+					f.Condition = c.Name
+				}
+			}
+			return f
+		default:
+			return fmt.Errorf("xmpp: unexpected SASL <%s/>", el.Name)
+		}
+	}
+}
+
+// channelBinding returns the binding for -PLUS mechanisms, or nil when
+// none can be had: tls-unique exists only for TLS 1.2 (RFC 5929); for TLS
+// 1.3 tls-exporter (RFC 9266) is used only if the server advertises it
+// (XEP-0440), since a server that supports neither would fail the exchange.
+func (s *Session) channelBinding() *sasl.ChannelBinding {
+	if s.tls == nil {
+		return nil
+	}
+	cs := s.tls.ConnectionState()
+	if cs.Version == tls.VersionTLS12 && len(cs.TLSUnique) > 0 {
+		return &sasl.ChannelBinding{Type: "tls-unique", Data: cs.TLSUnique}
+	}
+	if cs.Version >= tls.VersionTLS13 {
+		if cbs := s.features.Child(NSSASLCB, "sasl-channel-binding"); cbs != nil {
+			for _, c := range cbs.Children {
+				if c.Attr("type") == "tls-exporter" {
+					data, err := cs.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
+					if err == nil {
+						return &sasl.ChannelBinding{Type: "tls-exporter", Data: data}
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func appendB64(dst, src []byte) []byte {
+	if len(src) == 0 {
+		return append(dst, '=') // RFC 6120 §6.4.2: empty response
+	}
+	return base64.StdEncoding.AppendEncode(dst, src)
+}
+
+func (s *Session) bind() error {
+	if s.features.Child(NSBind, "bind") == nil {
+		return errors.New("xmpp: server offers no resource binding")
+	}
+	iq := Stanza("iq", "set", "", s.NewID())
+	bind := NewElement(NSBind, "bind")
+	if s.cfg.JID.Resource != "" {
+		bind.Add(NewElement(NSBind, "resource").SetText(s.cfg.JID.Resource))
+	}
+	iq.Add(bind)
+	res, err := s.syncIQ(iq)
+	if err != nil {
+		return fmt.Errorf("xmpp: bind: %w", err)
+	}
+	j, err := ParseJID(res.Child(NSBind, "bind").ChildText(NSBind, "jid"))
+	if err != nil {
+		return fmt.Errorf("xmpp: bind: server returned %w", err)
+	}
+	s.jid = j
+	// RFC 3921 session establishment, only where a server still requires it.
+	if sess := s.features.Child(NSSession, "session"); sess != nil && sess.Child("", "optional") == nil {
+		iq := Stanza("iq", "set", "", s.NewID()).Add(NewElement(NSSession, "session"))
+		if _, err := s.syncIQ(iq); err != nil {
+			return fmt.Errorf("xmpp: session: %w", err)
+		}
+	}
+	return nil
+}
+
+// syncIQ sends an IQ during negotiation, before Serve runs, and reads
+// until its answer.
+func (s *Session) syncIQ(iq *Element) (*Element, error) {
+	if err := s.writeRaw(iq.Append(nil)); err != nil {
+		return nil, err
+	}
+	id := iq.Attr("id")
+	for {
+		el, err := s.r.next()
+		if err != nil {
+			return nil, s.negotiationError(err)
+		}
+		if el.Space == NSStream && el.Name == "error" {
+			return nil, parseStreamError(el)
+		}
+		if el.Name != "iq" || el.Attr("id") != id {
+			continue
+		}
+		if el.Attr("type") == "error" {
+			return nil, ParseStanzaError(el)
+		}
+		return el, nil
+	}
+}
+
+// JID returns the full JID the server bound.
+func (s *Session) JID() JID { return s.jid }
+
+// Features returns the stream features of the final stream.
+func (s *Session) Features() *Element { return s.features }
+
+// TLSState returns the TLS connection state.
+func (s *Session) TLSState() tls.ConnectionState { return s.tls.ConnectionState() }
+
+// LastRead returns when bytes last arrived from the server.
+func (s *Session) LastRead() time.Time { return time.Unix(0, s.r.conn.last.Load()) }
+
+// NewID returns a stanza id unique within this process.
+func (s *Session) NewID() string {
+	return s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *Session) writeRaw(b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeLocked(b)
+}
+
+func (s *Session) writeLocked(b []byte) error {
+	if s.closed {
+		return ErrClosed
+	}
+	wt := s.cfg.Timeout / 2
+	if wt <= 0 {
+		wt = 10 * time.Second
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(wt))
+	_, err := s.conn.Write(b)
+	if err != nil {
+		// A failed or partial write leaves the stream unusable.
+		s.closed = true
+		s.conn.Close()
+		return fmt.Errorf("xmpp: write: %w", err)
+	}
+	return nil
+}
+
+// Send encodes and writes one stanza.
+func (s *Session) Send(ctx context.Context, st *Element) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf = st.Append(s.wbuf[:0])
+	err := s.writeLocked(s.wbuf)
+	if err == nil {
+		s.sent.Add(1)
+	}
+	return err
+}
+
+// SendRaw writes one pre-encoded stanza. b must be exactly one complete,
+// well-formed stanza element in the jabber:client namespace.
+func (s *Session) SendRaw(ctx context.Context, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	err := s.writeLocked(b)
+	if err == nil {
+		s.sent.Add(1)
+	}
+	return err
+}
+
+// SendIQ sends an IQ get or set and waits for its result. An IQ error
+// response is returned as a *StanzaError. Serve must be running.
+func (s *Session) SendIQ(ctx context.Context, iq *Element) (*Element, error) {
+	id := iq.Attr("id")
+	if id == "" {
+		id = s.NewID()
+		iq.SetAttr("id", id)
+	}
+	ch := make(chan *Element, 1)
+	s.pmu.Lock()
+	s.pending[id] = ch
+	s.pmu.Unlock()
+	defer func() {
+		s.pmu.Lock()
+		delete(s.pending, id)
+		s.pmu.Unlock()
+	}()
+	if err := s.Send(ctx, iq); err != nil {
+		return nil, err
+	}
+	select {
+	case res := <-ch:
+		if res.Attr("type") == "error" {
+			return res, ParseStanzaError(res)
+		}
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.served:
+		return nil, ErrClosed
+	}
+}
+
+// Serve reads and dispatches stanzas until the stream ends. Cancelling ctx
+// closes the session gracefully (see Close). It returns nil after a clean
+// close, a *StreamError for stream errors, or the read error.
+func (s *Session) Serve(ctx context.Context) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("xmpp: Serve called twice")
+	}
+	defer close(s.served)
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer ccancel()
+		s.Close(cctx)
+	})
+	defer stop()
+
+	slots := make(chan struct{}, s.cfg.MaxHandlers)
+	for {
+		el, err := s.r.next()
+		if err != nil {
+			return s.readFailed(err)
+		}
+		s.recv.Add(1)
+		if el.Space == NSStream && el.Name == "error" {
+			se := parseStreamError(el)
+			s.shutdown()
+			return se
+		}
+		if el.Name == "iq" && el.Space == NSClient {
+			if t := el.Attr("type"); t == "result" || t == "error" {
+				s.deliverResult(el)
+				continue
+			}
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-hctx.Done():
+		}
+		wg.Add(1)
+		go func() {
+			defer func() {
+				<-slots
+				wg.Done()
+			}()
+			s.dispatch(hctx, el)
+		}()
+	}
+}
+
+func (s *Session) readFailed(err error) error {
+	defer s.shutdown()
+	if errors.Is(err, errStreamEnd) {
+		if s.closing.Load() {
+			return nil
+		}
+		return &StreamError{Condition: "connection-closed", Text: "server closed the stream"}
+	}
+	var se *StreamError
+	if errors.As(err, &se) && se.Local {
+		s.log.Warn("closing stream", "condition", se.Condition, "reason", se.Text)
+		s.wmu.Lock()
+		if !s.closed {
+			s.writeLocked(append(se.Element(), "</stream:stream>"...))
+		}
+		s.wmu.Unlock()
+		return se
+	}
+	if s.closing.Load() && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)) {
+		return nil
+	}
+	return fmt.Errorf("xmpp: read: %w", err)
+}
+
+func (s *Session) shutdown() {
+	s.wmu.Lock()
+	s.closed = true
+	s.wmu.Unlock()
+	s.conn.Close()
+}
+
+func (s *Session) deliverResult(el *Element) {
+	s.pmu.Lock()
+	ch := s.pending[el.Attr("id")]
+	s.pmu.Unlock()
+	if ch == nil {
+		s.log.Debug("dropping unsolicited IQ result", "iq_id", el.Attr("id"), "from", el.Attr("from"))
+		return
+	}
+	select {
+	case ch <- el:
+	default:
+	}
+}
+
+func (s *Session) dispatch(ctx context.Context, el *Element) {
+	if s.cfg.Handler != nil {
+		s.cfg.Handler.HandleStanza(ctx, s, el)
+		return
+	}
+	if el.Name == "iq" {
+		s.ReplyError(ctx, el, &StanzaError{Type: ErrorTypeCancel, Condition: "service-unavailable"})
+	}
+}
+
+// Reply sends an IQ result for req with an optional payload.
+func (s *Session) Reply(ctx context.Context, req *Element, payload *Element) error {
+	res := Stanza("iq", "result", req.Attr("from"), req.Attr("id"))
+	if payload != nil {
+		res.Add(payload)
+	}
+	return s.Send(ctx, res)
+}
+
+// ReplyError answers req (an iq, message or presence) with a stanza error.
+// It never answers an error with an error (RFC 6120 §8.3.1).
+func (s *Session) ReplyError(ctx context.Context, req *Element, e *StanzaError) error {
+	if req.Attr("type") == "error" {
+		return nil
+	}
+	res := Stanza(req.Name, "error", req.Attr("from"), req.Attr("id"))
+	// Include the request payload, as RFC 6120 §8.3.1 allows, only for IQs
+	// where it helps the requester match the failure; bodies are not echoed.
+	if req.Name == "iq" {
+		if c := req.FirstChild(); c != nil && len(c.Children) == 0 {
+			res.Add(c)
+		}
+	}
+	res.Add(e.Element())
+	return s.Send(ctx, res)
+}
+
+// Close ends the session: unavailable presence, </stream:stream>, a short
+// wait for the server's closing tag, then the TCP close. Safe to call more
+// than once and concurrently with Serve.
+func (s *Session) Close(ctx context.Context) error {
+	if !s.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.wmu.Lock()
+	var err error
+	if !s.closed {
+		err = s.writeLocked([]byte("<presence type='unavailable'/></stream:stream>"))
+	}
+	s.wmu.Unlock()
+	if s.serving.Load() && err == nil {
+		select {
+		case <-s.served:
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	s.shutdown()
+	return err
+}
+
+// Done is closed when Serve has returned.
+func (s *Session) Done() <-chan struct{} { return s.served }
