@@ -72,6 +72,7 @@ type Session struct {
 	jid      JID
 	features *Element
 	streamID string
+	mech     string
 
 	wmu    sync.Mutex
 	wbuf   []byte
@@ -354,7 +355,7 @@ func (s *Session) authenticate() error {
 	have := sasl.Capabilities{
 		TLS:            s.tls != nil,
 		ChannelBinding: cb != nil,
-		ClientCert:     s.tls != nil && len(s.tls.ConnectionState().PeerCertificates) > 0 && s.cfg.TLS != nil && len(s.cfg.TLS.Certificates) > 0,
+		ClientCert:     s.tls != nil && s.cfg.TLS != nil && len(s.cfg.TLS.Certificates) > 0,
 	}
 	order := sasl.Preferred(offered, have)
 	if len(order) == 0 {
@@ -388,6 +389,7 @@ func (s *Session) authenticate() error {
 		}
 		mech = m
 	}
+	s.mech = name
 	s.log.Debug("authenticating", "mechanism", name)
 	initial, err := mech.Start()
 	if err != nil {
@@ -423,8 +425,10 @@ func (s *Session) authenticate() error {
 				s.writeRaw([]byte("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"))
 				return fmt.Errorf("xmpp: SASL %s: %w", name, err)
 			}
+			// Only the initial response uses "=" for empty (RFC 6120
+			// §6.4.2); an empty <response/> is simply empty.
 			b = append(b[:0], "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"...)
-			b = appendB64(b, resp)
+			b = base64.StdEncoding.AppendEncode(b, resp)
 			b = append(b, "</response>"...)
 			if err := s.writeRaw(b); err != nil {
 				return err
@@ -537,6 +541,9 @@ func (s *Session) syncIQ(iq *Element) (*Element, error) {
 		return el, nil
 	}
 }
+
+// Mechanism returns the SASL mechanism the session authenticated with.
+func (s *Session) Mechanism() string { return s.mech }
 
 // JID returns the full JID the server bound.
 func (s *Session) JID() JID { return s.jid }

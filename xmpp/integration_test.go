@@ -1,0 +1,171 @@
+//go:build integration
+
+package xmpp_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stanzad/stanzad/internal/testserver"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+var resources atomic.Int32
+
+func dial(t *testing.T, srv *testserver.Server, user, password string, direct bool, h xmpp.Handler) (*xmpp.Session, error) {
+	t.Helper()
+	addr := srv.Addr
+	if direct {
+		addr = srv.DirectTLSAddr
+	}
+	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	return xmpp.Dial(ctx, xmpp.Config{
+		JID:       xmpp.MustParseJID(fmt.Sprintf("%s@%s/test%d", user, srv.Host, resources.Add(1))),
+		Password:  password,
+		Server:    addr,
+		DirectTLS: direct,
+		TLS:       tc,
+		Handler:   h,
+	})
+}
+
+// serve runs s.Serve until the test ends and then closes the stream.
+func serve(t *testing.T, s *xmpp.Session) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+func TestIntegrationLogin(t *testing.T) {
+	for _, hash := range []string{"SHA-256", "SHA-1"} {
+		t.Run(hash, func(t *testing.T) {
+			srv := testserver.New(t, testserver.Options{PasswordHash: hash, DirectTLS: hash == "SHA-256"})
+			testserver.MustRegister(t, srv, "device", "s3cret")
+
+			s, err := dial(t, srv, "device", "s3cret", false, nil)
+			if err != nil {
+				t.Fatalf("login over STARTTLS: %v\n%s", err, srv.LogTail(20))
+			}
+			if want := "SCRAM-" + hash; !strings.HasPrefix(s.Mechanism(), want) {
+				t.Errorf("mechanism %q, want %s[-PLUS]", s.Mechanism(), want)
+			}
+			if got := s.JID(); got.Bare().String() != "device@iot.test" || got.Resource == "" {
+				t.Errorf("bound JID %q", got)
+			}
+			if v := s.TLSState().Version; v < tls.VersionTLS12 {
+				t.Errorf("TLS version %x", v)
+			}
+			serve(t, s)
+			if hash != "SHA-256" {
+				return
+			}
+
+			t.Run("direct TLS", func(t *testing.T) {
+				s, err := dial(t, srv, "device", "s3cret", true, nil)
+				if err != nil {
+					t.Fatalf("login over direct TLS: %v\n%s", err, srv.LogTail(20))
+				}
+				if !s.TLSState().HandshakeComplete {
+					t.Fatal("no TLS")
+				}
+				serve(t, s)
+			})
+			t.Run("wrong password", func(t *testing.T) {
+				_, err := dial(t, srv, "device", "wrong", false, nil)
+				var se *xmpp.SASLError
+				if !errors.As(err, &se) || se.Condition != "not-authorized" || !xmpp.IsAuthError(err) {
+					t.Fatalf("Dial with wrong password = %v, want SASLError not-authorized", err)
+				}
+				if strings.Contains(err.Error(), "wrong") {
+					t.Errorf("error %q contains the password", err)
+				}
+			})
+			t.Run("untrusted certificate", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				defer cancel()
+				_, err := xmpp.Dial(ctx, xmpp.Config{
+					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Server: srv.Addr,
+					TLS: &tls.Config{RootCAs: x509.NewCertPool()},
+				})
+				var uerr x509.UnknownAuthorityError
+				if !errors.As(err, &uerr) {
+					t.Fatalf("Dial trusting nothing = %v, want x509.UnknownAuthorityError", err)
+				}
+			})
+			t.Run("wrong server name", func(t *testing.T) {
+				tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile, ServerName: "evil.test"})
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				defer cancel()
+				_, err := xmpp.Dial(ctx, xmpp.Config{
+					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Server: srv.Addr, TLS: tc,
+				})
+				var herr x509.HostnameError
+				if !errors.As(err, &herr) {
+					t.Fatalf("Dial with server_name evil.test = %v, want x509.HostnameError", err)
+				}
+			})
+		})
+	}
+}
+
+// TestIntegrationIQ drives the agent-side mux through Prosody from a second
+// client: ping and version are answered, an IQ nobody handles gets
+// service-unavailable, and the answers go back to the asking full JID.
+func TestIntegrationIQ(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw1")
+	testserver.MustRegister(t, srv, "operator", "pw2")
+
+	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "bot", Name: "stanzad"}, xmpp.Software{Name: "stanzad", Version: "test"})
+	dev, err := dial(t, srv, "device", "pw1", false, mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, dev)
+	op, err := dial(t, srv, "operator", "pw2", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, op)
+
+	ask := func(typ, ns, name string) (*xmpp.Element, error) {
+		iq := xmpp.Stanza("iq", typ, dev.JID().String(), op.NewID())
+		iq.Add(xmpp.NewElement(ns, name))
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		return op.SendIQ(ctx, iq)
+	}
+	if _, err := ask("get", "urn:xmpp:ping", "ping"); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	res, err := ask("get", "jabber:iq:version", "query")
+	if err != nil || res.Child("jabber:iq:version", "query").ChildText("jabber:iq:version", "name") != "stanzad" {
+		t.Errorf("version: %v %v", res, err)
+	}
+	if res != nil && res.Attr("to") != op.JID().String() {
+		t.Errorf("version answer to %q, want %q", res.Attr("to"), op.JID())
+	}
+	_, err = ask("set", "urn:example:unknown", "thing")
+	var se *xmpp.StanzaError
+	if !errors.As(err, &se) || se.Condition != "service-unavailable" {
+		t.Errorf("unhandled IQ: %v, want service-unavailable", err)
+	}
+}

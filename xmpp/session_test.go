@@ -1,0 +1,346 @@
+package xmpp
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testPKI is a throwaway CA and a server certificate for "iot.test".
+type testPKI struct {
+	server tls.Certificate
+	roots  *x509.CertPool
+}
+
+func newTestPKI(t *testing.T) testPKI {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "iot.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"iot.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	return testPKI{server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, roots: roots}
+}
+
+// peer is the server side of a scripted XMPP stream.
+type peer struct {
+	t    *testing.T
+	conn net.Conn
+	dec  *xml.Decoder
+	w    *bufio.Writer
+}
+
+func (p *peer) reset(c net.Conn) {
+	p.conn = c
+	p.dec = xml.NewDecoder(c)
+	p.w = bufio.NewWriter(c)
+}
+
+func (p *peer) send(s string) error {
+	p.w.WriteString(s)
+	return p.w.Flush()
+}
+
+// header reads the client's stream header and answers with ours and the
+// given features.
+func (p *peer) header(features string) error {
+	for {
+		tok, err := p.dec.Token()
+		if err != nil {
+			return err
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if se.Name.Local != "stream" {
+				return fmt.Errorf("want stream header, got <%s>", se.Name.Local)
+			}
+			break
+		}
+	}
+	return p.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' " +
+		"id='s1' from='iot.test' version='1.0'><stream:features>" + features + "</stream:features>")
+}
+
+// element reads the next top-level element the client sends.
+func (p *peer) element() (*Element, string, error) {
+	for {
+		tok, err := p.dec.Token()
+		if err != nil {
+			return nil, "", err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			var raw struct {
+				XMLName xml.Name
+				Attrs   []xml.Attr `xml:",any,attr"`
+				Inner   string     `xml:",innerxml"`
+			}
+			if err := p.dec.DecodeElement(&raw, &t); err != nil {
+				return nil, "", err
+			}
+			el := &Element{Space: t.Name.Space, Name: t.Name.Local}
+			for _, a := range raw.Attrs {
+				el.SetAttr(a.Name.Local, a.Value)
+			}
+			return el, raw.Inner, nil
+		case xml.EndElement:
+			return nil, "", io.EOF
+		}
+	}
+}
+
+// handshake runs STARTTLS, SASL PLAIN and bind as a server would.
+func (p *peer) handshake(pki testPKI, wantPassword string) error {
+	if err := p.header("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"); err != nil {
+		return err
+	}
+	if el, _, err := p.element(); err != nil || el.Name != "starttls" {
+		return fmt.Errorf("want <starttls/>: %v %v", el, err)
+	}
+	p.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	tc := tls.Server(p.conn, &tls.Config{Certificates: []tls.Certificate{pki.server}})
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	p.reset(tc)
+	if err := p.header("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms>"); err != nil {
+		return err
+	}
+	el, inner, err := p.element()
+	if err != nil || el.Name != "auth" || el.Attr("mechanism") != "PLAIN" {
+		return fmt.Errorf("want <auth mechanism=PLAIN>: %v %v", el, err)
+	}
+	cred, _ := base64.StdEncoding.DecodeString(inner)
+	if string(cred) != "\x00device\x00"+wantPassword {
+		p.send("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text>bad password</text></failure></stream:stream>")
+		return nil
+	}
+	p.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+	p.reset(tc)
+	if err := p.header("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"); err != nil {
+		return err
+	}
+	el, _, err = p.element()
+	if err != nil || el.Name != "iq" {
+		return fmt.Errorf("want bind iq: %v %v", el, err)
+	}
+	return p.send("<iq type='result' id='" + el.Attr("id") + "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>device@iot.test/agent</jid></bind></iq>")
+}
+
+// scripted starts a listener whose single connection runs handshake and
+// then script. It returns a Config pointing at it.
+func scripted(t *testing.T, password string, script func(p *peer) error) (Config, <-chan error) {
+	t.Helper()
+	pki := newTestPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		p := &peer{t: t}
+		p.reset(c)
+		if err := p.handshake(pki, "secret"); err != nil {
+			done <- fmt.Errorf("handshake: %w", err)
+			return
+		}
+		done <- script(p)
+	}()
+	return Config{
+		JID:      MustParseJID("device@iot.test/agent"),
+		Password: password,
+		Server:   ln.Addr().String(),
+		TLS:      &tls.Config{RootCAs: pki.roots},
+		Timeout:  5 * time.Second,
+	}, done
+}
+
+func TestSessionHandshake(t *testing.T) {
+	cfg, done := scripted(t, "secret", func(p *peer) error {
+		el, _, err := p.element()
+		if err != nil {
+			return err
+		}
+		if el.Name != "presence" {
+			return fmt.Errorf("got <%s/>, want presence", el.Name)
+		}
+		return p.send("</stream:stream>")
+	})
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.JID().String(); got != "device@iot.test/agent" {
+		t.Errorf("JID() = %q", got)
+	}
+	if err := s.SendRaw(context.Background(), []byte("<presence/>")); err != nil {
+		t.Fatal(err)
+	}
+	var se *StreamError
+	if err := s.Serve(context.Background()); !errors.As(err, &se) || se.Condition != "connection-closed" {
+		t.Errorf("Serve() = %v, want connection-closed", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionWrongPassword(t *testing.T) {
+	cfg, done := scripted(t, "wrong", func(p *peer) error { return nil })
+	_, err := Dial(context.Background(), cfg)
+	var sasl *SASLError
+	if !errors.As(err, &sasl) || sasl.Condition != "not-authorized" || !IsAuthError(err) {
+		t.Fatalf("Dial() = %v, want SASLError not-authorized", err)
+	}
+	if !strings.Contains(err.Error(), "bad password") {
+		t.Errorf("error %q lacks the server's text", err)
+	}
+	<-done
+}
+
+func TestSessionUntrustedCertificate(t *testing.T) {
+	cfg, _ := scripted(t, "secret", func(p *peer) error { return nil })
+	cfg.TLS = &tls.Config{RootCAs: x509.NewCertPool()}
+	_, err := Dial(context.Background(), cfg)
+	var uerr x509.UnknownAuthorityError
+	if !errors.As(err, &uerr) {
+		t.Fatalf("Dial() with untrusted CA = %v, want x509.UnknownAuthorityError", err)
+	}
+	cfg.TLS = &tls.Config{InsecureSkipVerify: true}
+	if _, err := Dial(context.Background(), cfg); err == nil {
+		t.Fatal("Dial() with InsecureSkipVerify succeeded")
+	}
+}
+
+// The limits apply to a live session: an oversize or too-deep stanza ends
+// the stream with a policy-violation the server sees, and Serve reports it.
+func TestSessionLimitsCloseStream(t *testing.T) {
+	for _, tt := range []struct {
+		name, stanza string
+	}{
+		{"oversize", "<message><body>" + strings.Repeat("x", 8192) + "</body></message>"},
+		{"deep", "<message>" + strings.Repeat("<a>", 40) + strings.Repeat("</a>", 40) + "</message>"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan string, 1)
+			cfg, done := scripted(t, "secret", func(p *peer) error {
+				p.send(tt.stanza)
+				el, inner, err := p.element()
+				if err != nil {
+					return err
+				}
+				got <- el.Name + ":" + inner
+				return nil
+			})
+			cfg.MaxStanza = 4096
+			s, err := Dial(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var se *StreamError
+			if err := s.Serve(context.Background()); !errors.As(err, &se) || se.Condition != "policy-violation" {
+				t.Fatalf("Serve() = %v, want policy-violation", err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if g := <-got; !strings.HasPrefix(g, "error:") || !strings.Contains(g, "policy-violation") {
+				t.Fatalf("server received %q, want a policy-violation stream error", g)
+			}
+		})
+	}
+}
+
+// A stream error from the server surfaces as a typed error with its
+// condition and text.
+func TestSessionServerStreamError(t *testing.T) {
+	cfg, _ := scripted(t, "secret", func(p *peer) error {
+		return p.send("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
+			"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>replaced</text></stream:error></stream:stream>")
+	})
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *StreamError
+	if err := s.Serve(context.Background()); !errors.As(err, &se) || se.Condition != "conflict" || se.Text != "replaced" {
+		t.Fatalf("Serve() = %#v, want conflict/replaced", err)
+	}
+}
+
+// IQs go to the mux: ping is answered, an unhandled namespace gets
+// service-unavailable, and a handler reply keeps the request's id.
+func TestSessionMux(t *testing.T) {
+	type exchange struct{ send, wantType, wantIn string }
+	steps := []exchange{
+		{"<iq type='get' id='p1' from='iot.test'><ping xmlns='urn:xmpp:ping'/></iq>", "result", ""},
+		{"<iq type='get' id='u1' from='op@iot.test/x'><query xmlns='urn:example:nothing'/></iq>", "error", "service-unavailable"},
+		{"<iq type='get' id='v1' from='op@iot.test/x'><query xmlns='jabber:iq:version'/></iq>", "result", "<name>stanzad</name>"},
+		{"<iq type='get' id='d1' from='op@iot.test/x'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", "result", "urn:xmpp:ping"},
+	}
+	cfg, done := scripted(t, "secret", func(p *peer) error {
+		for _, st := range steps {
+			p.send(st.send)
+			el, inner, err := p.element()
+			if err != nil {
+				return err
+			}
+			id := st.send[strings.Index(st.send, "id='")+4:]
+			id = id[:strings.IndexByte(id, '\'')]
+			if el.Attr("type") != st.wantType || el.Attr("id") != id || !strings.Contains(inner, st.wantIn) {
+				return fmt.Errorf("answer to %s: type=%q id=%q %q; want type %q containing %q",
+					id, el.Attr("type"), el.Attr("id"), inner, st.wantType, st.wantIn)
+			}
+		}
+		return p.send("</stream:stream>")
+	})
+	cfg.Handler = NewMux(Identity{Category: "client", Type: "bot", Name: "stanzad"}, Software{Name: "stanzad", Version: "test"})
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Serve(context.Background())
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
