@@ -21,9 +21,19 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 	// OnConnect runs after each successful Dial with Serve already
-	// running, e.g. to send initial presence. An error closes that session
-	// and counts as a connection failure.
+	// running, e.g. to send initial presence (not needed when
+	// s.Resumed()). An error closes that session and counts as a
+	// connection failure.
 	OnConnect func(ctx context.Context, s *Session) error
+	// OnAck receives, in send order, the tags of stanzas sent with
+	// SendTracked once the server has acknowledged them. It runs on the
+	// session's reader or writer and must not block or send.
+	OnAck func(tags []uint64)
+	// Keepalive is the probe interval for dead-peer detection: an ack
+	// request (or ping) is sent when the stream has been quiet this long,
+	// and a connection with no traffic from the server for two intervals
+	// is dropped and replaced. 0 disables it.
+	Keepalive time.Duration
 
 	mu   sync.Mutex
 	sess *Session
@@ -36,7 +46,13 @@ func NewClient(cfg Config) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log, up: make(chan struct{})}
+	c := &Client{cfg: cfg, log: log, up: make(chan struct{})}
+	c.cfg.sm = &smState{onAck: func(tags []uint64) {
+		if c.OnAck != nil {
+			c.OnAck(tags)
+		}
+	}}
+	return c
 }
 
 // Run connects and keeps reconnecting until ctx is done, then closes the
@@ -97,6 +113,9 @@ func nextBackoff(d time.Duration) time.Duration {
 func (c *Client) serve(ctx context.Context, s *Session) error {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
+	if c.Keepalive > 0 {
+		go c.keepalive(s)
+	}
 	if c.OnConnect != nil {
 		if err := c.OnConnect(ctx, s); err != nil {
 			s.Close(context.WithoutCancel(ctx))
@@ -115,6 +134,35 @@ func (c *Client) serve(ctx context.Context, s *Session) error {
 	c.sess = nil
 	c.mu.Unlock()
 	return err
+}
+
+// keepalive probes the server while s is alive and drops the connection
+// when nothing has arrived for two intervals: a frozen server or a
+// half-open TCP connection would otherwise hold the session forever.
+func (c *Client) keepalive(s *Session) {
+	k := c.Keepalive
+	t := time.NewTicker(k / 4)
+	defer t.Stop()
+	lastProbe := time.Now()
+	for {
+		select {
+		case <-s.Done():
+			return
+		case <-t.C:
+		}
+		quiet := time.Since(s.LastRead())
+		if quiet > 2*k {
+			c.log.Warn("server silent; dropping the connection", "silent_for", quiet.Round(time.Millisecond))
+			s.shutdown() // no </stream:stream>: the stream stays resumable
+			return
+		}
+		if quiet >= k && time.Since(lastProbe) >= k {
+			lastProbe = time.Now()
+			if err := s.RequestAck(); err != nil {
+				return
+			}
+		}
+	}
 }
 
 // Session returns the live session, or nil while disconnected.
@@ -148,6 +196,16 @@ func (c *Client) Send(ctx context.Context, st *Element) error {
 		return ErrNotConnected
 	}
 	return s.Send(ctx, st)
+}
+
+// SendTracked sends a pre-encoded stanza on the live session and reports
+// tag to OnAck once the server has it (see Session.SendTracked).
+func (c *Client) SendTracked(ctx context.Context, b []byte, tag uint64) error {
+	s := c.Session()
+	if s == nil {
+		return ErrNotConnected
+	}
+	return s.SendTracked(ctx, b, tag)
 }
 
 // SendRaw sends a pre-encoded stanza on the live session.

@@ -169,3 +169,100 @@ func TestIntegrationIQ(t *testing.T) {
 		t.Errorf("unhandled IQ: %v, want service-unavailable", err)
 	}
 }
+
+// TestIntegrationResume cuts the TCP connection under a live stream while
+// Prosody stays up: the client resumes the stream (same full JID), resends
+// what the server had not acknowledged, and the receiver gets every
+// message exactly once, in order.
+func TestIntegrationResume(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw1")
+	testserver.MustRegister(t, srv, "operator", "pw2")
+	proxy := testserver.NewProxy(t, srv.Addr)
+
+	got := make(chan string, 1000)
+	opMux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "test"})
+	opMux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
+		got <- m.ChildText(xmpp.NSClient, "body")
+	}
+	op, err := dial(t, srv, "operator", "pw2", false, opMux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, op)
+	op.SendRaw(t.Context(), []byte("<presence/>"))
+
+	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	c := xmpp.NewClient(xmpp.Config{
+		JID: xmpp.MustParseJID("device@iot.test/resume"), Password: "pw1",
+		Server: proxy.Addr, TLS: tc, Timeout: 5 * time.Second,
+	})
+	acked := make(chan uint64, 1000)
+	c.OnAck = func(tags []uint64) {
+		for _, tag := range tags {
+			acked <- tag
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- c.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+
+	first, err := c.WaitConnected(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.StreamManagement() {
+		t.Fatal("stream management not enabled with Prosody")
+	}
+	send := func(s *xmpp.Session, from, to int) {
+		for i := from; i <= to; i++ {
+			b := fmt.Appendf(nil, "<message to='operator@iot.test' type='chat'><body>%d</body></message>", i)
+			if err := s.SendTracked(t.Context(), b, uint64(i)); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+		}
+	}
+	send(first, 1, 100)
+	proxy.Cut() // some of 1..100 are surely not acknowledged yet
+
+	var second *xmpp.Session
+	deadline := time.Now().Add(10 * time.Second)
+	for second == nil || second == first {
+		if time.Now().After(deadline) {
+			t.Fatal("no new session within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+		second = c.Session()
+	}
+	if !second.Resumed() || second.JID() != first.JID() {
+		t.Fatalf("new session resumed=%v jid=%s, want resumed as %s", second.Resumed(), second.JID(), first.JID())
+	}
+	send(second, 101, 200)
+
+	for want := uint64(1); want <= 200; want++ {
+		select {
+		case tag := <-acked:
+			if tag != want {
+				t.Fatalf("ack for %d, want %d", tag, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no ack for %d", want)
+		}
+	}
+	for want := 1; want <= 200; want++ {
+		select {
+		case b := <-got:
+			if b != fmt.Sprint(want) {
+				t.Fatalf("operator got %q, want %d (duplicate or loss)", b, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("operator never got %d", want)
+		}
+	}
+	select {
+	case b := <-got:
+		t.Fatalf("extra message %q", b)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

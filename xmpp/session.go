@@ -51,6 +51,10 @@ type Config struct {
 	// MaxHandlers bounds concurrently running handlers (default 32).
 	// When all are busy the reader waits, pushing back on the server.
 	MaxHandlers int
+
+	// sm, set by Client, enables XEP-0198 stream management with
+	// resumption across the sessions a Client dials.
+	sm *smState
 }
 
 // Handler handles inbound stanzas other than IQ results. Calls may run
@@ -73,10 +77,13 @@ type Session struct {
 	features *Element
 	streamID string
 	mech     string
+	sm       *smState // nil unless stream management is enabled on this stream
+	resumed  bool
 
-	wmu    sync.Mutex
-	wbuf   []byte
-	closed bool
+	wmu      sync.Mutex
+	wbuf     []byte
+	closed   bool
+	rPending bool // an ack request is scheduled or outstanding
 
 	pmu     sync.Mutex
 	pending map[string]chan *Element
@@ -273,7 +280,7 @@ func (s *Session) negotiate(ctx context.Context) error {
 			}
 			authenticated = true
 		default:
-			return s.bind()
+			return s.establish()
 		}
 	}
 }
@@ -601,26 +608,55 @@ func (s *Session) Send(ctx context.Context, st *Element) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.wbuf = st.Append(s.wbuf[:0])
-	err := s.writeLocked(s.wbuf)
-	if err == nil {
-		s.sent.Add(1)
-	}
-	return err
+	return s.sendLocked(s.wbuf, 0)
 }
 
 // SendRaw writes one pre-encoded stanza. b must be exactly one complete,
 // well-formed stanza element in the jabber:client namespace.
 func (s *Session) SendRaw(ctx context.Context, b []byte) error {
+	return s.SendTracked(ctx, b, 0)
+}
+
+// SendTracked writes one pre-encoded stanza like SendRaw and, if tag is
+// not 0, reports tag to the Client's OnAck once the server has
+// acknowledged the stanza (XEP-0198). Without stream management on the
+// stream, a complete write counts as the acknowledgement.
+//
+// With stream management, a stanza whose write fails is still kept for
+// resending when the stream is resumed; if resumption fails, it is
+// dropped and the owner must send it again on the new stream.
+func (s *Session) SendTracked(ctx context.Context, b []byte, tag uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	err := s.writeLocked(b)
-	if err == nil {
-		s.sent.Add(1)
+	return s.sendLocked(b, tag)
+}
+
+func (s *Session) sendLocked(b []byte, tag uint64) error {
+	if s.sm != nil && !s.closed {
+		s.sm.mu.Lock()
+		err := s.sm.sent(b, tag)
+		s.sm.mu.Unlock()
+		if err != nil {
+			s.closed = true
+			s.conn.Close()
+			return err
+		}
 	}
-	return err
+	err := s.writeLocked(b)
+	if err != nil {
+		return err
+	}
+	s.sent.Add(1)
+	switch {
+	case s.sm != nil:
+		s.requestAckLocked(ackDelay)
+	case tag != 0 && s.cfg.sm != nil && s.cfg.sm.onAck != nil:
+		s.cfg.sm.onAck([]uint64{tag})
+	}
+	return nil
 }
 
 // SendIQ sends an IQ get or set and waits for its result. An IQ error
@@ -678,6 +714,12 @@ func (s *Session) Serve(ctx context.Context) error {
 	defer stop()
 
 	slots := make(chan struct{}, s.cfg.MaxHandlers)
+	var ordered chan *Element
+	defer func() {
+		if ordered != nil {
+			close(ordered)
+		}
+	}()
 	for {
 		el, err := s.r.next()
 		if err != nil {
@@ -689,16 +731,39 @@ func (s *Session) Serve(ctx context.Context) error {
 			s.shutdown()
 			return se
 		}
+		if el.Space == NSSM {
+			if err := s.handleSM(el); err != nil {
+				return s.readFailed(err)
+			}
+			continue
+		}
+		s.countInbound()
 		if el.Name == "iq" && el.Space == NSClient {
 			if t := el.Attr("type"); t == "result" || t == "error" {
 				s.deliverResult(el)
 				continue
 			}
 		}
-		select {
-		case slots <- struct{}{}:
-		case <-hctx.Done():
+		if el.Name != "iq" {
+			// Messages and presence are handled one at a time, in the
+			// order they arrived: chat commands and telemetry keep their
+			// sequence. A full queue stops the reader (back-pressure).
+			if ordered == nil {
+				ordered = make(chan *Element, 64)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for el := range ordered {
+						s.dispatch(hctx, el)
+					}
+				}()
+			}
+			ordered <- el
+			continue
 		}
+		// IQ requests run concurrently, bounded: one slow command does not
+		// hold up pings or other requests.
+		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() {

@@ -88,3 +88,14 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	w.tb.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// NewProxy starts a Proxy to target and closes it in tb.Cleanup.
+func NewProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	p, err := StartProxy(target)
+	if err != nil {
+		tb.Fatalf("proxy: %v", err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}

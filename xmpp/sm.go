@@ -1,0 +1,326 @@
+package xmpp
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// NSSM is XEP-0198 stream management.
+const NSSM = "urn:xmpp:sm:3"
+
+// maxUnacked bounds the stanzas kept for resending. A server that lets this
+// many go unacknowledged is broken; the session is dropped and rebuilt.
+const maxUnacked = 50000
+
+// ackDelay batches ack requests: one <r/> covers every stanza sent within
+// this window.
+const ackDelay = 50 * time.Millisecond
+
+// smState is XEP-0198 state. It belongs to a Client and outlives the
+// sessions that use it, so a new connection can resume the old stream and
+// resend what the server never acknowledged.
+type smState struct {
+	mu       sync.Mutex
+	id       string // resumption id; "" when the stream cannot be resumed
+	location string // server's preferred reconnect address, host:port
+	jid      JID    // full JID of the resumable stream
+	inH      uint32 // stanzas received and handled on the stream
+	acked    uint32 // outbound stanzas the server has acknowledged (its h)
+	unacked  []smEntry
+	// acks receives the tags of acknowledged tracked stanzas in order.
+	onAck func(tags []uint64)
+}
+
+// smEntry is one outbound stanza not yet acknowledged. tag 0 is untracked.
+type smEntry struct {
+	b   []byte
+	tag uint64
+}
+
+// reset forgets the stream: after a failed resumption or when starting
+// fresh. Unacknowledged stanzas are dropped; their owners (the agent's
+// outbox) resend them on the new stream.
+func (m *smState) reset() {
+	m.id, m.location, m.jid = "", "", JID{}
+	m.inH, m.acked = 0, 0
+	clear(m.unacked)
+	m.unacked = m.unacked[:0]
+}
+
+// sent records an outbound stanza. b is copied only when it may have to be
+// resent.
+func (m *smState) sent(b []byte, tag uint64) error {
+	if len(m.unacked) >= maxUnacked {
+		return fmt.Errorf("xmpp: %d stanzas unacknowledged by the server", len(m.unacked))
+	}
+	m.unacked = append(m.unacked, smEntry{b: append([]byte(nil), b...), tag: tag})
+	return nil
+}
+
+// ack processes the server's h. It returns the tags of newly acknowledged
+// tracked stanzas, in send order, or an error when h acknowledges more than
+// was sent.
+func (m *smState) ack(h uint32) ([]uint64, error) {
+	n := h - m.acked // modular: h wraps at 2^32
+	if n == 0 {
+		return nil, nil
+	}
+	if int64(n) > int64(len(m.unacked)) {
+		return nil, fmt.Errorf("xmpp: server acknowledged %d stanzas, only %d were outstanding", n, len(m.unacked))
+	}
+	var tags []uint64
+	for _, e := range m.unacked[:n] {
+		if e.tag != 0 {
+			tags = append(tags, e.tag)
+		}
+	}
+	clear(m.unacked[:n])
+	m.unacked = m.unacked[n:]
+	m.acked = h
+	return tags, nil
+}
+
+func parseH(el *Element) (uint32, error) {
+	v, err := strconv.ParseUint(el.Attr("h"), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("xmpp: bad stream management h=%q", el.Attr("h"))
+	}
+	return uint32(v), nil
+}
+
+// establish finishes negotiation after SASL: resume the previous stream if
+// the Client has one and the server allows it, else bind a resource and
+// enable stream management for the new stream.
+func (s *Session) establish() error {
+	m := s.cfg.sm
+	if m == nil {
+		return s.bind()
+	}
+	if s.features.Child(NSSM, "sm") == nil {
+		m.mu.Lock()
+		m.reset() // nothing can be resumed or acknowledged on this server
+		m.mu.Unlock()
+		return s.bind()
+	}
+	m.mu.Lock()
+	id, h := m.id, m.inH
+	m.mu.Unlock()
+	if id != "" {
+		ok, err := s.resume(m, id, h)
+		if err != nil || ok {
+			return err
+		}
+	}
+	if err := s.bind(); err != nil {
+		return err
+	}
+	return s.enableSM(m)
+}
+
+// resume asks the server to resume stream id (XEP-0198 §5). On success the
+// stanzas the server did not receive are resent, in order.
+func (s *Session) resume(m *smState, id string, h uint32) (bool, error) {
+	b := []byte("<resume xmlns='urn:xmpp:sm:3' h='")
+	b = strconv.AppendUint(b, uint64(h), 10)
+	b = append(b, "' previd='"...)
+	b = AppendEscaped(b, id)
+	b = append(b, "'/>"...)
+	if err := s.writeRaw(b); err != nil {
+		return false, err
+	}
+	el, err := s.nextSM()
+	if err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	var tags []uint64
+	if el.Attr("h") != "" {
+		sh, err := parseH(el)
+		if err == nil {
+			tags, err = m.ack(sh)
+		}
+		if err != nil {
+			m.mu.Unlock()
+			return false, err
+		}
+	}
+	m.report(tags)
+	if el.Name != "resumed" {
+		m.reset()
+		m.mu.Unlock()
+		s.log.Info("stream resumption refused; starting a new stream", "condition", firstChildName(el))
+		return false, nil
+	}
+	s.jid, s.sm, s.resumed = m.jid, m, true
+	resend := make([][]byte, len(m.unacked))
+	for i, e := range m.unacked {
+		resend[i] = e.b
+	}
+	m.mu.Unlock()
+	// Negotiation is single-threaded: nothing else writes or acks yet.
+	for _, b := range resend {
+		if err := s.writeRaw(b); err != nil {
+			return false, err
+		}
+	}
+	s.log.Info("stream resumed", "resent", len(resend))
+	if len(resend) > 0 {
+		s.wmu.Lock()
+		s.requestAckLocked(0)
+		s.wmu.Unlock()
+	}
+	return true, nil
+}
+
+// enableSM turns on stream management with resumption for a new stream.
+func (s *Session) enableSM(m *smState) error {
+	if err := s.writeRaw([]byte("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")); err != nil {
+		return err
+	}
+	el, err := s.nextSM()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reset()
+	if el.Name != "enabled" {
+		s.log.Warn("server refused stream management; readings are confirmed by TCP writes only", "condition", firstChildName(el))
+		return nil
+	}
+	if r := el.Attr("resume"); r == "true" || r == "1" {
+		m.id = el.Attr("id")
+	}
+	m.location = el.Attr("location")
+	m.jid = s.jid
+	s.sm = m
+	return nil
+}
+
+// nextSM reads the server's answer to enable or resume: enabled, resumed
+// or failed.
+func (s *Session) nextSM() (*Element, error) {
+	for {
+		el, err := s.r.next()
+		if err != nil {
+			return nil, s.negotiationError(err)
+		}
+		switch {
+		case el.Space == NSStream && el.Name == "error":
+			return nil, parseStreamError(el)
+		case el.Space == NSSM && (el.Name == "enabled" || el.Name == "resumed" || el.Name == "failed"):
+			return el, nil
+		case el.Space == NSSM && el.Name == "r":
+			// Not counted yet; nothing was received on this stream.
+			continue
+		default:
+			s.log.Debug("dropping stanza received before stream management answered", "name", el.Name)
+		}
+	}
+}
+
+func firstChildName(el *Element) string {
+	if c := el.FirstChild(); c != nil {
+		return c.Name
+	}
+	return ""
+}
+
+// report passes acknowledged tags to the owner. Called with m.mu held, so
+// acknowledgements are reported in order.
+func (m *smState) report(tags []uint64) {
+	if len(tags) > 0 && m.onAck != nil {
+		m.onAck(tags)
+	}
+}
+
+// handleSM processes a stream management element arriving during Serve.
+func (s *Session) handleSM(el *Element) error {
+	m := s.sm
+	if m == nil {
+		return nil
+	}
+	switch el.Name {
+	case "r":
+		m.mu.Lock()
+		h := m.inH
+		m.mu.Unlock()
+		b := strconv.AppendUint([]byte("<a xmlns='urn:xmpp:sm:3' h='"), uint64(h), 10)
+		return s.writeRaw(append(b, "'/>"...))
+	case "a":
+		h, err := parseH(el)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		tags, err := m.ack(h)
+		if err == nil {
+			m.report(tags)
+		}
+		more := len(m.unacked) > 0
+		m.mu.Unlock()
+		if err != nil {
+			return &StreamError{Condition: "undefined-condition", Text: err.Error(), Local: true}
+		}
+		s.wmu.Lock()
+		s.rPending = false
+		if more {
+			s.requestAckLocked(ackDelay)
+		}
+		s.wmu.Unlock()
+	}
+	return nil
+}
+
+// countInbound counts a received stanza for the server's next ack request.
+func (s *Session) countInbound() {
+	if m := s.sm; m != nil {
+		m.mu.Lock()
+		m.inH++
+		m.mu.Unlock()
+	}
+}
+
+// requestAckLocked schedules an <r/> after delay unless one is pending.
+// s.wmu must be held.
+func (s *Session) requestAckLocked(delay time.Duration) {
+	if s.rPending || s.sm == nil || s.closed {
+		return
+	}
+	s.rPending = true
+	send := func() {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if !s.closed {
+			s.writeLocked([]byte("<r xmlns='urn:xmpp:sm:3'/>"))
+		}
+	}
+	if delay == 0 {
+		go send()
+		return
+	}
+	time.AfterFunc(delay, send)
+}
+
+// RequestAck asks the server to acknowledge what it has received (an <r/>),
+// or, without stream management, pings it. Either answer refreshes
+// LastRead; keepalive uses this to detect a dead connection.
+func (s *Session) RequestAck() error {
+	if s.sm != nil {
+		return s.writeRaw([]byte("<r xmlns='urn:xmpp:sm:3'/>"))
+	}
+	b := []byte("<iq type='get' id='")
+	b = append(b, s.NewID()...)
+	b = append(b, "'><ping xmlns='urn:xmpp:ping'/></iq>"...)
+	return s.writeRaw(b)
+}
+
+// Resumed reports whether this session resumed a previous stream: presence
+// and everything else of the old stream still hold, and unacknowledged
+// stanzas were resent.
+func (s *Session) Resumed() bool { return s.resumed }
+
+// StreamManagement reports whether XEP-0198 is enabled on this stream.
+func (s *Session) StreamManagement() bool { return s.sm != nil }
