@@ -1,18 +1,17 @@
 package config
 
 import (
-	"bytes"
-	"fmt"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/pelletier/go-toml/v2"
 )
 
-// Config is the whole stanzad configuration. Zero values of optional keys
-// are replaced by the documented defaults during loading.
+// Config is the whole stanzad configuration. Load and Parse fill in the
+// documented default of every key the file leaves out; a key written with
+// a zero value keeps it (keepalive = "0s" disables keepalives).
 type Config struct {
 	XMPP    XMPP     `toml:"xmpp"`
 	Agent   Agent    `toml:"agent"`
@@ -21,44 +20,45 @@ type Config struct {
 	Sinks   []Sink   `toml:"sink"`
 	Actions []Action `toml:"action"`
 	MQTT    *MQTT    `toml:"mqtt"` // nil when there is no [mqtt] table
+	Alerts  []Alert  `toml:"alert"`
 
 	// Warnings are problems that do not stop the agent, such as an inline
-	// password. Loading never fails because of them.
+	// password.
 	Warnings []string `toml:"-"`
 }
 
 // XMPP is the account and how to reach its server.
 type XMPP struct {
-	JID            string   `toml:"jid"`
-	Password       Secret   `toml:"password"`
-	PasswordFile   string   `toml:"password_file"`
-	Server         string   `toml:"server"`      // host:port; "" = DNS SRV, then domain
-	TLS            string   `toml:"tls"`         // "starttls" (default) or "direct"
-	CAFile         string   `toml:"ca_file"`     // extra trusted roots
-	ServerName     string   `toml:"server_name"` // TLS name override
-	PinSHA256      []string `toml:"pin_sha256"`  // base64 SPKI SHA-256 pins
-	ClientCert     string   `toml:"client_cert"`
+	JID            string   `toml:"jid"`           // local@domain[/resource]
+	Password       Secret   `toml:"password"`      // Load fills it from PasswordFile
+	PasswordFile   string   `toml:"password_file"` // relative to the config file
+	Server         string   `toml:"server"`        // host:port; "" = DNS SRV, then domain:5222
+	TLS            string   `toml:"tls"`           // "starttls" (default) or "direct" (XEP-0368)
+	CAFile         string   `toml:"ca_file"`       // extra trusted roots
+	ServerName     string   `toml:"server_name"`   // TLS name override
+	PinSHA256      []string `toml:"pin_sha256"`    // base64 SHA-256 of SPKI
+	ClientCert     string   `toml:"client_cert"`   // with ClientKey: SASL EXTERNAL
 	ClientKey      string   `toml:"client_key"`
-	Keepalive      Duration `toml:"keepalive"` // default 30s; 0 disables
-	PresenceStatus string   `toml:"presence_status"`
+	Keepalive      Duration `toml:"keepalive"`       // default 30s; 0 disables
+	PresenceStatus string   `toml:"presence_status"` // default "online"
 }
 
 // Agent holds process-wide settings.
 type Agent struct {
 	StateDir  string `toml:"state_dir"`  // default /var/lib/stanzad
-	OutboxMax Size   `toml:"outbox_max"` // default 16MiB
+	OutboxMax Size   `toml:"outbox_max"` // default 16MiB, at least 64KiB
 	LogLevel  string `toml:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `toml:"log_format"` // text (default) or json
 }
 
-// ACL lists who may do what, by bare JID.
+// ACL lists who may do what, by bare JID (domain lower-cased).
 type ACL struct {
 	Operators []string `toml:"operators"` // read, control, actions
 	Viewers   []string `toml:"viewers"`   // read and status
 }
 
-// Device is one [[device]]. Which keys apply depends on Kind; see
-// DESIGN.md "Keys per kind" and docs/devices.md.
+// Device is one [[device]]. Which keys apply, and their defaults, depend
+// on Kind: see DESIGN.md "Keys per kind".
 type Device struct {
 	Name     string   `toml:"name"`
 	Kind     string   `toml:"kind"`
@@ -69,7 +69,7 @@ type Device struct {
 	Edge     string   `toml:"edge"`
 	Debounce Duration `toml:"debounce"`
 	Invert   bool     `toml:"invert"`
-	Safe     *bool    `toml:"safe"` // nil: leave the output as it is
+	Safe     *bool    `toml:"safe"` // state on shutdown; nil leaves the output as it is
 	Pulse    Duration `toml:"pulse"`
 	Bus      string   `toml:"bus"`
 	Address  uint16   `toml:"address"`
@@ -90,307 +90,304 @@ type Device struct {
 
 // Sink is one [[sink]]: where readings go.
 type Sink struct {
-	Kind         string   `toml:"kind"`
-	Devices      []string `toml:"devices"` // names or globs; default ["*"]
+	Kind         string   `toml:"kind"`    // chat, muc, pubsub, pep
+	Devices      []string `toml:"devices"` // names or path.Match globs; default ["*"]
 	MinInterval  Duration `toml:"min_interval"`
-	Deadband     float64  `toml:"deadband"`
 	MaxSilence   Duration `toml:"max_silence"`
-	To           string   `toml:"to"`
-	Room         string   `toml:"room"`
-	Nick         string   `toml:"nick"`
+	Deadband     float64  `toml:"deadband"`
+	To           string   `toml:"to"`   // chat
+	Room         string   `toml:"room"` // muc
+	Nick         string   `toml:"nick"` // muc; default the JID's localpart
 	Password     Secret   `toml:"password"`
 	PasswordFile string   `toml:"password_file"`
-	Service      string   `toml:"service"`
-	Node         string   `toml:"node"`
+	Service      string   `toml:"service"` // pubsub
+	Node         string   `toml:"node"`    // pubsub, pep; default urn:xmpp:iot:sensordata/{device}
 }
 
-// Action is one [[action]]: a fixed command operators may run.
+// Action is one [[action]]: a fixed command operators may run, no shell.
 type Action struct {
 	Name    string   `toml:"name"`
-	Argv    []string `toml:"argv"`
+	Argv    []string `toml:"argv"`    // argv[0] is an absolute path
 	Timeout Duration `toml:"timeout"` // default 30s
 }
 
 // MQTT configures the optional bridge.
 type MQTT struct {
-	Broker        string          `toml:"broker"`
+	Broker        string          `toml:"broker"` // scheme://host:port
 	ClientID      string          `toml:"client_id"`
 	Username      string          `toml:"username"`
 	PasswordFile  string          `toml:"password_file"`
 	Password      Secret          `toml:"-"` // read from PasswordFile by Load
 	CAFile        string          `toml:"ca_file"`
-	ClientCert    string          `toml:"client_cert"`
-	ClientKey     string          `toml:"client_key"`
-	QoS           *int            `toml:"qos"`    // default 1
-	Retain        *bool           `toml:"retain"` // default true
-	Keepalive     Duration        `toml:"keepalive"`
+	QoS           int             `toml:"qos"`          // default 1
+	Retain        bool            `toml:"retain"`       // for state topics; default true
+	Keepalive     Duration        `toml:"keepalive"`    // default 30s
 	TopicPrefix   string          `toml:"topic_prefix"` // default "stanzad/{node}"
 	AllowCommands bool            `toml:"allow_commands"`
 	Subscribe     []MQTTSubscribe `toml:"subscribe"`
 }
 
-// MQTTSubscribe maps a foreign topic to a virtual device.
+// MQTTSubscribe feeds a foreign topic into the agent as a virtual device.
 type MQTTSubscribe struct {
-	Topic  string `toml:"topic"`
-	Device string `toml:"device"`
-	Parse  string `toml:"parse"`
+	Topic  string `toml:"topic"`  // may hold + and # wildcards
+	Device string `toml:"device"` // a name no [[device]] has
+	Parse  string `toml:"parse"`  // line (default), kv, json
 }
 
-// ClientConfig is the operator CLI's file: the agent to talk to and the
-// operator's own account.
+// Alert is one [[alert]]: a message when a field crosses a threshold.
+type Alert struct {
+	Device     string   `toml:"device"`
+	Field      string   `toml:"field"`
+	Above      *float64 `toml:"above"`      // fire when the value rises above
+	Below      *float64 `toml:"below"`      // fire when the value falls below
+	Hysteresis float64  `toml:"hysteresis"` // clear only this far back inside
+	Sinks      []string `toml:"sinks"`      // sink kinds to alert; default every sink
+}
+
+// ClientConfig is stanzactl's file: the agent to talk to and the
+// operator's own account, with the same [xmpp] keys and rules.
 type ClientConfig struct {
-	To   string `toml:"to"`
-	XMPP XMPP   `toml:"xmpp"`
+	XMPP     XMPP     `toml:"xmpp"`
+	To       string   `toml:"to"` // optional; the -to flag overrides it
+	Warnings []string `toml:"-"`
 }
 
 // Load reads, decodes and validates the config file at path. Relative
-// paths in it (password_file, ca_file, state_dir, ...) are relative to the
-// file's directory. Secrets named by *_file keys are read here.
+// paths of files it names (password files, CA, client certificate,
+// state_dir) are taken relative to the file's directory, and password
+// files are read into their Secret. The error, if any, is Errors.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		return nil, Errors{{File: path, Msg: err.Error()}}
+		return nil, err
 	}
-	cfg, ix, c := parse(data, path)
-	if cfg == nil {
-		return nil, c.err()
-	}
-	cfg.resolve(filepath.Dir(path))
-	cfg.readSecrets(c)
-	if cfg.XMPP.Password != "" && ix.has("xmpp.password") {
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
-			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s holds a password and is world-readable; chmod o-r it or use password_file", path))
+	cfg, c := parse(data, path)
+	if cfg != nil {
+		cfg.resolve(filepath.Dir(path), c)
+		if cfg.XMPP.Password != "" && c.has("xmpp.password") && worldReadable(path) {
+			c.warnf("%s: password in config file, and the file is world-readable; chmod o-r it or use password_file", path)
 		}
+		cfg.Warnings = c.warn
 	}
-	if err := c.err(); err != nil {
+	if err := c.result(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// Parse decodes and validates a config document without touching the
-// file system: *_file keys are checked for presence but not read. name is
-// used in error messages.
+// Parse decodes and validates a config document; name is used in error
+// messages. It reads no files: password_file is checked but not read, and
+// relative paths stay as written. The error, if any, is Errors.
 func Parse(data []byte, name string) (*Config, error) {
-	cfg, _, c := parse(data, name)
-	if err := c.err(); err != nil {
+	cfg, c := parse(data, name)
+	if err := c.result(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// maxSize bounds a config file. Real ones are a few KiB; the bound keeps
-// a runaway file (or fuzz input) from costing seconds of parsing.
-const maxSize = 256 << 10
-
-func parse(data []byte, name string) (*Config, *index, *collector) {
-	if len(data) > maxSize {
-		ix := &index{}
-		c := &collector{file: name, ix: ix}
-		c.errs = append(c.errs, &Error{File: name, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", len(data), maxSize)})
-		return nil, ix, c
+func parse(data []byte, name string) (*Config, *checker) {
+	c := newChecker(data, name)
+	cfg := new(Config)
+	if !c.decode(data, cfg) {
+		return nil, c
 	}
-	ix := newIndex(data)
-	c := &collector{file: name, ix: ix}
-	var cfg Config
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		c.decodeErrors(err)
-		return nil, ix, c
-	}
-	cfg.defaults(ix)
-	cfg.validate(c)
-	return &cfg, ix, c
+	cfg.setDefaults(c.has)
+	cfg.check(c)
+	cfg.Warnings = c.warn
+	return cfg, c
 }
 
-// LoadClient reads an operator CLI config: top-level `to` and an [xmpp]
-// table with the same keys and rules as the agent's.
+// Validate reports every problem in cfg as Errors, without lines. It
+// expects defaults filled in, as Load and Parse leave them (and they have
+// already validated); use it on a Config built or changed in code.
+func (cfg *Config) Validate() error {
+	c := &checker{}
+	cfg.check(c)
+	return c.result()
+}
+
+// LoadClient reads stanzactl's config file: an optional top-level `to`
+// and an [xmpp] table, validated and resolved as Load does.
 func LoadClient(path string) (*ClientConfig, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := newChecker(data, path)
+	cc := new(ClientConfig)
+	if c.decode(data, cc) {
+		cc.XMPP.setDefaults(c.has)
+		cc.XMPP.check(c)
+		if cc.To != "" {
+			if _, _, _, err := parseJID(cc.To); err != nil {
+				c.add("to", "%v", err)
+			}
+		}
+		cc.XMPP.resolve(filepath.Dir(path), c)
+		cc.Warnings = c.warn
+	}
+	if err := c.result(); err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+func readFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		return nil, Errors{{File: path, Msg: err.Error()}}
 	}
-	ix := newIndex(data)
-	c := &collector{file: path, ix: ix}
-	var cc ClientConfig
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cc); err != nil {
-		c.decodeErrors(err)
-		return nil, c.err()
-	}
-	cc.XMPP.defaults()
-	cc.XMPP.validate(c)
-	if cc.To != "" {
-		checkJID(c, "to", cc.To, false)
-	}
-	full := Config{XMPP: cc.XMPP}
-	full.resolve(filepath.Dir(path))
-	full.readSecrets(c)
-	cc.XMPP = full.XMPP
-	if err := c.err(); err != nil {
-		return nil, err
-	}
-	return &cc, nil
+	return data, nil
 }
 
-func (x *XMPP) defaults() {
-	if x.TLS == "" {
-		x.TLS = "starttls"
-	}
-	if x.PresenceStatus == "" {
-		x.PresenceStatus = "online"
+// dflt sets *p to v unless key is written in the file.
+func dflt[T any](has func(string) bool, key string, p *T, v T) {
+	if !has(key) {
+		*p = v
 	}
 }
 
-func (cfg *Config) defaults(ix *index) {
-	cfg.XMPP.defaults()
-	if !ix.has("xmpp.keepalive") {
-		cfg.XMPP.Keepalive.Duration = 30 * time.Second
-	}
+func (x *XMPP) setDefaults(has func(string) bool) {
+	dflt(has, "xmpp.tls", &x.TLS, "starttls")
+	dflt(has, "xmpp.keepalive", &x.Keepalive, Duration{30 * time.Second})
+	dflt(has, "xmpp.presence_status", &x.PresenceStatus, "online")
+}
+
+func (cfg *Config) setDefaults(has func(string) bool) {
+	cfg.XMPP.setDefaults(has)
 	a := &cfg.Agent
-	if a.StateDir == "" {
-		a.StateDir = "/var/lib/stanzad"
-	}
-	if a.OutboxMax == 0 {
-		a.OutboxMax = 16 << 20
-	}
-	if a.LogLevel == "" {
-		a.LogLevel = "info"
-	}
-	if a.LogFormat == "" {
-		a.LogFormat = "text"
+	dflt(has, "agent.state_dir", &a.StateDir, "/var/lib/stanzad")
+	dflt(has, "agent.outbox_max", &a.OutboxMax, 16<<20)
+	dflt(has, "agent.log_level", &a.LogLevel, "info")
+	dflt(has, "agent.log_format", &a.LogFormat, "text")
+	for _, list := range [][]string{cfg.ACL.Operators, cfg.ACL.Viewers} {
+		for i, s := range list {
+			if local, domain, res, err := parseJID(s); err == nil && local != "" && res == "" {
+				list[i] = local + "@" + strings.ToLower(domain)
+			}
+		}
 	}
 	for i := range cfg.Devices {
-		cfg.Devices[i].defaults()
+		d, p := &cfg.Devices[i], "device["+itoa(i)+"]."
+		d.setDefaults(func(k string) bool { return has(p + k) })
 	}
+	local, _, _, _ := parseJID(cfg.XMPP.JID)
 	for i := range cfg.Sinks {
-		s := &cfg.Sinks[i]
-		if s.Devices == nil {
-			s.Devices = []string{"*"}
-		}
-		if (s.Kind == "pubsub" || s.Kind == "pep") && s.Node == "" {
-			s.Node = "urn:xmpp:iot:sensordata/{device}"
-		}
-		if s.Kind == "muc" && s.Nick == "" {
-			local, _, _ := strings.Cut(cfg.XMPP.JID, "@")
-			s.Nick = local
+		s, p := &cfg.Sinks[i], "sink["+itoa(i)+"]."
+		dflt(has, p+"devices", &s.Devices, []string{"*"})
+		switch s.Kind {
+		case "muc":
+			dflt(has, p+"nick", &s.Nick, local)
+		case "pubsub", "pep":
+			dflt(has, p+"node", &s.Node, "urn:xmpp:iot:sensordata/{device}")
 		}
 	}
 	for i := range cfg.Actions {
-		if cfg.Actions[i].Timeout.Duration == 0 {
-			cfg.Actions[i].Timeout.Duration = 30 * time.Second
-		}
+		dflt(has, "action["+itoa(i)+"].timeout", &cfg.Actions[i].Timeout, Duration{30 * time.Second})
 	}
 	if m := cfg.MQTT; m != nil {
-		if m.QoS == nil {
-			m.QoS = new(int)
-			*m.QoS = 1
-		}
-		if m.Retain == nil {
-			m.Retain = new(bool)
-			*m.Retain = true
-		}
-		if m.TopicPrefix == "" {
-			m.TopicPrefix = "stanzad/{node}"
-		}
-		if m.Keepalive.Duration == 0 {
-			m.Keepalive.Duration = 30 * time.Second
+		dflt(has, "mqtt.qos", &m.QoS, 1)
+		dflt(has, "mqtt.retain", &m.Retain, true)
+		dflt(has, "mqtt.keepalive", &m.Keepalive, Duration{30 * time.Second})
+		dflt(has, "mqtt.topic_prefix", &m.TopicPrefix, "stanzad/{node}")
+		for i := range m.Subscribe {
+			dflt(has, "mqtt.subscribe["+itoa(i)+"].parse", &m.Subscribe[i].Parse, "line")
 		}
 	}
 }
 
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
-}
-
-func (d *Device) defaults() {
+func (d *Device) setDefaults(has func(string) bool) {
+	interval := func(v time.Duration) { dflt(has, "interval", &d.Interval, Duration{v}) }
 	switch d.Kind {
 	case "sim":
-		setDefault(&d.Interval.Duration, 10*time.Second)
+		interval(10 * time.Second)
 	case "gpio-in":
-		setDefault(&d.Pull, "none")
-		setDefault(&d.Edge, "both")
-		setDefault(&d.Debounce.Duration, 20*time.Millisecond)
-	case "i2c-bme280":
-		setDefault(&d.Bus, "1")
-		setDefault(&d.Address, 0x76)
-		setDefault(&d.Interval.Duration, 10*time.Second)
-	case "i2c-sht3x":
-		setDefault(&d.Bus, "1")
-		setDefault(&d.Address, 0x44)
-		setDefault(&d.Interval.Duration, 10*time.Second)
+		dflt(has, "pull", &d.Pull, "none")
+		dflt(has, "edge", &d.Edge, "both")
+		dflt(has, "debounce", &d.Debounce, Duration{20 * time.Millisecond})
+	case "i2c-bme280", "i2c-sht3x":
+		interval(10 * time.Second)
+		dflt(has, "bus", &d.Bus, "1")
+		dflt(has, "address", &d.Address, map[string]uint16{"i2c-bme280": 0x76, "i2c-sht3x": 0x44}[d.Kind])
 	case "onewire-ds18b20":
-		setDefault(&d.Interval.Duration, 10*time.Second)
+		interval(10 * time.Second)
 	case "system":
-		setDefault(&d.Interval.Duration, 60*time.Second)
-		setDefault(&d.Root, "/")
+		interval(60 * time.Second)
+		dflt(has, "root", &d.Root, "/")
 	case "serial":
-		setDefault(&d.Baud, 9600)
-		setDefault(&d.Parity, "none")
-		setDefault(&d.DataBits, 8)
-		setDefault(&d.StopBits, 1)
-		setDefault(&d.Parse, "line")
-		setDefault(&d.MaxLine, 4<<10)
+		dflt(has, "baud", &d.Baud, 9600)
+		dflt(has, "parity", &d.Parity, "none")
+		dflt(has, "data_bits", &d.DataBits, 8)
+		dflt(has, "stop_bits", &d.StopBits, 1)
+		dflt(has, "parse", &d.Parse, "line")
+		dflt(has, "max_line", &d.MaxLine, 4<<10)
 	case "file":
-		setDefault(&d.Parse, "line")
-		setDefault(&d.MaxSize, 64<<10)
+		dflt(has, "parse", &d.Parse, "line")
+		dflt(has, "max_size", &d.MaxSize, 64<<10)
 	}
 }
 
-// resolve makes relative paths relative to the config file's directory.
-func (cfg *Config) resolve(dir string) {
-	abs := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
-		}
-	}
-	abs(&cfg.XMPP.PasswordFile)
-	abs(&cfg.XMPP.CAFile)
-	abs(&cfg.XMPP.ClientCert)
-	abs(&cfg.XMPP.ClientKey)
-	abs(&cfg.Agent.StateDir)
+// resolve makes file paths relative to dir and reads password files.
+func (cfg *Config) resolve(dir string, c *checker) {
+	cfg.XMPP.resolve(dir, c)
+	abs(dir, &cfg.Agent.StateDir)
 	for i := range cfg.Sinks {
-		abs(&cfg.Sinks[i].PasswordFile)
+		s := &cfg.Sinks[i]
+		abs(dir, &s.PasswordFile)
+		readSecret(c, "sink["+itoa(i)+"].password_file", s.PasswordFile, &s.Password)
 	}
 	if m := cfg.MQTT; m != nil {
-		abs(&m.PasswordFile)
-		abs(&m.CAFile)
-		abs(&m.ClientCert)
-		abs(&m.ClientKey)
+		abs(dir, &m.CAFile)
+		abs(dir, &m.PasswordFile)
+		readSecret(c, "mqtt.password_file", m.PasswordFile, &m.Password)
 	}
 }
 
-// readSecrets reads every *password_file into its Secret.
-func (cfg *Config) readSecrets(c *collector) {
-	read := func(key, path string, dst *Secret) {
-		if path == "" {
-			return
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			c.add(key, "%v", err)
-			return
-		}
-		v := strings.TrimRight(string(b), "\r\n")
-		if v == "" {
-			c.add(key, "%s is empty", path)
-			return
-		}
-		*dst = Secret(v)
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
-			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: password file %s is world-readable; chmod o-r it", key, path))
-		}
+func (x *XMPP) resolve(dir string, c *checker) {
+	for _, p := range []*string{&x.PasswordFile, &x.CAFile, &x.ClientCert, &x.ClientKey} {
+		abs(dir, p)
 	}
-	read("xmpp.password_file", cfg.XMPP.PasswordFile, &cfg.XMPP.Password)
-	for i := range cfg.Sinks {
-		read(fmt.Sprintf("sink[%d].password_file", i), cfg.Sinks[i].PasswordFile, &cfg.Sinks[i].Password)
+	readSecret(c, "xmpp.password_file", x.PasswordFile, &x.Password)
+}
+
+func abs(dir string, p *string) {
+	if *p != "" && !filepath.IsAbs(*p) {
+		*p = filepath.Join(dir, *p)
 	}
-	if m := cfg.MQTT; m != nil {
-		read("mqtt.password_file", m.PasswordFile, &m.Password)
+}
+
+// readSecret reads a password file into dst; the trailing newline that
+// editors and `echo` add is not part of the password.
+func readSecret(c *checker, key, path string, dst *Secret) {
+	if path == "" {
+		return
 	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		c.add(key, "cannot read %s: %v", path, err)
+		return
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		c.add(key, "%s is empty", path)
+		return
+	}
+	*dst = Secret(v)
+	if worldReadable(path) {
+		c.warnf("%s: password file %s is world-readable; chmod o-r it", key, path)
+	}
+}
+
+func worldReadable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Perm()&0o004 != 0
 }

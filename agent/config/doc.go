@@ -1,9 +1,13 @@
-// Package config loads stanzad's TOML configuration strictly: every
-// unknown key, every key that does not apply to a device or sink kind, and
-// every bad value is an error naming the key and its line, and all of them
-// are reported at once so `stanzad -check` shows the whole picture.
+// Package config loads stanzad's TOML configuration strictly.
 //
-// It owns the schema of shared/DESIGN.md ("Config"), the defaults and the
-// validation. It imports xmpp only to validate JIDs; it starts nothing and
-// touches no hardware.
+// It owns the schema of the agent's file (shared/DESIGN.md, "Config" and
+// "Keys per kind") and of stanzactl's file, the defaults, and the
+// validation. Every unknown key, every key that does not apply to a
+// device's or sink's kind, and every bad value is reported as an [Error]
+// naming the key and its line, and all of them come back at once as
+// [Errors], so `stanzad -check` shows the whole picture in one run.
+// Secrets are read from files and carried as [Secret], which never prints.
+//
+// It imports no other stanzad package (JIDs are checked here
+// syntactically), starts nothing and touches no hardware.
 package config

@@ -2,7 +2,10 @@ package config
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"math"
+	"net"
 	"net/url"
 	"path"
 	"regexp"
@@ -10,36 +13,32 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/stanzad/stanzad/xmpp"
+	"unicode"
+	"unicode/utf8"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+func itoa(i int) string { return strconv.Itoa(i) }
 
-// deviceKeys lists, per device kind, the keys it accepts besides name and
-// kind (DESIGN.md "Keys per kind").
-var deviceKeys = map[string][]string{
-	"sim":             {"interval"},
-	"sim-switch":      {"initial"},
-	"gpio-in":         {"pin", "pull", "edge", "debounce", "invert", "interval"},
-	"gpio-out":        {"pin", "initial", "safe", "invert", "pulse"},
-	"i2c-bme280":      {"bus", "address", "interval"},
-	"i2c-sht3x":       {"bus", "address", "interval"},
-	"onewire-ds18b20": {"id", "interval"},
-	"system":          {"interval", "root"},
-	"serial":          {"port", "baud", "parity", "data_bits", "stop_bits", "parse", "pattern", "max_line", "writable"},
-	"file":            {"path", "parse", "max_size"},
+// kindSpec is what DESIGN.md "Keys per kind" says about a device kind.
+type kindSpec struct {
+	keys   []string // besides name and kind
+	fields []string // what it reports; nil when the file or line decides
 }
 
-// Kinds returns the device kinds the schema knows, sorted.
-func Kinds() []string {
-	out := make([]string, 0, len(deviceKeys))
-	for k := range deviceKeys {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
+var deviceKinds = map[string]kindSpec{
+	"gpio-in":         {[]string{"pin", "pull", "edge", "debounce", "invert", "interval"}, []string{"state"}},
+	"gpio-out":        {[]string{"pin", "initial", "safe", "invert", "pulse"}, []string{"state"}},
+	"i2c-bme280":      {[]string{"bus", "address", "interval"}, []string{"temperature", "humidity", "pressure"}},
+	"i2c-sht3x":       {[]string{"bus", "address", "interval"}, []string{"temperature", "humidity"}},
+	"onewire-ds18b20": {[]string{"id", "interval"}, []string{"temperature"}},
+	"system":          {[]string{"interval", "root"}, []string{"cpu_temp", "load1", "mem_available", "disk_free", "uptime"}},
+	"serial":          {[]string{"port", "baud", "parity", "data_bits", "stop_bits", "parse", "pattern", "max_line", "writable"}, nil},
+	"file":            {[]string{"path", "parse", "max_size"}, nil},
+	"sim":             {[]string{"interval"}, []string{"temperature", "humidity"}},
+	"sim-switch":      {[]string{"initial"}, []string{"state"}},
 }
+
+const kindList = "gpio-in, gpio-out, i2c-bme280, i2c-sht3x, onewire-ds18b20, system, serial, file, sim, sim-switch"
 
 var sinkKeys = map[string][]string{
 	"chat":   {"to"},
@@ -48,313 +47,459 @@ var sinkKeys = map[string][]string{
 	"pep":    {"node"},
 }
 
-var sinkCommonKeys = []string{"kind", "devices", "min_interval", "deadband", "max_silence"}
+// The rates Linux termios has a B constant for.
+var baudRates = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600,
+	19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000,
+	1500000, 2000000, 2500000, 3000000, 3500000, 4000000}
 
-var baudRates = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200,
-	38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000,
-	2000000, 2500000, 3000000, 3500000, 4000000}
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+	onewireRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
+)
 
-var onewireIDRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
+const minInterval = 100 * time.Millisecond
 
-func oneOf(c *collector, key, v string, allowed ...string) {
-	if !slices.Contains(allowed, v) {
-		c.add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+// parseJID splits local@domain/resource (RFC 7622) and checks the syntax
+// a config file gets wrong in practice; the xmpp package does the rest.
+func parseJID(s string) (local, domain, resource string, err error) {
+	switch {
+	case len(s) > 3071:
+		return "", "", "", errors.New("JID longer than 3071 bytes")
+	case !utf8.ValidString(s):
+		return "", "", "", fmt.Errorf("JID %q is not UTF-8", s)
+	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return "", "", "", fmt.Errorf("JID %q contains a space or control character", s)
 	}
+	rest, resource, hasRes := strings.Cut(s, "/")
+	local, domain, hasLocal := strings.Cut(rest, "@")
+	if !hasLocal {
+		local, domain = "", rest
+	}
+	switch {
+	case hasRes && resource == "":
+		err = errors.New("empty resource after '/'")
+	case hasLocal && local == "":
+		err = errors.New("empty localpart before '@'")
+	case domain == "" || domain == ".":
+		err = errors.New("empty domain")
+	case strings.ContainsAny(local, `"&'/:<>@`):
+		err = errors.New(`localpart contains one of " & ' / : < > @`)
+	case strings.ContainsAny(domain, `@/<>&'"`):
+		err = errors.New("domain contains a forbidden character")
+	case len(local) > 1023 || len(domain) > 1023 || len(resource) > 1023:
+		err = errors.New("a part is longer than 1023 bytes")
+	}
+	if err != nil {
+		return "", "", "", fmt.Errorf("invalid JID %q: %w", s, err)
+	}
+	return local, domain, resource, nil
 }
 
-// checkJID validates a JID; bare requires no resource.
-func checkJID(c *collector, key, s string, bare bool) {
-	j, err := xmpp.ParseJID(s)
+// checkJID reports s unless it is a JID; account requires a localpart,
+// bare forbids a resource.
+func (c *checker) checkJID(key, s string, account, bare bool) {
+	local, _, res, err := parseJID(s)
 	switch {
 	case err != nil:
-		c.add(key, "invalid JID %q: %v", s, err)
-	case j.Local == "" && bare:
+		c.add(key, "%v", err)
+	case account && local == "":
 		c.add(key, "%q has no localpart (want user@domain)", s)
-	case bare && j.Resource != "":
+	case bare && res != "":
 		c.add(key, "%q must be a bare JID (no /resource)", s)
 	}
 }
 
-func (x *XMPP) validate(c *collector) {
-	if x.JID == "" {
-		c.add("xmpp.jid", "required (e.g. \"device@example.org/agent\")")
-	} else {
-		j, err := xmpp.ParseJID(x.JID)
-		if err != nil {
-			c.add("xmpp.jid", "invalid JID %q: %v", x.JID, err)
-		} else if j.Local == "" {
-			c.add("xmpp.jid", "%q has no localpart (want user@domain)", x.JID)
+func (cfg *Config) check(c *checker) {
+	cfg.XMPP.check(c)
+	a := cfg.Agent
+	if a.StateDir == "" {
+		c.add("agent.state_dir", "must not be empty")
+	}
+	if a.OutboxMax < 64<<10 {
+		c.add("agent.outbox_max", "%v is below the minimum of 64KiB", a.OutboxMax)
+	}
+	c.oneOf("agent.log_level", a.LogLevel, "debug", "info", "warn", "error")
+	c.oneOf("agent.log_format", a.LogFormat, "text", "json")
+	for i, s := range cfg.ACL.Operators {
+		c.checkJID("acl.operators["+itoa(i)+"]", s, true, true)
+	}
+	for i, s := range cfg.ACL.Viewers {
+		c.checkJID("acl.viewers["+itoa(i)+"]", s, true, true)
+	}
+
+	kinds := make(map[string]string) // device name -> kind
+	for i := range cfg.Devices {
+		cfg.Devices[i].check(c, i, kinds)
+	}
+	if cfg.MQTT != nil {
+		cfg.MQTT.check(c, kinds)
+	}
+	for i := range cfg.Sinks {
+		cfg.Sinks[i].check(c, i, kinds)
+	}
+	actions := make(map[string]bool)
+	for i, act := range cfg.Actions {
+		key := "action[" + itoa(i) + "]"
+		c.checkName(key+".name", "action", act.Name, actions[act.Name])
+		actions[act.Name] = true
+		switch {
+		case len(act.Argv) == 0:
+			c.add(key+".argv", "required: the program and its arguments (no shell)")
+		case !strings.HasPrefix(act.Argv[0], "/"):
+			c.add(key+".argv", "%q: the program must be an absolute path", act.Argv[0])
+		}
+		if act.Timeout.Duration <= 0 {
+			c.add(key+".timeout", "must be positive")
 		}
 	}
-	hasCert := x.ClientCert != "" || x.ClientKey != ""
+	for i, al := range cfg.Alerts {
+		al.check(c, i, kinds, cfg.Sinks)
+	}
+}
+
+func (x *XMPP) check(c *checker) {
+	if x.JID == "" {
+		c.add("xmpp.jid", `required, e.g. "device@example.org/agent"`)
+	} else {
+		c.checkJID("xmpp.jid", x.JID, true, false)
+	}
+
+	// Exactly one way to authenticate. After Load a password read from
+	// password_file sits beside it; only Parse knows what the file said.
+	inline := x.Password != "" && (c.ix != nil || x.PasswordFile == "")
+	cert := x.ClientCert != "" || x.ClientKey != ""
+	if c.has("xmpp.password") && x.Password == "" {
+		c.add("xmpp.password", "must not be empty")
+	}
+	if c.has("xmpp.password_file") && x.PasswordFile == "" {
+		c.add("xmpp.password_file", "must not be empty")
+	}
+	switch n := btoi(inline) + btoi(x.PasswordFile != "") + btoi(cert); {
+	case n == 0:
+		c.add("xmpp.password_file", "required: set password_file, password, or client_cert and client_key")
+	case n > 1 && inline:
+		c.add("xmpp.password", "set only one of password, password_file, or client_cert and client_key")
+	case n > 1:
+		c.add("xmpp.password_file", "set only one of password_file or client_cert and client_key")
+	}
+	if inline {
+		c.warnf("xmpp.password: password in config file; prefer password_file")
+	}
 	switch {
-	case x.Password != "" && x.PasswordFile != "":
-		c.add("xmpp.password", "set password or password_file, not both")
-	case x.Password == "" && x.PasswordFile == "" && !hasCert:
-		c.add("xmpp.password_file", "required: password_file, password, or client_cert and client_key")
+	case x.ClientCert != "" && x.ClientKey == "":
+		c.add("xmpp.client_key", "required with client_cert")
+	case x.ClientCert == "" && x.ClientKey != "":
+		c.add("xmpp.client_cert", "required with client_key")
 	}
-	if (x.ClientCert == "") != (x.ClientKey == "") {
-		c.add("xmpp.client_cert", "client_cert and client_key go together")
-	}
+
 	switch x.TLS {
 	case "starttls", "direct":
-	case "plain", "none", "off", "false", "disabled":
+	case "plain", "plaintext", "none", "off", "false", "no", "disabled":
 		c.add("xmpp.tls", "%q: plaintext is not supported; use \"starttls\" or \"direct\"", x.TLS)
 	default:
 		c.add("xmpp.tls", "%q is not one of starttls, direct", x.TLS)
 	}
 	for i, p := range x.PinSHA256 {
 		if b, err := base64.StdEncoding.DecodeString(p); err != nil || len(b) != 32 {
-			c.add("xmpp.pin_sha256", "entry %d: want base64 of a 32-byte SHA-256, got %q", i+1, p)
+			c.add("xmpp.pin_sha256["+itoa(i)+"]", "%q is not the base64 of a 32-byte SHA-256", p)
 		}
 	}
 	if k := x.Keepalive.Duration; k != 0 && k < 5*time.Second {
-		c.add("xmpp.keepalive", "%v is too short (minimum 5s; 0 disables)", k)
+		c.add("xmpp.keepalive", "%v is too short (minimum 5s; 0s disables)", k)
 	}
 	if x.Server != "" {
-		if _, port, err := netSplit(x.Server); err != nil {
+		host, port, err := net.SplitHostPort(x.Server)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || n < 1 || n > 65535 {
 			c.add("xmpp.server", "%q: want host:port", x.Server)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			c.add("xmpp.server", "%q: bad port", x.Server)
 		}
 	}
 }
 
-func netSplit(hostport string) (string, string, error) {
-	i := strings.LastIndexByte(hostport, ':')
-	if i <= 0 || i == len(hostport)-1 {
-		return "", "", fmt.Errorf("missing port")
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
-	return strings.Trim(hostport[:i], "[]"), hostport[i+1:], nil
+	return 0
 }
 
-func (cfg *Config) validate(c *collector) {
-	if c.ix.has("xmpp.password") {
-		cfg.Warnings = append(cfg.Warnings, "xmpp.password is set in the config file; prefer password_file (mode 0640)")
-	}
-	cfg.XMPP.validate(c)
-
-	a := cfg.Agent
-	oneOf(c, "agent.log_level", a.LogLevel, "debug", "info", "warn", "error")
-	oneOf(c, "agent.log_format", a.LogFormat, "text", "json")
-	if a.OutboxMax < 64<<10 {
-		c.add("agent.outbox_max", "%v is too small (minimum 64KiB)", a.OutboxMax)
-	}
-
-	for i, op := range cfg.ACL.Operators {
-		checkJID(c, fmt.Sprintf("acl.operators[%d]", i), op, true)
-	}
-	for i, v := range cfg.ACL.Viewers {
-		checkJID(c, fmt.Sprintf("acl.viewers[%d]", i), v, true)
-	}
-
-	names := make(map[string]bool)
-	for i := range cfg.Devices {
-		cfg.Devices[i].validate(c, fmt.Sprintf("device[%d]", i), names)
-	}
-	for i := range cfg.Sinks {
-		cfg.Sinks[i].validate(c, fmt.Sprintf("sink[%d]", i), names)
-	}
-	actions := make(map[string]bool)
-	for i, act := range cfg.Actions {
-		key := fmt.Sprintf("action[%d]", i)
-		switch {
-		case !nameRE.MatchString(act.Name):
-			c.add(key+".name", "%q: want 1-64 of a-z 0-9 _ -", act.Name)
-		case actions[act.Name]:
-			c.add(key+".name", "duplicate action %q", act.Name)
-		}
-		actions[act.Name] = true
-		if len(act.Argv) == 0 {
-			c.add(key+".argv", "required: the command and its arguments (no shell)")
-		} else if !strings.HasPrefix(act.Argv[0], "/") {
-			c.add(key+".argv", "%q: the program must be an absolute path", act.Argv[0])
-		}
-	}
-	if m := cfg.MQTT; m != nil {
-		m.validate(c, names)
-	}
-}
-
-func (d *Device) validate(c *collector, key string, names map[string]bool) {
-	label := key
-	if d.Name != "" {
-		label = fmt.Sprintf("%s (%s)", key, d.Name)
-	}
+// checkName checks a device or action name: unique, and safe in every
+// wire format and topic.
+func (c *checker) checkName(key, what, name string, dup bool) {
 	switch {
-	case d.Name == "":
-		c.add(key+".name", "required")
-	case !nameRE.MatchString(d.Name):
-		c.add(key+".name", "%q: want 1-64 of a-z 0-9 _ - (it appears in every wire format)", d.Name)
-	case names[d.Name]:
-		c.add(key+".name", "duplicate device %q", d.Name)
+	case name == "":
+		c.add(key, "required")
+	case !nameRE.MatchString(name):
+		c.add(key, "%q: want 1 to 64 of a-z, 0-9, _ and -", name)
+	case dup:
+		c.add(key, "duplicate %s name %q", what, name)
 	}
-	names[d.Name] = true
-	allowed, ok := deviceKeys[d.Kind]
-	if !ok {
-		if d.Kind == "" {
-			c.add(key+".kind", "%s: required (one of %s)", label, strings.Join(Kinds(), ", "))
-		} else {
-			c.add(key+".kind", "%s: unknown kind %q (one of %s)", label, d.Kind, strings.Join(Kinds(), ", "))
-		}
+}
+
+func (d *Device) check(c *checker, i int, kinds map[string]string) {
+	key := "device[" + itoa(i) + "]"
+	k := func(name string) string { return key + "." + name }
+	_, dup := kinds[d.Name]
+	c.checkName(k("name"), "device", d.Name, dup)
+	if !dup {
+		kinds[d.Name] = d.Kind
+	}
+	who := fmt.Sprintf("device %q", d.Name)
+	spec, ok := deviceKinds[d.Kind]
+	switch {
+	case d.Kind == "":
+		c.add(k("kind"), "required (%s); one of %s", who, kindList)
+		return
+	case !ok:
+		c.add(k("kind"), "unknown kind %q (%s); want one of %s", d.Kind, who, kindList)
 		return
 	}
-	for _, k := range c.ix.keysUnder(key) {
-		if k != "name" && k != "kind" && !slices.Contains(allowed, k) {
-			c.add(key+"."+k, "%s: key %s does not apply to kind %s", label, k, d.Kind)
+	for _, name := range c.setKeys(key, *d) {
+		if name != "name" && name != "kind" && !slices.Contains(spec.keys, name) {
+			c.add(k(name), "does not apply to kind %s (%s)", d.Kind, who)
 		}
 	}
-	need := func(k, v string) {
+	required := func(name, v string) {
 		if v == "" {
-			c.add(key+"."+k, "%s: required for kind %s", label, d.Kind)
+			c.add(k(name), "required for kind %s (%s)", d.Kind, who)
 		}
 	}
-	if slices.Contains(allowed, "interval") && d.Kind != "gpio-in" && d.Interval.Duration < 100*time.Millisecond {
-		c.add(key+".interval", "%s: %v is too short (minimum 100ms)", label, d.Interval.Duration)
+	if iv := d.Interval.Duration; slices.Contains(spec.keys, "interval") && iv < minInterval &&
+		!(d.Kind == "gpio-in" && iv == 0) {
+		c.add(k("interval"), "%v is too short (minimum %v)", iv, minInterval)
 	}
 	switch d.Kind {
 	case "gpio-in":
-		need("pin", d.Pin)
-		oneOf(c, key+".pull", d.Pull, "none", "up", "down")
-		oneOf(c, key+".edge", d.Edge, "both", "rising", "falling")
-		if i := d.Interval.Duration; i != 0 && i < 100*time.Millisecond {
-			c.add(key+".interval", "%s: %v is too short (minimum 100ms; 0 = on change only)", label, i)
-		}
+		required("pin", d.Pin)
+		c.oneOf(k("pull"), d.Pull, "none", "up", "down")
+		c.oneOf(k("edge"), d.Edge, "both", "rising", "falling")
 	case "gpio-out":
-		need("pin", d.Pin)
+		required("pin", d.Pin)
 	case "i2c-bme280", "i2c-sht3x":
+		if _, err := strconv.Atoi(d.Bus); err != nil && !strings.HasPrefix(d.Bus, "/dev/") {
+			c.add(k("bus"), `%q: want a bus number such as "1" or a device such as "/dev/i2c-1"`, d.Bus)
+		}
 		if d.Address < 0x03 || d.Address > 0x77 {
-			c.add(key+".address", "%s: %#x is outside the 7-bit range 0x03-0x77", label, d.Address)
+			c.add(k("address"), "%#x is outside the 7-bit range 0x03-0x77", d.Address)
 		}
 	case "onewire-ds18b20":
-		need("id", d.ID)
-		if d.ID != "" && !onewireIDRE.MatchString(d.ID) {
-			c.add(key+".id", "%s: %q: want a sensor id like 28-0316a2795dff", label, d.ID)
+		required("id", d.ID)
+		if d.ID != "" && !onewireRE.MatchString(d.ID) {
+			c.add(k("id"), "%q: want a sensor id such as 28-0316a2795dff", d.ID)
 		}
+	case "system":
+		required("root", d.Root)
 	case "serial":
-		need("port", d.Port)
+		required("port", d.Port)
 		if !slices.Contains(baudRates, d.Baud) {
-			c.add(key+".baud", "%s: %d is not a standard baud rate", label, d.Baud)
+			c.add(k("baud"), "%d is not a standard baud rate (9600, 19200, 115200, ...)", d.Baud)
 		}
-		oneOf(c, key+".parity", d.Parity, "none", "even", "odd")
+		c.oneOf(k("parity"), d.Parity, "none", "even", "odd")
 		if d.DataBits < 5 || d.DataBits > 8 {
-			c.add(key+".data_bits", "%s: %d: want 5 to 8", label, d.DataBits)
+			c.add(k("data_bits"), "%d: want 5 to 8", d.DataBits)
 		}
 		if d.StopBits != 1 && d.StopBits != 2 {
-			c.add(key+".stop_bits", "%s: %d: want 1 or 2", label, d.StopBits)
+			c.add(k("stop_bits"), "%d: want 1 or 2", d.StopBits)
 		}
-		oneOf(c, key+".parse", d.Parse, "line", "kv", "json", "regexp")
-		d.validatePattern(c, key, label)
-		if d.MaxLine < 16 || d.MaxLine > 1<<20 {
-			c.add(key+".max_line", "%s: %v: want 16B to 1MiB", label, d.MaxLine)
+		c.oneOf(k("parse"), d.Parse, "line", "kv", "json", "regexp")
+		d.checkPattern(c, k("pattern"))
+		if d.MaxLine < 1 || d.MaxLine > 1<<20 {
+			c.add(k("max_line"), "%v: want 1B to 1MiB", d.MaxLine)
 		}
 	case "file":
-		need("path", d.Path)
-		oneOf(c, key+".parse", d.Parse, "line", "kv", "json", "whole")
-		if d.MaxSize < 16 || d.MaxSize > 16<<20 {
-			c.add(key+".max_size", "%s: %v: want 16B to 16MiB", label, d.MaxSize)
+		required("path", d.Path)
+		c.oneOf(k("parse"), d.Parse, "line", "kv", "json", "whole")
+		if d.MaxSize < 1 || d.MaxSize > 16<<20 { // the whole file is held in RAM
+			c.add(k("max_size"), "%v: want 1B to 16MiB", d.MaxSize)
 		}
 	}
 }
 
-func (d *Device) validatePattern(c *collector, key, label string) {
+func (d *Device) checkPattern(c *checker, key string) {
 	switch {
 	case d.Parse == "regexp" && d.Pattern == "":
-		c.add(key+".pattern", "%s: required when parse = \"regexp\"", label)
+		c.add(key, `required with parse = "regexp"`)
 	case d.Parse != "regexp" && d.Pattern != "":
-		c.add(key+".pattern", "%s: only used with parse = \"regexp\"", label)
+		c.add(key, `only used with parse = "regexp"`)
 	case d.Pattern != "":
 		re, err := regexp.Compile(d.Pattern)
 		if err != nil {
-			c.add(key+".pattern", "%s: %v", label, err)
-			return
-		}
-		named := 0
-		for _, n := range re.SubexpNames() {
-			if n != "" {
-				named++
-			}
-		}
-		if named == 0 {
-			c.add(key+".pattern", "%s: needs at least one named group, e.g. (?P<temp>[0-9.]+)", label)
+			c.add(key, "%v", err)
+		} else if !slices.ContainsFunc(re.SubexpNames(), func(n string) bool { return n != "" }) {
+			c.add(key, "needs at least one named group such as (?P<temp>[0-9.]+)")
 		}
 	}
 }
 
-func (s *Sink) validate(c *collector, key string, devices map[string]bool) {
+func (s *Sink) check(c *checker, i int, kinds map[string]string) {
+	key := "sink[" + itoa(i) + "]"
+	k := func(name string) string { return key + "." + name }
 	allowed, ok := sinkKeys[s.Kind]
 	if !ok {
-		c.add(key+".kind", "%q is not one of chat, muc, pubsub, pep", s.Kind)
+		c.add(k("kind"), "%q is not one of chat, muc, pubsub, pep", s.Kind)
 		return
 	}
-	for _, k := range c.ix.keysUnder(key) {
-		if !slices.Contains(sinkCommonKeys, k) && !slices.Contains(allowed, k) {
-			c.add(key+"."+k, "key %s does not apply to sink kind %s", k, s.Kind)
+	for _, name := range c.setKeys(key, *s) {
+		switch name {
+		case "kind", "devices", "min_interval", "max_silence", "deadband":
+		default:
+			if !slices.Contains(allowed, name) {
+				c.add(k(name), "does not apply to sink kind %s", s.Kind)
+			}
 		}
 	}
-	for i, pat := range s.Devices {
-		k := fmt.Sprintf("%s.devices[%d]", key, i)
+	if len(s.Devices) == 0 {
+		c.add(k("devices"), `names no device (leave it out, or write ["*"], for all)`)
+	}
+	for j, pat := range s.Devices {
 		if _, err := path.Match(pat, ""); err != nil {
-			c.add(k, "bad pattern %q: %v", pat, err)
-		} else if !strings.ContainsAny(pat, "*?[") && !devices[pat] {
-			c.add(k, "no device named %q", pat)
+			c.add(k("devices["+itoa(j)+"]"), "bad pattern %q", pat)
+			continue
+		}
+		if !strings.ContainsAny(pat, `*?[\`) {
+			if _, ok := kinds[pat]; !ok {
+				c.add(k("devices["+itoa(j)+"]"), "no device named %q", pat)
+			}
+			continue
+		}
+		if !matchesAny(pat, kinds) {
+			c.warnf("%s: pattern %q matches no device", k("devices["+itoa(j)+"]"), pat)
 		}
 	}
-	if s.Deadband < 0 {
-		c.add(key+".deadband", "%v must not be negative", s.Deadband)
+	if !(s.Deadband >= 0) || math.IsInf(s.Deadband, 0) {
+		c.add(k("deadband"), "%v: want a finite number >= 0", s.Deadband)
 	}
 	switch s.Kind {
 	case "chat":
 		if s.To == "" {
-			c.add(key+".to", "required for a chat sink")
+			c.add(k("to"), "required for a chat sink")
 		} else {
-			checkJID(c, key+".to", s.To, false)
+			c.checkJID(k("to"), s.To, false, false)
 		}
 	case "muc":
 		if s.Room == "" {
-			c.add(key+".room", "required for a muc sink (room@conference.example)")
+			c.add(k("room"), "required for a muc sink (room@conference.example.org)")
 		} else {
-			checkJID(c, key+".room", s.Room, true)
+			c.checkJID(k("room"), s.Room, true, true)
 		}
-		if s.Password != "" && s.PasswordFile != "" {
-			c.add(key+".password", "set password or password_file, not both")
+		if s.Nick == "" {
+			c.add(k("nick"), "required (default: the localpart of xmpp.jid)")
+		}
+		inline := s.Password != "" && (c.ix != nil || s.PasswordFile == "")
+		if inline && s.PasswordFile != "" {
+			c.add(k("password"), "set password or password_file, not both")
+		}
+		if inline {
+			c.warnf("%s: password in config file; prefer password_file", k("password"))
 		}
 	case "pubsub":
 		if s.Service == "" {
-			c.add(key+".service", "required for a pubsub sink (e.g. pubsub.example.org)")
+			c.add(k("service"), "required for a pubsub sink (e.g. pubsub.example.org)")
 		} else {
-			checkJID(c, key+".service", s.Service, false)
+			c.checkJID(k("service"), s.Service, false, true)
 		}
+	}
+	if (s.Kind == "pubsub" || s.Kind == "pep") && s.Node == "" {
+		c.add(k("node"), "must not be empty")
 	}
 }
 
-func (m *MQTT) validate(c *collector, devices map[string]bool) {
+func matchesAny(pattern string, names map[string]string) bool {
+	for n := range names {
+		if ok, _ := path.Match(pattern, n); ok {
+			return true
+		}
+	}
+	return false
+}
+
+var mqttSchemes = []string{"tcp", "ssl", "tls", "ws", "wss", "mqtt", "mqtts"}
+
+func (m *MQTT) check(c *checker, kinds map[string]string) {
 	if m.Broker == "" {
-		c.add("mqtt.broker", "required (e.g. \"tcp://127.0.0.1:1883\")")
+		c.add("mqtt.broker", `required, e.g. "tcp://127.0.0.1:1883"`)
 	} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" {
 		c.add("mqtt.broker", "%q: want scheme://host:port", m.Broker)
-	} else {
-		oneOf(c, "mqtt.broker", u.Scheme, "tcp", "ssl", "tls", "ws", "wss", "mqtt", "mqtts")
+	} else if !slices.Contains(mqttSchemes, u.Scheme) {
+		c.add("mqtt.broker", "scheme %q is not one of %s", u.Scheme, strings.Join(mqttSchemes, ", "))
 	}
-	if q := *m.QoS; q < 0 || q > 2 {
-		c.add("mqtt.qos", "%d: want 0, 1 or 2", q)
+	if m.QoS < 0 || m.QoS > 2 {
+		c.add("mqtt.qos", "%d: want 0, 1 or 2", m.QoS)
 	}
-	if (m.ClientCert == "") != (m.ClientKey == "") {
-		c.add("mqtt.client_cert", "client_cert and client_key go together")
+	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#") {
+		c.add("mqtt.topic_prefix", "%q: want a topic without wildcards", m.TopicPrefix)
 	}
 	for i, s := range m.Subscribe {
-		key := fmt.Sprintf("mqtt.subscribe[%d]", i)
-		if s.Topic == "" {
-			c.add(key+".topic", "required")
+		key := "mqtt.subscribe[" + itoa(i) + "]"
+		if !validFilter(s.Topic) {
+			c.add(key+".topic", "%q is not a valid MQTT topic filter", s.Topic)
 		}
-		switch {
+		switch kind, dup := kinds[s.Device]; {
+		case s.Device == "":
+			c.add(key+".device", "required")
 		case !nameRE.MatchString(s.Device):
-			c.add(key+".device", "%q: want 1-64 of a-z 0-9 _ -", s.Device)
-		case devices[s.Device]:
-			c.add(key+".device", "%q is already a configured device", s.Device)
+			c.add(key+".device", "%q: want 1 to 64 of a-z, 0-9, _ and -", s.Device)
+		case dup && kind != "mqtt":
+			c.add(key+".device", "%q is already a [[device]]", s.Device)
 		}
-		if s.Parse != "" {
-			oneOf(c, key+".parse", s.Parse, "line", "kv", "json")
+		if _, dup := kinds[s.Device]; !dup {
+			kinds[s.Device] = "mqtt"
+		}
+		c.oneOf(key+".parse", s.Parse, "line", "kv", "json")
+	}
+}
+
+// validFilter checks an MQTT topic filter: # only as the whole last
+// level, + only as a whole level (MQTT 3.1.1 §4.7.1).
+func validFilter(f string) bool {
+	if f == "" || len(f) > 65535 || !utf8.ValidString(f) || strings.ContainsRune(f, 0) {
+		return false
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) ||
+			strings.Contains(l, "+") && l != "+" {
+			return false
+		}
+	}
+	return true
+}
+
+func (al *Alert) check(c *checker, i int, kinds map[string]string, sinks []Sink) {
+	key := "alert[" + itoa(i) + "]"
+	kind, ok := kinds[al.Device]
+	switch {
+	case al.Device == "":
+		c.add(key+".device", "required")
+	case !ok:
+		c.add(key+".device", "no device named %q", al.Device)
+	}
+	fields := deviceKinds[kind].fields
+	switch {
+	case al.Field == "":
+		c.add(key+".field", "required")
+	case fields != nil && !slices.Contains(fields, al.Field):
+		c.add(key+".field", "device %q (kind %s) reports no %q; it reports %s", al.Device, kind, al.Field, strings.Join(fields, ", "))
+	}
+	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+	switch {
+	case al.Above == nil && al.Below == nil:
+		c.add(key+".above", "set above, below or both")
+	case al.Above != nil && !finite(*al.Above):
+		c.add(key+".above", "want a finite number")
+	case al.Below != nil && !finite(*al.Below):
+		c.add(key+".below", "want a finite number")
+	case al.Above != nil && al.Below != nil && *al.Below >= *al.Above:
+		c.add(key+".below", "%v must be less than above (%v)", *al.Below, *al.Above)
+	}
+	if !(al.Hysteresis >= 0) || math.IsInf(al.Hysteresis, 0) {
+		c.add(key+".hysteresis", "%v: want a finite number >= 0", al.Hysteresis)
+	}
+	for j, kind := range al.Sinks {
+		k := key + ".sinks[" + itoa(j) + "]"
+		if _, ok := sinkKeys[kind]; !ok {
+			c.add(k, "%q is not a sink kind (chat, muc, pubsub, pep)", kind)
+		} else if !slices.ContainsFunc(sinks, func(s Sink) bool { return s.Kind == kind }) {
+			c.add(k, "no [[sink]] has kind %q", kind)
 		}
 	}
 }
