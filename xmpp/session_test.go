@@ -57,6 +57,7 @@ func newTestPKI(t *testing.T) testPKI {
 
 // peer is the server side of a scripted XMPP stream.
 type peer struct {
+	sm   bool // offer and enable XEP-0198
 	t    *testing.T
 	conn net.Conn
 	dec  *xml.Decoder
@@ -149,19 +150,36 @@ func (p *peer) handshake(pki testPKI, wantPassword string) error {
 	}
 	p.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
 	p.reset(tc)
-	if err := p.header("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"); err != nil {
+	features := "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+	if p.sm {
+		features += "<sm xmlns='urn:xmpp:sm:3'/>"
+	}
+	if err := p.header(features); err != nil {
 		return err
 	}
 	el, _, err = p.element()
 	if err != nil || el.Name != "iq" {
 		return fmt.Errorf("want bind iq: %v %v", el, err)
 	}
-	return p.send("<iq type='result' id='" + el.Attr("id") + "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>device@iot.test/agent</jid></bind></iq>")
+	if err := p.send("<iq type='result' id='" + el.Attr("id") + "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>device@iot.test/agent</jid></bind></iq>"); err != nil {
+		return err
+	}
+	if !p.sm {
+		return nil
+	}
+	if el, _, err = p.element(); err != nil || el.Name != "enable" || el.Attr("resume") != "true" {
+		return fmt.Errorf("want <enable resume='true'/>: %v %v", el, err)
+	}
+	return p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true'/>")
 }
 
 // scripted starts a listener whose single connection runs handshake and
 // then script. It returns a Config pointing at it.
 func scripted(t *testing.T, password string, script func(p *peer) error) (Config, <-chan error) {
+	return scriptedPeer(t, &peer{}, password, script)
+}
+
+func scriptedPeer(t *testing.T, p *peer, password string, script func(p *peer) error) (Config, <-chan error) {
 	t.Helper()
 	pki := newTestPKI(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -178,7 +196,7 @@ func scripted(t *testing.T, password string, script func(p *peer) error) (Config
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		p := &peer{t: t}
+		p.t = t
 		p.reset(c)
 		if err := p.handshake(pki, "secret"); err != nil {
 			done <- fmt.Errorf("handshake: %w", err)
@@ -342,5 +360,93 @@ func TestSessionMux(t *testing.T) {
 	s.Serve(context.Background())
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With stream management, the client answers the server's <r/> with the
+// count of stanzas it received, reports acknowledged tags in order, and
+// treats an ack for more than it sent as a protocol error.
+func TestSessionStreamManagement(t *testing.T) {
+	acked := make(chan []uint64, 10)
+	answered := make(chan struct{})
+	cfg, done := scriptedPeer(t, &peer{sm: true}, "secret", func(p *peer) error {
+		p.send("<message from='a@iot.test/x'><body>1</body></message><presence from='a@iot.test/x'/>" +
+			"<iq type='result' id='zz'/><r xmlns='urn:xmpp:sm:3'/>")
+		el, _, err := p.element()
+		if err != nil || el.Name != "a" || el.Attr("h") != "3" {
+			return fmt.Errorf("answer to <r/>: %v %v, want <a h='3'/>", el, err)
+		}
+		close(answered)
+		// The client sent three stanzas; it asks for an ack by itself.
+		for n := 0; n < 3; n++ {
+			if el, _, err = p.element(); err != nil || el.Name != "message" {
+				return fmt.Errorf("stanza %d: %v %v", n, el, err)
+			}
+		}
+		if el, _, err = p.element(); err != nil || el.Name != "r" {
+			return fmt.Errorf("want <r/> after sending: %v %v", el, err)
+		}
+		p.send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
+		time.Sleep(100 * time.Millisecond)
+		p.send("<a xmlns='urn:xmpp:sm:3' h='9'/>") // more than was sent
+		el, inner, err := p.element()
+		for err == nil && el.Name == "r" { // the client asks about the third stanza
+			el, inner, err = p.element()
+		}
+		if err != nil || el.Name != "error" || !strings.Contains(inner, "undefined-condition") {
+			return fmt.Errorf("want a stream error for h=9: %v %q %v", el, inner, err)
+		}
+		return nil
+	})
+	cfg.sm = &smState{onAck: func(tags []uint64) { acked <- tags }}
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.StreamManagement() || s.Resumed() {
+		t.Fatalf("StreamManagement() = %v, Resumed() = %v", s.StreamManagement(), s.Resumed())
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(context.Background()) }()
+	select {
+	case <-answered:
+	case err := <-done:
+		t.Fatalf("peer: %v", err)
+	}
+	for i := 1; i <= 3; i++ {
+		tag := uint64(i * 10)
+		if i == 2 {
+			tag = 0 // untracked stanzas count but are not reported
+		}
+		if err := s.SendTracked(context.Background(), []byte("<message to='b@iot.test'/>"), tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := <-acked; fmt.Sprint(got) != "[10]" {
+		t.Errorf("acked %v, want [10]", got)
+	}
+	var se *StreamError
+	if err := <-serveErr; !errors.As(err, &se) || se.Condition != "undefined-condition" {
+		t.Errorf("Serve() = %v, want undefined-condition", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSMStateAck(t *testing.T) {
+	m := &smState{acked: ^uint32(0) - 1} // about to wrap
+	for i := uint64(1); i <= 4; i++ {
+		m.sent([]byte("x"), i)
+	}
+	tags, err := m.ack(0) // 2^32-2 + 2 wraps to 0
+	if err != nil || fmt.Sprint(tags) != "[1 2]" || len(m.unacked) != 2 {
+		t.Fatalf("ack across wrap = %v, %v, %d left", tags, err, len(m.unacked))
+	}
+	if tags, err := m.ack(0); err != nil || tags != nil {
+		t.Fatalf("repeated ack = %v, %v", tags, err)
+	}
+	if _, err := m.ack(5); err == nil {
+		t.Fatal("ack beyond what was sent accepted")
 	}
 }
