@@ -108,6 +108,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.client = xmpp.NewClient(xc)
 	a.client.OnConnect = a.onConnect
+	a.client.Keepalive = cfg.XMPP.Keepalive.Duration
 	return a, nil
 }
 
@@ -250,6 +251,9 @@ func (a *Agent) closeState() {
 }
 
 func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
+	if s.Resumed() {
+		return nil // the resumed stream keeps its presence
+	}
 	p := xmpp.Stanza("presence", "", "", "")
 	p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(a.cfg.XMPP.PresenceStatus))
 	return s.Send(ctx, p)
