@@ -1,0 +1,28 @@
+// Package outbox is the agent's persistent queue of readings not yet
+// acknowledged by the XMPP server. It is what makes "no reading lost"
+// true across network outages, server restarts and agent crashes.
+//
+// # Format
+//
+// A directory holds two files. "log" is append-only: records of
+//
+//	u32 length of payload | u32 CRC-32C of id and payload | u64 id | payload
+//
+// (big endian) with ids growing by one. "acked" holds one u64: every
+// record with an id up to it has been delivered (or dropped) and may go.
+// Ids double as the readings' seqnr, so a receiver sees a gap exactly
+// where a record was dropped.
+//
+// # Durability
+//
+// Appends are plain writes: a crash of the process loses nothing (the
+// page cache has them). The log is fsynced at most once per SyncEvery
+// (default 1 s) and on Close, so a power loss loses at most that window.
+// A torn or corrupt record at the end of the log (power loss during a
+// write) is detected by its length and CRC on Open, logged, and cut off;
+// everything before it is kept. A full or read-only disk degrades the
+// outbox to memory with a warning: readings keep flowing, only their
+// crash-safety is gone until the agent restarts with a writable disk.
+//
+// The package imports only the standard library.
+package outbox

@@ -1,0 +1,394 @@
+package outbox
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+const (
+	headerSize = 16
+	// MaxRecord bounds one payload; larger appends are refused, and a
+	// larger length on disk marks a corrupt record.
+	MaxRecord = 1 << 20
+	// compactAt: the log is rewritten once this many bytes of it are
+	// acknowledged records and they are more than half of it.
+	compactAt = 1 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrTooLarge is returned for a payload over MaxRecord.
+var ErrTooLarge = errors.New("outbox: record too large")
+
+// Options configure an Outbox.
+type Options struct {
+	// Max bounds the bytes of unacknowledged payloads; past it the oldest
+	// records are dropped (counted, logged). Default 16 MiB.
+	Max int64
+	// SyncEvery is the fsync interval for appends. Default 1 s.
+	SyncEvery time.Duration
+	Logger    *slog.Logger
+}
+
+// Record is one queued payload.
+type Record struct {
+	ID      uint64
+	Payload []byte
+}
+
+// Outbox is a persistent FIFO. It is safe for concurrent use.
+type Outbox struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	f        *os.File // nil in memory-only mode
+	ackFile  *os.File
+	size     int64 // bytes in the log file
+	ackBytes int64 // bytes of acknowledged records at the head of the log
+	pending  []Record
+	bytes    int64  // payload bytes in pending
+	next     uint64 // id of the next append
+	acked    uint64
+	dropped  uint64
+	dirty    bool
+	degraded error // why the outbox is memory-only, if it is
+	closed   bool
+	stopSync chan struct{}
+	syncDone chan struct{}
+}
+
+// Open opens or creates the outbox in dir and loads what is pending.
+func Open(dir string, opts Options) (*Outbox, error) {
+	if opts.Max <= 0 {
+		opts.Max = 16 << 20
+	}
+	if opts.SyncEvery <= 0 {
+		opts.SyncEvery = time.Second
+	}
+	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	var err error
+	if o.ackFile, err = os.OpenFile(filepath.Join(dir, "acked"), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	if n, _ := o.ackFile.ReadAt(b[:], 0); n == 8 {
+		o.acked = binary.BigEndian.Uint64(b[:])
+		o.next = o.acked + 1
+	}
+	if o.f, err = os.OpenFile(filepath.Join(dir, "log"), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
+		o.ackFile.Close()
+		return nil, err
+	}
+	if err := o.load(); err != nil {
+		o.f.Close()
+		o.ackFile.Close()
+		return nil, err
+	}
+	o.stopSync, o.syncDone = make(chan struct{}), make(chan struct{})
+	go o.syncLoop()
+	return o, nil
+}
+
+// load reads the log, keeping records after the ack cursor and cutting a
+// torn tail.
+func (o *Outbox) load() error {
+	r := bufio.NewReader(o.f)
+	var off int64
+	var hdr [headerSize]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if err != io.EOF {
+				o.cut(off, "torn record header")
+			}
+			break
+		}
+		n := binary.BigEndian.Uint32(hdr[0:4])
+		sum := binary.BigEndian.Uint32(hdr[4:8])
+		id := binary.BigEndian.Uint64(hdr[8:16])
+		if n > MaxRecord {
+			o.cut(off, fmt.Sprintf("record length %d", n))
+			break
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			o.cut(off, "torn record")
+			break
+		}
+		if crc32.Update(crc32.Checksum(hdr[8:16], crcTable), crcTable, payload) != sum {
+			o.cut(off, "checksum mismatch")
+			break
+		}
+		off += headerSize + int64(n)
+		if id <= o.acked {
+			o.ackBytes = off
+			continue
+		}
+		if len(o.pending) > 0 && id != o.next {
+			o.cut(off-headerSize-int64(n), fmt.Sprintf("id %d where %d was due", id, o.next))
+			off -= headerSize + int64(n)
+			break
+		}
+		o.pending = append(o.pending, Record{ID: id, Payload: payload})
+		o.bytes += int64(n)
+		o.next = id + 1
+	}
+	o.size = off
+	if _, err := o.f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	if len(o.pending) > 0 {
+		o.log.Info("outbox loaded", "pending", len(o.pending), "first_id", o.pending[0].ID)
+	}
+	return nil
+}
+
+// cut truncates the log at off after a damaged record. Records after it
+// cannot be trusted: the write order means they were never complete.
+func (o *Outbox) cut(off int64, why string) {
+	fi, _ := o.f.Stat()
+	lost := int64(0)
+	if fi != nil {
+		lost = fi.Size() - off
+	}
+	o.log.Warn("outbox: damaged record at the end of the log; cutting it off", "reason", why, "offset", off, "bytes_lost", lost)
+	if err := o.f.Truncate(off); err != nil {
+		o.log.Warn("outbox: cannot truncate log", "err", err)
+	}
+}
+
+// Append queues payload and returns its id. When the outbox is over its
+// bound, the oldest records are dropped first. A disk error degrades the
+// outbox to memory; Append itself fails only for oversize payloads or
+// after Close.
+func (o *Outbox) Append(payload []byte) (uint64, error) {
+	if len(payload) > MaxRecord {
+		return 0, ErrTooLarge
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return 0, os.ErrClosed
+	}
+	id := o.next
+	o.next++
+	p := append([]byte(nil), payload...)
+	o.pending = append(o.pending, Record{ID: id, Payload: p})
+	o.bytes += int64(len(p))
+	if o.f != nil {
+		buf := make([]byte, headerSize+len(p))
+		binary.BigEndian.PutUint32(buf[0:4], uint32(len(p)))
+		binary.BigEndian.PutUint64(buf[8:16], id)
+		copy(buf[headerSize:], p)
+		binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[8:], crcTable))
+		if _, err := o.f.Write(buf); err != nil {
+			o.degrade(err)
+		} else {
+			o.size += int64(len(buf))
+			o.dirty = true
+		}
+	}
+	for o.bytes > o.opts.Max && len(o.pending) > 1 {
+		r := o.pending[0]
+		o.pending = o.pending[1:]
+		o.bytes -= int64(len(r.Payload))
+		o.ackBytes += headerSize + int64(len(r.Payload))
+		o.dropped++
+		o.setAcked(r.ID)
+		if o.dropped&(o.dropped-1) == 0 {
+			o.log.Warn("outbox full: oldest reading dropped", "id", r.ID, "dropped_total", o.dropped)
+		}
+	}
+	return id, nil
+}
+
+// degrade switches to memory-only operation. o.mu is held.
+func (o *Outbox) degrade(err error) {
+	if o.f == nil {
+		return
+	}
+	o.log.Error("outbox: cannot write to disk; keeping readings in memory only (they will not survive a restart)", "dir", o.dir, "err", err)
+	o.degraded = err
+	o.f.Close()
+	o.f = nil
+}
+
+// Ack marks every record with an id up to id as delivered.
+func (o *Outbox) Ack(id uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if id <= o.acked || o.closed {
+		return
+	}
+	n := 0
+	for n < len(o.pending) && o.pending[n].ID <= id {
+		o.bytes -= int64(len(o.pending[n].Payload))
+		o.ackBytes += headerSize + int64(len(o.pending[n].Payload))
+		n++
+	}
+	clear(o.pending[:n])
+	o.pending = o.pending[n:]
+	o.setAcked(id)
+	o.compact()
+}
+
+// setAcked persists the ack cursor. o.mu is held.
+func (o *Outbox) setAcked(id uint64) {
+	o.acked = id
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], id)
+	if _, err := o.ackFile.WriteAt(b[:], 0); err != nil && o.f != nil {
+		o.degrade(err)
+	}
+}
+
+// compact empties or rewrites the log once acknowledged records dominate.
+// o.mu is held.
+func (o *Outbox) compact() {
+	if o.f == nil || o.ackBytes < compactAt && (len(o.pending) > 0 || o.ackBytes < compactAt/16) {
+		return
+	}
+	if len(o.pending) == 0 {
+		if err := o.f.Truncate(0); err != nil {
+			o.degrade(err)
+			return
+		}
+		o.f.Seek(0, io.SeekStart)
+		o.size, o.ackBytes = 0, 0
+		return
+	}
+	if o.ackBytes*2 < o.size {
+		return
+	}
+	tmp := filepath.Join(o.dir, "log.tmp")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		o.degrade(err)
+		return
+	}
+	w := bufio.NewWriter(f)
+	var size int64
+	var hdr [headerSize]byte
+	for _, r := range o.pending {
+		binary.BigEndian.PutUint32(hdr[0:4], uint32(len(r.Payload)))
+		binary.BigEndian.PutUint64(hdr[8:16], r.ID)
+		binary.BigEndian.PutUint32(hdr[4:8], crc32.Update(crc32.Checksum(hdr[8:16], crcTable), crcTable, r.Payload))
+		w.Write(hdr[:])
+		w.Write(r.Payload)
+		size += headerSize + int64(len(r.Payload))
+	}
+	err = errors.Join(w.Flush(), f.Sync())
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(o.dir, "log"))
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		o.degrade(err)
+		return
+	}
+	o.f.Close()
+	f.Seek(size, io.SeekStart)
+	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, true
+}
+
+// Pending returns up to max pending records with ids greater than after,
+// oldest first. The payloads must not be modified.
+func (o *Outbox) Pending(after uint64, max int) []Record {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i := 0
+	if len(o.pending) > 0 && after >= o.pending[0].ID {
+		i = int(after - o.pending[0].ID + 1) // ids are contiguous
+	}
+	if i >= len(o.pending) {
+		return nil
+	}
+	end := min(len(o.pending), i+max)
+	return append([]Record(nil), o.pending[i:end]...)
+}
+
+// Stats describe the outbox for status reports.
+type Stats struct {
+	Pending  int    // records not yet acknowledged
+	Bytes    int64  // their payload bytes
+	Dropped  uint64 // records dropped because the outbox was full
+	Acked    uint64 // highest acknowledged id
+	Degraded error  // non-nil when the outbox runs in memory only
+}
+
+// Stats returns the current figures.
+func (o *Outbox) Stats() Stats {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return Stats{Pending: len(o.pending), Bytes: o.bytes, Dropped: o.dropped, Acked: o.acked, Degraded: o.degraded}
+}
+
+func (o *Outbox) syncLoop() {
+	defer close(o.syncDone)
+	t := time.NewTicker(o.opts.SyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stopSync:
+			return
+		case <-t.C:
+			o.Sync()
+		}
+	}
+}
+
+// Sync flushes appended records to stable storage.
+func (o *Outbox) Sync() error {
+	o.mu.Lock()
+	f, dirty := o.f, o.dirty
+	o.dirty = false
+	o.mu.Unlock()
+	if f == nil || !dirty {
+		return nil
+	}
+	// fsync outside the lock: appends continue meanwhile. A concurrent
+	// compaction may close f; the error is then harmless.
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		o.log.Warn("outbox: fsync failed", "err", err)
+		return err
+	}
+	return nil
+}
+
+// Close syncs and closes the outbox.
+func (o *Outbox) Close() error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	o.mu.Unlock()
+	close(o.stopSync)
+	<-o.syncDone
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var errs []error
+	if o.f != nil {
+		errs = append(errs, o.f.Sync(), o.f.Close())
+	}
+	errs = append(errs, o.ackFile.Sync(), o.ackFile.Close())
+	return errors.Join(errs...)
+}

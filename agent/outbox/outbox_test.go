@@ -1,0 +1,220 @@
+package outbox
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func open(t *testing.T, dir string, opts Options) *Outbox {
+	t.Helper()
+	o, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func appendN(t *testing.T, o *Outbox, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		id, err := o.Append(fmt.Appendf(nil, "reading %d", i))
+		if err != nil || id != uint64(i) {
+			t.Fatalf("Append #%d = %d, %v", i, id, err)
+		}
+	}
+}
+
+// ids checks that the pending records are exactly from..to, in order, with
+// the payloads appendN wrote.
+func ids(t *testing.T, o *Outbox, from, to int) {
+	t.Helper()
+	rs := o.Pending(0, 1<<30)
+	if len(rs) != to-from+1 {
+		t.Fatalf("pending %d records, want %d..%d", len(rs), from, to)
+	}
+	for i, r := range rs {
+		want := uint64(from + i)
+		if r.ID != want || string(r.Payload) != fmt.Sprintf("reading %d", want) {
+			t.Fatalf("pending[%d] = %d %q, want %d", i, r.ID, r.Payload, want)
+		}
+	}
+}
+
+func TestAppendAckReopen(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, Options{})
+	appendN(t, o, 1, 10)
+	o.Ack(4)
+	ids(t, o, 5, 10)
+	if rs := o.Pending(7, 2); len(rs) != 2 || rs[0].ID != 8 || rs[1].ID != 9 {
+		t.Fatalf("Pending(7, 2) = %v", rs)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, dir, Options{})
+	ids(t, o, 5, 10)
+	appendN(t, o, 11, 12) // ids continue after a restart
+	o.Ack(12)
+	ids(t, o, 13, 12)
+	o.Close()
+	o = open(t, dir, Options{})
+	defer o.Close()
+	appendN(t, o, 13, 13)
+}
+
+// A crash during a write leaves a torn record at the end: Open keeps
+// everything before it, logs the loss and carries on.
+func TestTornTail(t *testing.T) {
+	for _, cut := range []int{1, 5, headerSize, headerSize + 3} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			dir := t.TempDir()
+			o := open(t, dir, Options{})
+			appendN(t, o, 1, 5)
+			o.Close()
+			path := filepath.Join(dir, "log")
+			fi, _ := os.Stat(path)
+			last := int64(headerSize + len("reading 5"))
+			if err := os.Truncate(path, fi.Size()-last+int64(cut)); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			o = open(t, dir, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			defer o.Close()
+			ids(t, o, 1, 4)
+			if !strings.Contains(logs.String(), "damaged record") {
+				t.Errorf("no log line about the torn record: %q", logs.String())
+			}
+			appendN(t, o, 5, 6) // the lost id is reused: it was never sent
+		})
+	}
+}
+
+func TestCorruptRecord(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, Options{})
+	appendN(t, o, 1, 3)
+	o.Close()
+	path := filepath.Join(dir, "log")
+	b, _ := os.ReadFile(path)
+	second := headerSize + len("reading 1")
+	b[second+headerSize] ^= 0xff // flip a payload byte of record 2
+	os.WriteFile(path, b, 0o640)
+	o = open(t, dir, Options{})
+	defer o.Close()
+	ids(t, o, 1, 1)
+}
+
+func TestBoundDropsOldest(t *testing.T) {
+	o := open(t, t.TempDir(), Options{Max: 3 * int64(len("reading 1"))})
+	defer o.Close()
+	appendN(t, o, 1, 5)
+	ids(t, o, 3, 5)
+	if st := o.Stats(); st.Dropped != 2 || st.Acked != 2 || st.Pending != 3 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+}
+
+func TestCompaction(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, Options{})
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for range 3000 {
+		if _, err := o.Append(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Ack(2500)
+	fi, _ := os.Stat(filepath.Join(dir, "log"))
+
+	if want := int64(500 * (headerSize + 1000)); fi.Size() != want {
+		t.Fatalf("log is %d bytes after compaction, want %d", fi.Size(), want)
+	}
+	o.Append(payload)
+	o.Close()
+	o = open(t, dir, Options{})
+	defer o.Close()
+	rs := o.Pending(0, 1<<30)
+	if len(rs) != 501 || rs[0].ID != 2501 || rs[500].ID != 3001 {
+		t.Fatalf("after compaction and reopen: %d records from %d", len(rs), rs[0].ID)
+	}
+	// Everything acknowledged: the log is emptied.
+	o.Ack(3001)
+	if fi, _ := os.Stat(filepath.Join(dir, "log")); fi.Size() != 0 {
+		t.Errorf("log is %d bytes after everything was acknowledged", fi.Size())
+	}
+}
+
+// A disk that fails (full, read-only, pulled) degrades to memory: appends
+// still succeed and nothing already queued is lost.
+func TestDiskFailureDegrades(t *testing.T) {
+	o := open(t, t.TempDir(), Options{})
+	defer o.Close()
+	appendN(t, o, 1, 2)
+	o.mu.Lock()
+	o.f.Close() // every further write fails
+	o.mu.Unlock()
+	appendN(t, o, 3, 4)
+	ids(t, o, 1, 4)
+	if o.Stats().Degraded == nil {
+		t.Fatal("Stats().Degraded is nil after a write failure")
+	}
+	o.Ack(3)
+	ids(t, o, 4, 4)
+}
+
+func TestOversize(t *testing.T) {
+	o := open(t, t.TempDir(), Options{})
+	defer o.Close()
+	if _, err := o.Append(make([]byte, MaxRecord+1)); err != ErrTooLarge {
+		t.Fatalf("Append(oversize) = %v", err)
+	}
+}
+
+// FuzzOpen feeds arbitrary log files to Open: it must never fail or panic,
+// and what it loads must be contiguous.
+func FuzzOpen(f *testing.F) {
+	dir := f.TempDir()
+	o, _ := Open(dir, Options{})
+	o.Append([]byte("a"))
+	o.Append([]byte("bc"))
+	o.Close()
+	seed, _ := os.ReadFile(filepath.Join(dir, "log"))
+	f.Add(seed)
+	f.Add(seed[:len(seed)-1])
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "log"), data, 0o640)
+		o, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		rs := o.Pending(0, 1<<30)
+		for i := 1; i < len(rs); i++ {
+			if rs[i].ID != rs[i-1].ID+1 {
+				t.Fatalf("ids %d then %d", rs[i-1].ID, rs[i].ID)
+			}
+		}
+		if id, err := o.Append([]byte("z")); err != nil || (len(rs) > 0 && id != rs[len(rs)-1].ID+1) {
+			t.Fatalf("Append after load = %d, %v", id, err)
+		}
+	})
+}
+
+func BenchmarkAppendAck(b *testing.B) {
+	o, _ := Open(b.TempDir(), Options{})
+	defer o.Close()
+	payload := bytes.Repeat([]byte("x"), 120)
+	b.ReportAllocs()
+	for b.Loop() {
+		id, _ := o.Append(payload)
+		o.Ack(id)
+	}
+}
