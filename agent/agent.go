@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/outbox"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -87,12 +88,21 @@ func New(opts Options) (*Agent, error) {
 	for i, sc := range cfg.Sinks {
 		switch sc.Kind {
 		case "chat":
-			seq, err := openSeq(filepath.Join(cfg.Agent.StateDir, "seq", fmt.Sprintf("sink%d-chat", i)))
+			// The directory is named after the destination, so reordering
+			// sinks in the config keeps each receiver's sequence.
+			dir := filepath.Join(cfg.Agent.StateDir, "outbox", "chat-"+strings.ReplaceAll(sc.To, "/", "_"))
+			box, err := outbox.Open(dir, outbox.Options{
+				Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, len(cfg.Sinks))),
+				Logger: log.With("component", "outbox", "sink", sc.To),
+			})
 			if err != nil {
-				errs = append(errs, fmt.Errorf("sink[%d]: state: %w", i, err))
+				errs = append(errs, fmt.Errorf("sink[%d]: outbox: %w", i, err))
 				continue
 			}
-			a.sinks = append(a.sinks, &chatSink{to: sc.To, devices: sc.Devices, seq: seq, from: self.Bare().String()})
+			a.sinks = append(a.sinks, &chatSink{
+				index: len(a.sinks), to: sc.To, devices: sc.Devices, box: box,
+				from: self.Bare().String(), wake: make(chan struct{}, 1),
+			})
 		default:
 			errs = append(errs, fmt.Errorf("sink[%d]: kind %q is not supported by this build yet", i, sc.Kind))
 		}
@@ -108,6 +118,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.client = xmpp.NewClient(xc)
 	a.client.OnConnect = a.onConnect
+	a.client.OnAck = a.onAck
 	a.client.Keepalive = cfg.XMPP.Keepalive.Duration
 	return a, nil
 }
@@ -165,14 +176,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(sessCtx)
 	g.Go(func() error { return a.client.Run(gctx) })
+	var senders sync.WaitGroup
+	for _, s := range a.sinks {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			s.run(gctx, a.client, a.log.With("sink", s.to))
+		}()
+	}
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
-		a.dispatch(gctx)
+		a.dispatch()
 	}()
 
-	// On shutdown: stop devices, let the dispatcher drain what they queued,
-	// then end the session. The session failing at startup ends everything.
+	// On shutdown: stop devices, queue what they produced, give the sinks
+	// a moment to get it acknowledged, then end the session. What is
+	// still unacknowledged stays in the outbox for the next start. The
+	// session failing at startup ends everything.
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -182,14 +203,39 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopDevices()
 	devs.Wait()
 	close(a.bus)
-	drain := time.AfterFunc(2*time.Second, stopSession)
 	<-dispatched
-	drain.Stop()
+	a.awaitAcks(gctx, 2*time.Second)
 	stopSession()
+	senders.Wait()
 	if err := g.Wait(); runErr == nil {
 		runErr = err
 	}
 	return runErr
+}
+
+// awaitAcks waits until every sink's outbox is acknowledged, the session
+// is down, or timeout passes.
+func (a *Agent) awaitAcks(ctx context.Context, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil && a.client.Session() != nil {
+		pending := 0
+		for _, s := range a.sinks {
+			pending += s.box.Stats().Pending
+		}
+		if pending == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// onAck routes the server's acknowledgements to the sinks' outboxes.
+func (a *Agent) onAck(tags []uint64) {
+	for _, tag := range tags {
+		if i := int(tag >> tagBits); i < len(a.sinks) {
+			a.sinks[i].box.Ack(tag & (1<<tagBits - 1))
+		}
+	}
 }
 
 // superviseDevice runs a device and restarts it with backoff when it fails.
@@ -223,9 +269,10 @@ func (a *Agent) emit(r devices.Reading) {
 	}
 }
 
-// dispatch delivers readings from the bus to every sink that wants them,
-// until the bus is closed.
-func (a *Agent) dispatch(ctx context.Context) {
+// dispatch queues readings from the bus in the outbox of every sink that
+// wants them, until the bus is closed. It never waits on the network.
+func (a *Agent) dispatch() {
+	var scratch []byte
 	for r := range a.bus {
 		if r.Err != nil {
 			a.log.Warn("reading failed", "device", r.Device, "err", r.Err)
@@ -235,8 +282,9 @@ func (a *Agent) dispatch(ctx context.Context) {
 			if !s.wants(r.Device) {
 				continue
 			}
-			if err := s.deliver(ctx, a.client, r); err != nil {
-				a.log.Debug("reading not delivered", "device", r.Device, "sink", s.to, "err", err)
+			var err error
+			if scratch, err = s.enqueue(r, scratch); err != nil {
+				a.log.Warn("reading not queued", "device", r.Device, "sink", s.to, "err", err)
 			}
 		}
 	}
@@ -244,8 +292,8 @@ func (a *Agent) dispatch(ctx context.Context) {
 
 func (a *Agent) closeState() {
 	for _, s := range a.sinks {
-		if err := s.seq.Close(); err != nil {
-			a.log.Warn("closing sequence state", "err", err)
+		if err := s.box.Close(); err != nil {
+			a.log.Warn("closing outbox", "sink", s.to, "err", err)
 		}
 	}
 }
@@ -345,7 +393,15 @@ func (a *Agent) statusText() string {
 	} else {
 		b.WriteString("session: offline\n")
 	}
-	fmt.Fprintf(&b, "readings dropped: %d\n", a.dropped.Load())
+	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", a.dropped.Load())
+	for _, s := range a.sinks {
+		st := s.box.Stats()
+		fmt.Fprintf(&b, "outbox %s: %d waiting, %d dropped (full)", s.to, st.Pending, st.Dropped)
+		if st.Degraded != nil {
+			b.WriteString(", in memory only: disk failed")
+		}
+		b.WriteByte('\n')
+	}
 	b.WriteString("devices:")
 	for _, d := range a.devs {
 		b.WriteString(" " + d.Name())

@@ -172,14 +172,18 @@ func (c *Client) Session() *Session {
 	return c.sess
 }
 
-// WaitConnected blocks until a session is up or ctx is done.
+// WaitConnected blocks until a live session is up or ctx is done.
 func (c *Client) WaitConnected(ctx context.Context) (*Session, error) {
 	for {
 		c.mu.Lock()
 		s, up := c.sess, c.up
 		c.mu.Unlock()
 		if s != nil {
-			return s, nil
+			select {
+			case <-s.Done(): // ended; Run has not cleared it yet
+			default:
+				return s, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
