@@ -229,6 +229,21 @@ func (a *Agent) awaitAcks(ctx context.Context, timeout time.Duration) {
 	}
 }
 
+// WaitConnected blocks until the agent has a live XMPP session.
+func (a *Agent) WaitConnected(ctx context.Context) (*xmpp.Session, error) {
+	return a.client.WaitConnected(ctx)
+}
+
+// Queued returns how many readings wait in the outboxes, not yet
+// acknowledged by the server.
+func (a *Agent) Queued() int {
+	n := 0
+	for _, s := range a.sinks {
+		n += s.box.Stats().Pending
+	}
+	return n
+}
+
 // onAck routes the server's acknowledgements to the sinks' outboxes.
 func (a *Agent) onAck(tags []uint64) {
 	for _, tag := range tags {

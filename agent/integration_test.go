@@ -120,7 +120,7 @@ func agentConfig(srv *testserver.Server, stateDir string) *config.Config {
 // Run's error.
 func startAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 	t.Helper()
-	a, err := agent.New(agent.Options{Config: cfg, Version: "test", Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	a, err := agent.New(agent.Options{Config: cfg, Version: "test", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +143,10 @@ func startAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
 }
 
 type testWriter struct{ t *testing.T }

@@ -328,6 +328,7 @@ storage = "internal"
 modules_enabled = {
 	"roster"; "saslauth"; "tls"; "disco"; "ping"; "time"; "version";
 	"smacks"; "carbons"; "pep"; "private"; "blocklist"; "vcard4"; "vcard_legacy";
+	"offline"; -- chat to an offline account is stored, as on a real server
 }
 -- s2s and s2s_auth_certs are autoloaded unless disabled.
 modules_disabled = { "s2s"; "s2s_auth_certs" }

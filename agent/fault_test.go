@@ -1,0 +1,339 @@
+//go:build integration
+
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stanzad/stanzad/agent"
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/internal/testserver"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// counter is a test device: n readings, one every `every`, then quiet.
+type counter struct {
+	n     int
+	every time.Duration
+}
+
+func (c counter) Name() string { return "counter" }
+
+func (c counter) Run(ctx context.Context, emit func(devices.Reading)) error {
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for i := 1; i <= c.n; i++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		emit(devices.Reading{Device: "counter", Time: time.Now().UTC(), Fields: []devices.Field{devices.Number("n", float64(i), 0, "")}})
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// receiver is the operator: an xmpp.Client that reconnects by itself and
+// records the seqnr of every reading it gets, in arrival order.
+type receiver struct {
+	mu   sync.Mutex
+	seqs []uint64
+	more chan struct{}
+}
+
+func newReceiver(t *testing.T, srv *testserver.Server, user string) *receiver {
+	t.Helper()
+	testserver.MustRegister(t, srv, user, "pw-"+user)
+	r := &receiver{more: make(chan struct{}, 1)}
+	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "test"})
+	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
+		f := m.Child(xmpp.NSSensorData, "fields")
+		if f == nil {
+			return
+		}
+		n, _ := strconv.ParseUint(f.Attr("seqnr"), 10, 64)
+		r.mu.Lock()
+		r.seqs = append(r.seqs, n)
+		r.mu.Unlock()
+		select {
+		case r.more <- struct{}{}:
+		default:
+		}
+	}
+	c := xmpp.NewClient(xmpp.Config{
+		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/rx"), Password: "pw-" + user,
+		Server: srv.Addr, TLS: tc, Handler: mux, Timeout: 5 * time.Second,
+	})
+	c.Keepalive = time.Second
+	c.OnConnect = func(ctx context.Context, s *xmpp.Session) error {
+		if s.Resumed() {
+			return nil
+		}
+		return s.SendRaw(ctx, []byte("<presence/>"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := c.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// expect waits until n readings have arrived and checks they are
+// first..first+n-1, each once, in order.
+func (r *receiver) expect(t *testing.T, first uint64, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		got := append([]uint64(nil), r.seqs...)
+		r.mu.Unlock()
+		if len(got) >= n {
+			for i, s := range got {
+				if want := first + uint64(i); s != want {
+					t.Fatalf("reading %d has seqnr %d, want %d (sequence %v)", i, s, want, summarize(got))
+				}
+			}
+			if len(got) > n {
+				t.Fatalf("got %d readings, want %d: %v", len(got), n, summarize(got))
+			}
+			return
+		}
+		select {
+		case <-r.more:
+		case <-deadline:
+			t.Fatalf("got %d of %d readings within %v: %v", len(got), n, timeout, summarize(got))
+		}
+	}
+}
+
+// summarize shows a sequence as runs, e.g. "1-57 59-200".
+func summarize(s []uint64) string {
+	out := ""
+	for i := 0; i < len(s); {
+		j := i
+		for j+1 < len(s) && s[j+1] == s[j]+1 {
+			j++
+		}
+		out += fmt.Sprintf(" %d-%d", s[i], s[j])
+		i = j + 1
+	}
+	return out
+}
+
+func faultConfig(srv *testserver.Server, state, server string) *config.Config {
+	cfg := agentConfig(srv, state)
+	cfg.XMPP.Server = server
+	cfg.XMPP.Keepalive = config.Duration{Duration: time.Second}
+	cfg.Devices = nil
+	cfg.Sinks = []config.Sink{{Kind: "chat", To: "operator@" + srv.Host, Devices: []string{"*"}}}
+	return cfg
+}
+
+func runAgent(t *testing.T, cfg *config.Config, devs ...devices.Device) (*agent.Agent, func() error) {
+	t.Helper()
+	a, err := agent.New(agent.Options{Config: cfg, Devices: devs, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var err2 error
+	stop := func() error {
+		once.Do(func() { cancel(); err2 = <-done })
+		return err2
+	}
+	t.Cleanup(func() { stop() })
+	return a, stop
+}
+
+// Scenario 1: Prosody SIGKILLed while readings flow every 50 ms, back 2 s
+// later: every seqnr arrives exactly once, in order.
+func TestIntegrationFaultServerKilled(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	rx := newReceiver(t, srv, "operator")
+	const n = 200 // 10 s at 50 ms
+	a, _ := runAgent(t, faultConfig(srv, t.TempDir(), srv.Addr), counter{n: n, every: 50 * time.Millisecond})
+
+	time.Sleep(3 * time.Second)
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if _, err := a.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("session back %v after Prosody accepted again", time.Since(back).Round(time.Millisecond))
+	rx.expect(t, 1, n, 30*time.Second)
+}
+
+// Scenario 2: Prosody frozen (SIGSTOP) for 3 keepalives: the agent
+// declares the connection dead while the server is still frozen, and
+// recovers once it thaws.
+func TestIntegrationFaultServerFrozen(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	rx := newReceiver(t, srv, "operator")
+	const n = 100
+	a, _ := runAgent(t, faultConfig(srv, t.TempDir(), srv.Addr), counter{n: n, every: 50 * time.Millisecond})
+	first, err := a.WaitConnected(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := srv.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	select {
+	case <-first.Done():
+		t.Logf("dead connection detected after %v (keepalive 1s)", time.Since(stopped).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		srv.Signal(syscall.SIGCONT)
+		t.Fatal("connection to a frozen server not declared dead within 3 keepalives")
+	}
+	time.Sleep(3*time.Second - time.Since(stopped))
+	if err := srv.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	rx.expect(t, 1, n, 30*time.Second)
+}
+
+// Scenario 5: the TCP connection is cut while Prosody stays up: the stream
+// is resumed (same full JID), nothing lost, nothing twice.
+func TestIntegrationFaultResume(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	proxy := testserver.NewProxy(t, srv.Addr)
+	rx := newReceiver(t, srv, "operator")
+	const n = 100
+	a, _ := runAgent(t, faultConfig(srv, t.TempDir(), proxy.Addr), counter{n: n, every: 20 * time.Millisecond})
+	first, err := a.WaitConnected(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	proxy.Cut()
+	<-first.Done()
+	var second *xmpp.Session
+	for second == nil || second == first {
+		if second, err = a.WaitConnected(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !second.Resumed() || second.JID() != first.JID() {
+		t.Errorf("after the cut: resumed=%v as %s, want resumed as %s", second.Resumed(), second.JID(), first.JID())
+	}
+	rx.expect(t, 1, n, 30*time.Second)
+}
+
+// Scenario 4: the outbox log is cut in the middle of its last record (a
+// power loss during a write): the agent starts, logs the loss and delivers
+// everything before it.
+func TestIntegrationFaultTornOutbox(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	state := t.TempDir()
+	srv.Stop() // offline: readings pile up in the outbox
+	_, stop := runAgent(t, faultConfig(srv, state, srv.Addr), counter{n: 50, every: time.Millisecond})
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	log := filepath.Join(state, "outbox", "chat-operator@"+srv.Host, "log")
+	fi, err := os.Stat(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(log, fi.Size()-5); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rx := newReceiver(t, srv, "operator")
+	runAgent(t, faultConfig(srv, state, srv.Addr))
+	rx.expect(t, 1, 49, 30*time.Second)
+}
+
+// Scenario 3: stanzad SIGKILLed while offline with 1,000 readings queued;
+// restarted with the server up, it delivers all 1,000. The agent runs in a
+// child process (this test binary, re-executed) so it can really be killed.
+func TestIntegrationFaultAgentKilled(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	state := t.TempDir()
+	srv.Stop()
+	child := exec.Command(os.Args[0], "-test.run=^TestChildAgent$")
+	child.Env = append(os.Environ(), "STANZAD_CHILD_STATE="+state, "STANZAD_CHILD_SERVER="+srv.Addr,
+		"STANZAD_CHILD_CA="+srv.CAFile, "STANZAD_CHILD_READINGS=1000")
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, _ := out.Read(buf); string(buf[:n]) != "queued\n" {
+		child.Process.Kill()
+		t.Fatalf("child said %q", buf[:n])
+	}
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rx := newReceiver(t, srv, "operator")
+	runAgent(t, faultConfig(srv, state, srv.Addr))
+	rx.expect(t, 1, 1000, 30*time.Second)
+}
+
+// TestChildAgent is the agent process of TestIntegrationFaultAgentKilled.
+// It queues its readings while the server is down, says "queued", and
+// waits to be killed.
+func TestChildAgent(t *testing.T) {
+	state := os.Getenv("STANZAD_CHILD_STATE")
+	if state == "" {
+		t.Skip("runs only as the child of TestIntegrationFaultAgentKilled")
+	}
+	n, _ := strconv.Atoi(os.Getenv("STANZAD_CHILD_READINGS"))
+	cfg := &config.Config{
+		XMPP: config.XMPP{JID: "device@iot.test/agent", Password: config.Secret("pw-device"),
+			Server: os.Getenv("STANZAD_CHILD_SERVER"), TLS: "starttls", CAFile: os.Getenv("STANZAD_CHILD_CA")},
+		Agent: config.Agent{StateDir: state},
+		ACL:   config.ACL{Operators: []string{"operator@iot.test"}},
+		Sinks: []config.Sink{{Kind: "chat", To: "operator@iot.test", Devices: []string{"*"}}},
+	}
+	a, err := agent.New(agent.Options{Config: cfg, Devices: []devices.Device{counter{n: n, every: 100 * time.Microsecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Run(context.Background())
+	for a.Queued() < n {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("queued")
+	select {}
+}
