@@ -43,8 +43,12 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -tags integration -count=1 ./...
 
+# bench prints the Go benchmarks (codec, outbox; allocations included) and
+# the fault benchmark against a private Prosody: time from the server
+# accepting again to the session being back, readings lost and duplicated.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -tags integration -run '^$$' -bench Integration -benchtime 3x ./agent/
 
 # cross builds static binaries for the boards stanzad targets.
 cross:

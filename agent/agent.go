@@ -48,10 +48,12 @@ type Agent struct {
 	acl    acl
 	sinks  []*chatSink
 
-	bus       chan devices.Reading
-	dropped   atomic.Uint64
-	strangers strangerLog
-	wg        sync.WaitGroup
+	bus     chan devices.Reading
+	dropped atomic.Uint64
+	// lastDispatch is when the dispatcher last took a reading (unix ns).
+	lastDispatch atomic.Int64
+	strangers    strangerLog
+	wg           sync.WaitGroup
 }
 
 // New builds an agent from its configuration. It opens state files and
@@ -234,6 +236,22 @@ func (a *Agent) WaitConnected(ctx context.Context) (*xmpp.Session, error) {
 	return a.client.WaitConnected(ctx)
 }
 
+// Status is a one-line summary for service managers (systemd STATUS=).
+func (a *Agent) Status() string {
+	state := "offline, reconnecting"
+	if s := a.client.Session(); s != nil {
+		state = "online as " + s.JID().String()
+	}
+	return fmt.Sprintf("%s; %d readings queued", state, a.Queued())
+}
+
+// Healthy reports whether the agent's pipeline moves: readings are being
+// taken off the bus. A watchdog restarts an agent that stops being healthy
+// (a hung disk under the outbox, a deadlock).
+func (a *Agent) Healthy() bool {
+	return len(a.bus) < cap(a.bus) || time.Since(time.Unix(0, a.lastDispatch.Load())) < 10*time.Second
+}
+
 // Queued returns how many readings wait in the outboxes, not yet
 // acknowledged by the server.
 func (a *Agent) Queued() int {
@@ -289,6 +307,7 @@ func (a *Agent) emit(r devices.Reading) {
 func (a *Agent) dispatch() {
 	var scratch []byte
 	for r := range a.bus {
+		a.lastDispatch.Store(time.Now().UnixNano())
 		if r.Err != nil {
 			a.log.Warn("reading failed", "device", r.Device, "err", r.Err)
 			continue

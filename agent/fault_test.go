@@ -55,6 +55,12 @@ type receiver struct {
 func newReceiver(t *testing.T, srv *testserver.Server, user string) *receiver {
 	t.Helper()
 	testserver.MustRegister(t, srv, user, "pw-"+user)
+	return newReceiverTB(t, srv, user)
+}
+
+// newReceiverTB connects an already registered user.
+func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver {
+	t.Helper()
 	r := &receiver{more: make(chan struct{}, 1)}
 	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "test"})
@@ -336,4 +342,83 @@ func TestChildAgent(t *testing.T) {
 	}
 	fmt.Println("queued")
 	select {}
+}
+
+// BenchmarkIntegrationReconnect measures, per Prosody SIGKILL and restart
+// while a reading is taken every 20 ms, the time from Prosody accepting
+// connections again to the agent's session being back, and counts
+// readings lost over the whole run (target: 0).
+func BenchmarkIntegrationReconnect(b *testing.B) {
+	srv := testserver.New(b, testserver.Options{})
+	testserver.MustRegister(b, srv, "device", "pw-device")
+	testserver.MustRegister(b, srv, "operator", "pw-operator")
+	rx := newReceiverTB(b, srv, "operator")
+	cfg := faultConfig(srv, b.TempDir(), srv.Addr)
+	a, err := agent.New(agent.Options{Config: cfg, Devices: []devices.Device{counter{n: 1 << 30, every: 20 * time.Millisecond}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	if _, err := a.WaitConnected(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		old, _ := a.WaitConnected(b.Context())
+		srv.Kill()
+		time.Sleep(500 * time.Millisecond)
+		if err := srv.Start(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		back := time.Now()
+		for {
+			s, err := a.WaitConnected(b.Context())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if s != old {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		total += time.Since(back)
+		// Outlive the client's "stable session" threshold, so each round
+		// starts from the first backoff step as a lone outage would.
+		time.Sleep(11 * time.Second)
+	}
+	b.StopTimer()
+	cancel()
+	<-done
+	// Everything the agent took must have reached the operator.
+	sent := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rx.mu.Lock()
+		got := append([]uint64(nil), rx.seqs...)
+		rx.mu.Unlock()
+		if len(got) > 0 {
+			sent = int(got[len(got)-1])
+		}
+		seen := make(map[uint64]bool)
+		for _, s := range got {
+			seen[s] = true
+		}
+		lost := 0
+		for s := 1; s <= sent; s++ {
+			if !seen[uint64(s)] {
+				lost++
+			}
+		}
+		if lost == 0 || time.Now().After(deadline) {
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-session")
+			b.ReportMetric(float64(lost), "lost")
+			b.ReportMetric(float64(len(got)-len(seen)), "duplicates")
+			b.ReportMetric(float64(sent), "readings")
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -12,7 +12,7 @@ import (
 const (
 	backoffMin    = time.Second
 	backoffMax    = 60 * time.Second
-	stableSession = time.Minute
+	stableSession = 10 * time.Second // a session that lasted this long resets the backoff
 )
 
 // Client keeps a session alive: it dials, serves, and on any loss dials

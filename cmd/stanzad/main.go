@@ -90,6 +90,16 @@ func run(args []string, stderr io.Writer) int {
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+
+	// systemd: READY=1 once online (or after 30 s offline), STATUS= and
+	// WATCHDOG=1 while the pipeline moves.
+	connected := make(chan struct{})
+	go func() {
+		if _, err := a.WaitConnected(ctx); err == nil {
+			close(connected)
+		}
+	}()
+	go newNotifier().run(ctx, connected, 30*time.Second, a.Status, a.Healthy)
 	select {
 	case err = <-done:
 	case <-ctx.Done():
