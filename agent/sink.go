@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path"
 	"strconv"
@@ -123,6 +124,9 @@ func (s *chatSink) sendPending(ctx context.Context, sess *xmpp.Session, cursor u
 			}
 			s.encode(s.reading, rec.ID, delay)
 			if err := sess.SendTracked(ctx, s.buf, s.tag(rec.ID)); err != nil {
+				if errors.Is(err, xmpp.ErrQueuedForResume) {
+					cursor = rec.ID // a resumed stream resends it itself
+				}
 				log.Debug("reading not sent; waiting for the next session", "id", rec.ID, "err", err)
 				return cursor
 			}

@@ -124,6 +124,12 @@ func ParseStanzaError(st *Element) *StanzaError {
 }
 
 // Common errors.
+// ErrQueuedForResume is returned by SendTracked (and SendRaw) when the
+// connection failed under the write but the stanza is kept by stream
+// management: it is resent if the stream is resumed. The caller must not
+// send it again on a resumed stream.
+var ErrQueuedForResume = errors.New("xmpp: connection lost; stanza kept for stream resumption")
+
 var (
 	// ErrNotConnected is returned by Client sends while no session is up.
 	ErrNotConnected = errors.New("xmpp: not connected")

@@ -635,18 +635,26 @@ func (s *Session) SendTracked(ctx context.Context, b []byte, tag uint64) error {
 }
 
 func (s *Session) sendLocked(b []byte, tag uint64) error {
+	queued := false
 	if s.sm != nil && !s.closed {
 		s.sm.mu.Lock()
 		err := s.sm.sent(b, tag)
+		if err != nil {
+			s.sm.id = "" // what was not queued cannot be resumed: start afresh
+		}
 		s.sm.mu.Unlock()
 		if err != nil {
 			s.closed = true
 			s.conn.Close()
 			return err
 		}
+		queued = true
 	}
 	err := s.writeLocked(b)
 	if err != nil {
+		if queued {
+			return fmt.Errorf("%w (%w)", ErrQueuedForResume, err)
+		}
 		return err
 	}
 	s.sent.Add(1)
