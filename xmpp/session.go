@@ -660,7 +660,7 @@ func (s *Session) sendLocked(b []byte, tag uint64) error {
 	s.sent.Add(1)
 	switch {
 	case s.sm != nil:
-		s.requestAckLocked(ackDelay)
+		s.requestAckLocked()
 	case tag != 0 && s.cfg.sm != nil && s.cfg.sm.onAck != nil:
 		s.cfg.sm.onAck([]uint64{tag})
 	}

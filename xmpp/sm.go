@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 )
 
 // NSSM is XEP-0198 stream management.
@@ -13,10 +12,6 @@ const NSSM = "urn:xmpp:sm:3"
 // maxUnacked bounds the stanzas kept for resending. A server that lets this
 // many go unacknowledged is broken; the session is dropped and rebuilt.
 const maxUnacked = 50000
-
-// ackDelay batches ack requests: one <r/> covers every stanza sent within
-// this window.
-const ackDelay = 50 * time.Millisecond
 
 // smState is XEP-0198 state. It belongs to a Client and outlives the
 // sessions that use it, so a new connection can resume the old stream and
@@ -168,7 +163,7 @@ func (s *Session) resume(m *smState, id string, h uint32) (bool, error) {
 	s.log.Info("stream resumed", "resent", len(resend))
 	if len(resend) > 0 {
 		s.wmu.Lock()
-		s.requestAckLocked(0)
+		s.requestAckLocked()
 		s.wmu.Unlock()
 	}
 	return true, nil
@@ -267,7 +262,7 @@ func (s *Session) handleSM(el *Element) error {
 		s.wmu.Lock()
 		s.rPending = false
 		if more {
-			s.requestAckLocked(ackDelay)
+			s.requestAckLocked()
 		}
 		s.wmu.Unlock()
 	}
@@ -283,25 +278,16 @@ func (s *Session) countInbound() {
 	}
 }
 
-// requestAckLocked schedules an <r/> after delay unless one is pending.
-// s.wmu must be held.
-func (s *Session) requestAckLocked(delay time.Duration) {
+// requestAckLocked sends an <r/> unless one is outstanding. One request
+// per round trip keeps the window of sent-but-unacknowledged stanzas (the
+// ones that may be duplicated after a server crash) about one round trip
+// wide, at the cost of one small write per round trip. s.wmu must be held.
+func (s *Session) requestAckLocked() {
 	if s.rPending || s.sm == nil || s.closed {
 		return
 	}
 	s.rPending = true
-	send := func() {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		if !s.closed {
-			s.writeLocked([]byte("<r xmlns='urn:xmpp:sm:3'/>"))
-		}
-	}
-	if delay == 0 {
-		go send()
-		return
-	}
-	time.AfterFunc(delay, send)
+	s.writeLocked([]byte("<r xmlns='urn:xmpp:sm:3'/>"))
 }
 
 // RequestAck asks the server to acknowledge what it has received (an <r/>),
