@@ -180,10 +180,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.client.Run(gctx) })
 	var senders sync.WaitGroup
 	for _, s := range a.sinks {
-		senders.Add(1)
+		senders.Add(2)
 		go func() {
 			defer senders.Done()
 			s.run(gctx, a.client, a.log.With("sink", s.to))
+		}()
+		go func() {
+			defer senders.Done()
+			s.box.Run(gctx)
 		}()
 	}
 	dispatched := make(chan struct{})

@@ -16,8 +16,9 @@
 // # Durability
 //
 // Appends are plain writes: a crash of the process loses nothing (the
-// page cache has them). The log is fsynced at most once per SyncEvery
-// (default 1 s) and on Close, so a power loss loses at most that window.
+// page cache has them). While Run runs, the log is fsynced at most once
+// per SyncEvery (default 1 s), and always on Close, so a power loss loses
+// at most that window.
 // A torn or corrupt record at the end of the log (power loss during a
 // write) is detected by its length and CRC on Open, logged, and cut off;
 // everything before it is kept. A full or read-only disk degrades the

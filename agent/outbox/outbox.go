@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,8 +65,6 @@ type Outbox struct {
 	dirty    bool
 	degraded error // why the outbox is memory-only, if it is
 	closed   bool
-	stopSync chan struct{}
-	syncDone chan struct{}
 }
 
 // Open opens or creates the outbox in dir and loads what is pending.
@@ -101,8 +100,6 @@ func Open(dir string, opts Options) (*Outbox, error) {
 		o.ackFile.Close()
 		return nil, err
 	}
-	o.stopSync, o.syncDone = make(chan struct{}), make(chan struct{})
-	go o.syncLoop()
 	return o, nil
 }
 
@@ -340,13 +337,14 @@ func (o *Outbox) Stats() Stats {
 	return Stats{Pending: len(o.pending), Bytes: o.bytes, Dropped: o.dropped, Acked: o.acked, Degraded: o.degraded}
 }
 
-func (o *Outbox) syncLoop() {
-	defer close(o.syncDone)
+// Run fsyncs appended records every SyncEvery until ctx is done. Without
+// Run, records reach the disk only through the page cache and Close.
+func (o *Outbox) Run(ctx context.Context) {
 	t := time.NewTicker(o.opts.SyncEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-o.stopSync:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			o.Sync()
@@ -380,10 +378,6 @@ func (o *Outbox) Close() error {
 		return nil
 	}
 	o.closed = true
-	o.mu.Unlock()
-	close(o.stopSync)
-	<-o.syncDone
-	o.mu.Lock()
 	defer o.mu.Unlock()
 	var errs []error
 	if o.f != nil {
