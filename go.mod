@@ -3,15 +3,6 @@ module github.com/stanzad/stanzad
 go 1.26.0
 
 require (
-	github.com/eclipse/paho.mqtt.golang v1.5.1 // indirect
-	github.com/fsnotify/fsnotify v1.10.1 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
-	github.com/pelletier/go-toml/v2 v2.4.3 // indirect
-	go.bug.st/serial v1.8.0 // indirect
-	golang.org/x/net v0.44.0 // indirect
-	golang.org/x/sync v0.25.0 // indirect
-	golang.org/x/sys v0.43.0 // indirect
-	periph.io/x/conn/v3 v3.7.3 // indirect
-	periph.io/x/devices/v3 v3.7.4 // indirect
-	periph.io/x/host/v3 v3.8.5 // indirect
+	github.com/pelletier/go-toml/v2 v2.4.3
+	golang.org/x/sync v0.25.0
 )
