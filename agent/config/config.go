@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -179,6 +180,9 @@ func Load(path string) (*Config, error) {
 // messages. It reads no files: password_file is checked but not read, and
 // relative paths stay as written. The error, if any, is Errors.
 func Parse(data []byte, name string) (*Config, error) {
+	if err := checkSize(data, name); err != nil {
+		return nil, err
+	}
 	cfg, c := parse(data, name)
 	if err := c.result(); err != nil {
 		return nil, err
@@ -241,6 +245,9 @@ func readFile(path string) ([]byte, error) {
 			err = pe.Err
 		}
 		return nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	if err := checkSize(data, path); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
@@ -390,4 +397,16 @@ func readSecret(c *checker, key, path string, dst *Secret) {
 func worldReadable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().Perm()&0o004 != 0
+}
+
+// MaxFileSize bounds a config file. Real ones are a few KiB; go-toml's
+// strict mode does work proportional to the file for every unknown key, so
+// an unbounded file could take minutes to reject.
+const MaxFileSize = 256 << 10
+
+func checkSize(data []byte, name string) error {
+	if len(data) > MaxFileSize {
+		return Errors{{File: name, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", len(data), MaxFileSize)}}
+	}
+	return nil
 }
