@@ -49,6 +49,8 @@ func ParseJID(s string) (JID, error) {
 		return JID{}, fmt.Errorf("%w %q: forbidden character in local part", ErrBadJID, s)
 	case strings.ContainsAny(j.Domain, "@/ \t\r\n<>&'\""):
 		return JID{}, fmt.Errorf("%w %q: forbidden character in domain", ErrBadJID, s)
+	case strings.HasPrefix(j.Domain, ".") || strings.HasSuffix(j.Domain, ".") || strings.Contains(j.Domain, ".."):
+		return JID{}, fmt.Errorf("%w %q: empty label in domain", ErrBadJID, s)
 	case strings.ContainsAny(j.Resource, "\t\r\n<>&"):
 		return JID{}, fmt.Errorf("%w %q: forbidden character in resource", ErrBadJID, s)
 	}

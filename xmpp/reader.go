@@ -155,12 +155,17 @@ func (r *reader) element(start xml.StartElement, depth int) (*Element, error) {
 	if depth > r.maxDepth {
 		return nil, &StreamError{Condition: "policy-violation", Text: fmt.Sprintf("nesting deeper than %d", r.maxDepth), Local: true}
 	}
+	if !isNCName(start.Name.Local) {
+		return nil, &StreamError{Condition: "not-well-formed", Text: fmt.Sprintf("invalid element name %q", start.Name.Local), Local: true}
+	}
 	el := &Element{Space: start.Name.Space, Name: start.Name.Local}
 	if len(start.Attr) > 0 {
 		el.Attrs = make([]Attr, 0, len(start.Attr))
 	}
 	for _, a := range start.Attr {
 		switch {
+		case !isNCName(a.Name.Local):
+			return nil, &StreamError{Condition: "not-well-formed", Text: fmt.Sprintf("invalid attribute name %q", a.Name.Local), Local: true}
 		case a.Name.Space == "" && a.Name.Local == "xmlns", a.Name.Space == "xmlns":
 			// Namespace declarations are resolved into Space already.
 		case a.Name.Space == "":
@@ -226,4 +231,18 @@ func (r *reader) tooBig() error {
 
 func restricted(what string) error {
 	return &StreamError{Condition: "restricted-xml", Text: what + " not allowed", Local: true}
+}
+
+// isNCName reports whether s can be a local name. encoding/xml accepts a
+// name like "p:0" and splits it at the colon, leaving "0", which no
+// conforming writer (ours included) can put back on the wire.
+func isNCName(s string) bool {
+	if s == "" {
+		return false
+	}
+	c := s[0]
+	if c >= '0' && c <= '9' || c == '-' || c == '.' {
+		return false
+	}
+	return !strings.ContainsRune(s, ':')
 }
