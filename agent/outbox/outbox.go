@@ -242,7 +242,9 @@ func (o *Outbox) Ack(id uint64) {
 	clear(o.pending[:n])
 	o.pending = o.pending[n:]
 	o.setAcked(id)
-	o.compact()
+	if len(o.pending) == 0 {
+		o.compact() // cheap: truncates an all-acknowledged log
+	}
 }
 
 // setAcked persists the ack cursor. o.mu is held.
@@ -348,6 +350,13 @@ func (o *Outbox) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			o.Sync()
+			// Rewriting the log happens here, not in Ack: Ack runs on the
+			// XMPP session's reader and must stay quick.
+			o.mu.Lock()
+			if !o.closed {
+				o.compact()
+			}
+			o.mu.Unlock()
 		}
 	}
 }

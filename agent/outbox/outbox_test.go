@@ -2,12 +2,14 @@ package outbox
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func open(t *testing.T, dir string, opts Options) *Outbox {
@@ -130,6 +132,9 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 	o.Ack(2500)
+	o.mu.Lock()
+	o.compact() // what Run does every SyncEvery
+	o.mu.Unlock()
 	fi, _ := os.Stat(filepath.Join(dir, "log"))
 
 	if want := int64(500 * (headerSize + 1000)); fi.Size() != want {
@@ -216,5 +221,37 @@ func BenchmarkAppendAck(b *testing.B) {
 	for b.Loop() {
 		id, _ := o.Append(payload)
 		o.Ack(id)
+	}
+}
+
+// Run compacts the log in the background, so Ack never rewrites it.
+func TestRunCompacts(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, Options{SyncEvery: 10 * time.Millisecond})
+	defer o.Close()
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for range 3000 {
+		o.Append(payload)
+	}
+	o.Ack(2500)
+	path := filepath.Join(dir, "log")
+	if fi, _ := os.Stat(path); fi.Size() < 3000*1000 {
+		t.Fatalf("Ack rewrote the log (%d bytes)", fi.Size())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); o.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if fi, _ := os.Stat(path); fi.Size() == 500*(headerSize+1000) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not compact the log within 5s")
+		}
+	}
+	ids := o.Pending(0, 1<<30)
+	if len(ids) != 500 || ids[0].ID != 2501 {
+		t.Fatalf("after compaction: %d records from %d", len(ids), ids[0].ID)
 	}
 }
