@@ -53,7 +53,6 @@ type Agent struct {
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
 	strangers    strangerLog
-	wg           sync.WaitGroup
 }
 
 // New builds an agent from its configuration. It opens state files and
@@ -223,14 +222,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // is down, or timeout passes.
 func (a *Agent) awaitAcks(ctx context.Context, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil && a.client.Session() != nil {
-		pending := 0
-		for _, s := range a.sinks {
-			pending += s.box.Stats().Pending
-		}
-		if pending == 0 {
-			return
-		}
+	for a.Queued() > 0 && time.Now().Before(deadline) && ctx.Err() == nil && a.client.Session() != nil {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -266,12 +258,20 @@ func (a *Agent) Queued() int {
 	return n
 }
 
-// onAck routes the server's acknowledgements to the sinks' outboxes.
+// onAck routes the server's acknowledgements to the sinks' outboxes. Tags
+// arrive in send order, so for each sink only the last one matters: one
+// Ack (one cursor write) per sink per batch, not one per reading.
 func (a *Agent) onAck(tags []uint64) {
-	for _, tag := range tags {
-		if i := int(tag >> tagBits); i < len(a.sinks) {
-			a.sinks[i].box.Ack(tag & (1<<tagBits - 1))
+	for i := len(tags) - 1; i >= 0; i-- {
+		sink := int(tags[i] >> tagBits)
+		if sink >= len(a.sinks) {
+			continue
 		}
+		last := tags[i] & (1<<tagBits - 1)
+		for i > 0 && int(tags[i-1]>>tagBits) == sink { // earlier tags of this run
+			i--
+		}
+		a.sinks[sink].box.Ack(last)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stanzad/stanzad/agent/outbox"
 	"github.com/stanzad/stanzad/devices"
 )
 
@@ -116,5 +117,30 @@ func BenchmarkChatSinkEncode(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		s.encode(r, uint64(i), time.Time{})
+	}
+}
+
+// onAck acknowledges, per sink, everything up to the last tag it got.
+func TestOnAckRoutesToSinks(t *testing.T) {
+	a := &Agent{}
+	for i := range 2 {
+		box, err := outbox.Open(t.TempDir(), outbox.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer box.Close()
+		s := &chatSink{index: i, box: box}
+		for range 5 {
+			box.Append([]byte("r"))
+		}
+		a.sinks = append(a.sinks, s)
+	}
+	s0, s1 := a.sinks[0], a.sinks[1]
+	a.onAck([]uint64{s0.tag(1), s0.tag(2), s1.tag(1), s0.tag(3), s1.tag(2), s1.tag(3), s1.tag(4), 7 << tagBits})
+	if got := s0.box.Stats(); got.Acked != 3 || got.Pending != 2 {
+		t.Errorf("sink 0: %+v, want acked 3, 2 pending", got)
+	}
+	if got := s1.box.Stats(); got.Acked != 4 || got.Pending != 1 {
+		t.Errorf("sink 1: %+v, want acked 4, 1 pending", got)
 	}
 }

@@ -114,7 +114,9 @@ func (c *Client) serve(ctx context.Context, s *Session) error {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	if c.Keepalive > 0 {
-		go c.keepalive(s)
+		var kwg sync.WaitGroup
+		kwg.Go(func() { c.keepalive(s) }) // ends when Serve does
+		defer kwg.Wait()
 	}
 	if c.OnConnect != nil {
 		if err := c.OnConnect(ctx, s); err != nil {

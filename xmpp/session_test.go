@@ -456,3 +456,19 @@ func TestSMStateAck(t *testing.T) {
 		t.Fatal("ack beyond what was sent accepted")
 	}
 }
+
+func TestParseH(t *testing.T) {
+	for _, tt := range []struct {
+		h    string
+		want uint32
+		ok   bool
+	}{
+		{"0", 0, true}, {"4294967295", 1<<32 - 1, true},
+		{"", 0, false}, {"-1", 0, false}, {"4294967296", 0, false}, {"1e3", 0, false}, {" 5", 0, false},
+	} {
+		got, err := parseH((&Element{Space: NSSM, Name: "a"}).SetAttr("h", tt.h))
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseH(h=%q) = %d, %v; want %d ok=%v", tt.h, got, err, tt.want, tt.ok)
+		}
+	}
+}

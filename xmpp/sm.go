@@ -137,8 +137,12 @@ func (s *Session) resume(m *smState, id string, h uint32) (bool, error) {
 			tags, err = m.ack(sh)
 		}
 		if err != nil {
+			// Failing the dial would retry the same resumption forever:
+			// give the old stream up and start a new one instead.
+			m.reset()
 			m.mu.Unlock()
-			return false, err
+			s.log.Warn("stream resumption answer unusable; starting a new stream", "err", err)
+			return false, nil
 		}
 	}
 	m.report(tags)

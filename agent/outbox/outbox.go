@@ -185,15 +185,16 @@ func (o *Outbox) Append(payload []byte) (uint64, error) {
 	}
 	id := o.next
 	o.next++
-	p := append([]byte(nil), payload...)
+	// One allocation holds the on-disk record and the pending copy.
+	buf := make([]byte, headerSize+len(payload))
+	binary.BigEndian.PutUint32(buf[0:4], uint32(len(payload)))
+	binary.BigEndian.PutUint64(buf[8:16], id)
+	copy(buf[headerSize:], payload)
+	binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[8:], crcTable))
+	p := buf[headerSize:]
 	o.pending = append(o.pending, Record{ID: id, Payload: p})
 	o.bytes += int64(len(p))
 	if o.f != nil {
-		buf := make([]byte, headerSize+len(p))
-		binary.BigEndian.PutUint32(buf[0:4], uint32(len(p)))
-		binary.BigEndian.PutUint64(buf[8:16], id)
-		copy(buf[headerSize:], p)
-		binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[8:], crcTable))
 		if _, err := o.f.Write(buf); err != nil {
 			o.degrade(err)
 		} else {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -82,24 +83,36 @@ func run(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			log.Warn("SIGHUP: config reload is not implemented yet; restart to apply changes")
-		}
-	}()
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 
-	// systemd: READY=1 once online (or after 30 s offline), STATUS= and
-	// WATCHDOG=1 while the pipeline moves.
+	// Side jobs end with run: SIGHUP notice, and for systemd READY=1 once
+	// online (or after 30 s offline), STATUS= and WATCHDOG=1 while the
+	// pipeline moves.
+	var side sync.WaitGroup
+	sideCtx, endSide := context.WithCancel(ctx)
+	defer func() {
+		endSide()
+		side.Wait()
+	}()
+	side.Go(func() {
+		for {
+			select {
+			case <-sideCtx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP: config reload is not implemented yet; restart to apply changes")
+			}
+		}
+	})
 	connected := make(chan struct{})
-	go func() {
-		if _, err := a.WaitConnected(ctx); err == nil {
+	side.Go(func() {
+		if _, err := a.WaitConnected(sideCtx); err == nil {
 			close(connected)
 		}
-	}()
-	go newNotifier().run(ctx, connected, 30*time.Second, a.Status, a.Healthy)
+	})
+	side.Go(func() { newNotifier().run(sideCtx, connected, 30*time.Second, a.Status, a.Healthy) })
 	select {
 	case err = <-done:
 	case <-ctx.Done():
