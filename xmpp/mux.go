@@ -37,10 +37,40 @@ type Mux struct {
 	// including the built-ins; returning a *StanzaError answers with it.
 	Allow func(from JID, iq *Element) error
 
+	// CapsNode is the XEP-0115 node announced in presence; default
+	// "https://github.com/stanzad/stanzad".
+	CapsNode string
+
 	mu       sync.RWMutex
 	iq       map[iqKey]IQHandler
+	nodes    map[string]DiscoNode
 	features []string
 }
+
+// DiscoNode answers XEP-0030 queries about one node.
+type DiscoNode struct {
+	// Info returns the node's identities and features for from, or nil
+	// when from may not see the node (item-not-found).
+	Info func(from JID) *DiscoNodeInfo
+	// Items lists the node's items for from.
+	Items func(s *Session, from JID) []DiscoItem
+}
+
+// DiscoNodeInfo is the disco#info answer for a node.
+type DiscoNodeInfo struct {
+	Identities []Identity
+	Features   []string
+}
+
+// DiscoItem is a XEP-0030 item.
+type DiscoItem struct {
+	JID, Node, Name string
+}
+
+// ErrHandled is returned by an IQHandler that has sent the answer itself,
+// for protocols where more stanzas must follow the IQ result (XEP-0323
+// readout messages after <accepted/>).
+var ErrHandled = errors.New("xmpp: IQ answered by the handler")
 
 // Software is the XEP-0092 software version.
 type Software struct {
@@ -53,14 +83,16 @@ type iqKey struct {
 
 // NewMux returns a Mux with the built-in handlers registered.
 func NewMux(id Identity, sw Software) *Mux {
-	m := &Mux{Identity: id, Software: sw, iq: make(map[iqKey]IQHandler)}
+	m := &Mux{Identity: id, Software: sw, iq: make(map[iqKey]IQHandler), nodes: make(map[string]DiscoNode)}
 	if m.Identity.Category == "" {
 		m.Identity = Identity{Category: "client", Type: "bot", Name: id.Name}
 	}
 	m.HandleIQ("get", NSPing, "ping", func(context.Context, *Session, *Element) (*Element, error) { return nil, nil })
 	m.HandleIQ("get", NSDiscoInf, "query", m.discoInfo)
+	m.HandleIQ("get", NSDiscoIt, "query", m.discoItems)
 	m.HandleIQ("get", NSVersion, "query", m.version)
 	m.HandleIQ("get", NSTime, "time", handleTime)
+	m.AddFeature(NSCaps)
 	return m
 }
 
@@ -74,6 +106,13 @@ func (m *Mux) HandleIQ(typ, space, name string, h IQHandler) {
 	defer m.mu.Unlock()
 	m.iq[iqKey{typ, space, name}] = h
 	m.addFeatureLocked(space)
+}
+
+// HandleNode registers the disco#info and disco#items answers for node.
+func (m *Mux) HandleNode(node string, n DiscoNode) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodes[node] = n
 }
 
 // AddFeature announces a disco#info feature without a handler (for
@@ -137,6 +176,9 @@ func (m *Mux) handleIQ(ctx context.Context, s *Session, iq *Element) {
 		return
 	}
 	res, err := h(ctx, s, iq)
+	if errors.Is(err, ErrHandled) {
+		return
+	}
 	if err != nil {
 		s.ReplyError(ctx, iq, asStanzaError(err))
 		return
@@ -152,21 +194,71 @@ func asStanzaError(err error) *StanzaError {
 	return &StanzaError{Type: ErrorTypeCancel, Condition: "internal-server-error"}
 }
 
+var errNoNode = &StanzaError{Type: ErrorTypeCancel, Condition: "item-not-found"}
+
 func (m *Mux) discoInfo(_ context.Context, _ *Session, iq *Element) (*Element, error) {
-	q := iq.FirstChild()
-	if q.Attr("node") != "" {
-		return nil, &StanzaError{Type: ErrorTypeCancel, Condition: "item-not-found"}
+	node := iq.FirstChild().Attr("node")
+	if node == "" {
+		return m.DiscoInfo(), nil
 	}
-	return m.DiscoInfo(), nil
+	if node == m.capsNode()+"#"+m.CapsVer() {
+		// XEP-0115 §6.2: the caps node#ver answers as the entity itself.
+		return m.DiscoInfo().SetAttr("node", node), nil
+	}
+	m.mu.RLock()
+	n, ok := m.nodes[node]
+	m.mu.RUnlock()
+	if !ok || n.Info == nil {
+		return nil, errNoNode
+	}
+	from, _ := ParseJID(iq.Attr("from"))
+	info := n.Info(from)
+	if info == nil {
+		return nil, errNoNode
+	}
+	res := NewElement(NSDiscoInf, "query", "node", node)
+	for _, id := range info.Identities {
+		res.Add(identityElement(id))
+	}
+	for _, f := range info.Features {
+		res.Add(NewElement(NSDiscoInf, "feature", "var", f))
+	}
+	return res, nil
+}
+
+func (m *Mux) discoItems(_ context.Context, s *Session, iq *Element) (*Element, error) {
+	node := iq.FirstChild().Attr("node")
+	m.mu.RLock()
+	n, ok := m.nodes[node]
+	m.mu.RUnlock()
+	res := NewElement(NSDiscoIt, "query")
+	res.SetAttr("node", node)
+	if !ok || n.Items == nil {
+		if node == "" {
+			return res, nil // no items at the root
+		}
+		return nil, errNoNode
+	}
+	from, _ := ParseJID(iq.Attr("from"))
+	for _, it := range n.Items(s, from) {
+		e := NewElement(NSDiscoIt, "item", "jid", it.JID)
+		e.SetAttr("node", it.Node)
+		e.SetAttr("name", it.Name)
+		res.Add(e)
+	}
+	return res, nil
+}
+
+func identityElement(id Identity) *Element {
+	e := NewElement(NSDiscoInf, "identity", "category", id.Category, "type", id.Type)
+	return e.SetAttr("name", id.Name)
 }
 
 // DiscoInfo returns the disco#info query result: identity and features.
 func (m *Mux) DiscoInfo() *Element {
 	res := NewElement(NSDiscoInf, "query")
-	id := NewElement(NSDiscoInf, "identity", "category", m.Identity.Category, "type", m.Identity.Type)
-	id.SetAttr("name", m.Identity.Name)
-	res.Add(id)
-	for _, f := range append([]string{NSDiscoInf}, m.Features()...) {
+	res.Add(identityElement(m.Identity))
+	for _, f := range m.Features() {
 		res.Add(NewElement(NSDiscoInf, "feature", "var", f))
 	}
 	return res

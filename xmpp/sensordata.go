@@ -114,9 +114,84 @@ func AppendSensorBody(dst []byte, node string, fields []SensorField) []byte {
 // AppendSensorFields appends a XEP-0323 <fields> element with done='true'
 // for one node and timestamp; it is also the pubsub item payload.
 func AppendSensorFields(dst []byte, seqnr uint64, node string, ts time.Time, fields []SensorField) []byte {
-	dst = append(dst, "<fields xmlns='urn:xmpp:iot:sensordata' seqnr='"...)
+	dst = appendSeqnr(dst, "<fields", seqnr, true)
+	dst = appendSensorNode(dst, node, ts, fields)
+	return append(dst, "</fields>"...)
+}
+
+// SensorNode is the readout of one node (device) at one timestamp.
+type SensorNode struct {
+	ID     string
+	Time   time.Time
+	Fields []SensorField
+}
+
+// SensorFailure is a failed readout of one node.
+type SensorFailure struct {
+	ID   string
+	Time time.Time
+	Text string
+}
+
+func appendFieldsElement(dst []byte, seqnr uint64, done bool, nodes []SensorNode) []byte {
+	dst = appendSeqnr(dst, "<fields", seqnr, done)
+	for i := range nodes {
+		dst = appendSensorNode(dst, nodes[i].ID, nodes[i].Time, nodes[i].Fields)
+	}
+	return append(dst, "</fields>"...)
+}
+
+func appendFailureElement(dst []byte, seqnr uint64, fails []SensorFailure) []byte {
+	dst = appendSeqnr(dst, "<failure", seqnr, true)
+	for _, f := range fails {
+		dst = append(dst, "<error"...)
+		dst = appendAttr(dst, "nodeId", f.ID)
+		dst = append(dst, " timestamp='"...)
+		dst = AppendTime(dst, f.Time)
+		dst = append(dst, "'>"...)
+		dst = AppendEscaped(dst, f.Text)
+		dst = append(dst, "</error>"...)
+	}
+	return append(dst, "</failure>"...)
+}
+
+// AppendReadoutMessages appends the messages that answer a XEP-0323
+// readout request with seqnr: one <fields/> message with the nodes read
+// (if any), then one <failure/> message for the nodes that failed (if
+// any); the last one has done='true'. With neither, it appends an empty
+// <fields done='true'/> so the requester knows the readout is over.
+func AppendReadoutMessages(dst []byte, to string, seqnr uint64, nodes []SensorNode, fails []SensorFailure) []byte {
+	if len(nodes) > 0 || len(fails) == 0 {
+		dst = appendMessageStart(dst, to)
+		dst = appendFieldsElement(dst, seqnr, len(fails) == 0, nodes)
+		dst = append(dst, "</message>"...)
+	}
+	if len(fails) > 0 {
+		dst = appendMessageStart(dst, to)
+		dst = appendFailureElement(dst, seqnr, fails)
+		dst = append(dst, "</message>"...)
+	}
+	return dst
+}
+
+func appendMessageStart(dst []byte, to string) []byte {
+	dst = append(dst, "<message"...)
+	dst = appendAttr(dst, "to", to)
+	return append(dst, '>')
+}
+
+func appendSeqnr(dst []byte, start string, seqnr uint64, done bool) []byte {
+	dst = append(dst, start...)
+	dst = append(dst, " xmlns='urn:xmpp:iot:sensordata' seqnr='"...)
 	dst = strconv.AppendUint(dst, seqnr, 10)
-	dst = append(dst, "' done='true'><node nodeId='"...)
+	if done {
+		return append(dst, "' done='true'>"...)
+	}
+	return append(dst, "'>"...)
+}
+
+func appendSensorNode(dst []byte, node string, ts time.Time, fields []SensorField) []byte {
+	dst = append(dst, "<node nodeId='"...)
 	dst = AppendEscaped(dst, node)
 	dst = append(dst, "'><timestamp value='"...)
 	dst = AppendTime(dst, ts)
@@ -124,7 +199,7 @@ func AppendSensorFields(dst []byte, seqnr uint64, node string, ts time.Time, fie
 	for i := range fields {
 		dst = appendSensorField(dst, &fields[i])
 	}
-	return append(dst, "</timestamp></node></fields>"...)
+	return append(dst, "</timestamp></node>"...)
 }
 
 func appendSensorField(dst []byte, f *SensorField) []byte {

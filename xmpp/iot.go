@@ -1,0 +1,205 @@
+package xmpp
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// NSControl is XEP-0325 (Internet of Things - Control).
+const NSControl = "urn:xmpp:iot:control"
+
+// Limits on XEP-0323/0325 requests.
+const (
+	maxIoTNodes  = 64
+	maxIoTParams = 64
+	maxIoTString = 1024
+)
+
+// ReadoutRequest is a parsed XEP-0323 <req/>.
+type ReadoutRequest struct {
+	SeqNr uint64
+	// Nodes and Fields filter the readout; empty means all.
+	Nodes  []string
+	Fields []string
+	// Momentary reports whether momentary values were asked for (or no
+	// field type at all, which XEP-0323 §3.1 reads as all types).
+	Momentary bool
+}
+
+// readout field type attributes of <req/> (XEP-0323 §3.1).
+var readoutTypes = []string{"momentary", "peak", "status", "computed", "identity",
+	"historicalSecond", "historicalMinute", "historicalHour", "historicalDay",
+	"historicalWeek", "historicalMonth", "historicalQuarter", "historicalYear",
+	"historicalOther", "all"}
+
+// ParseReadoutRequest parses a XEP-0323 <req xmlns='urn:xmpp:iot:sensordata'/>.
+func ParseReadoutRequest(e *Element) (ReadoutRequest, error) {
+	var r ReadoutRequest
+	seq := e.Attr("seqnr")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return r, fmt.Errorf("seqnr %q: want an unsigned integer", seq)
+	}
+	r.SeqNr = n
+	any := false
+	for _, t := range readoutTypes {
+		if v := e.Attr(t); v != "" {
+			b, err := ParseFormBool(v)
+			if err != nil {
+				return r, fmt.Errorf("%s=%q: want true or false", t, v)
+			}
+			if b {
+				any = true
+				if t == "momentary" || t == "all" {
+					r.Momentary = true
+				}
+			}
+		}
+	}
+	if !any {
+		r.Momentary = true
+	}
+	for _, c := range e.Children {
+		if c.Space != NSSensorData {
+			continue
+		}
+		switch c.Name {
+		case "node":
+			id := c.Attr("nodeId")
+			if id == "" {
+				return r, fmt.Errorf("<node/> without nodeId")
+			}
+			if len(r.Nodes) == maxIoTNodes {
+				return r, fmt.Errorf("more than %d nodes", maxIoTNodes)
+			}
+			r.Nodes = append(r.Nodes, id)
+		case "field":
+			name := c.Attr("name")
+			if name == "" {
+				return r, fmt.Errorf("<field/> without name")
+			}
+			if len(r.Fields) == maxIoTParams {
+				return r, fmt.Errorf("more than %d fields", maxIoTParams)
+			}
+			r.Fields = append(r.Fields, name)
+		}
+	}
+	return r, nil
+}
+
+// ControlParam is one typed XEP-0325 control parameter.
+type ControlParam struct {
+	Type  string // boolean, color, date, dateTime, double, duration, int, long, string, time
+	Name  string
+	Value string // validated for Type; booleans normalized to "true"/"false"
+}
+
+// ControlSet is a parsed XEP-0325 <set/>: parameters applied to the
+// listed nodes, or, without nodes, to the parameters' own names.
+type ControlSet struct {
+	Nodes  []string
+	Params []ControlParam
+}
+
+var (
+	reColor    = regexp.MustCompile(`^[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$`)
+	reTime     = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?$`)
+	reDuration = regexp.MustCompile(`^-?P(([0-9]+Y)?([0-9]+M)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+(\.[0-9]+)?S)?)?)$`)
+)
+
+// ParseControlSet parses a XEP-0325 <set xmlns='urn:xmpp:iot:control'/>
+// and checks every value's syntax for its type, so a bad value is refused
+// before anything is changed.
+func ParseControlSet(e *Element) (ControlSet, error) {
+	var s ControlSet
+	for _, c := range e.Children {
+		if c.Space != NSControl {
+			continue
+		}
+		if c.Name == "node" {
+			id := c.Attr("nodeId")
+			if id == "" {
+				return s, fmt.Errorf("<node/> without nodeId")
+			}
+			if len(s.Nodes) == maxIoTNodes {
+				return s, fmt.Errorf("more than %d nodes", maxIoTNodes)
+			}
+			s.Nodes = append(s.Nodes, id)
+			continue
+		}
+		p := ControlParam{Type: c.Name, Name: c.Attr("name"), Value: c.Attr("value")}
+		if p.Name == "" {
+			return s, fmt.Errorf("<%s/> without name", c.Name)
+		}
+		v, err := checkControlValue(p.Type, p.Value)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", p.Name, err)
+		}
+		p.Value = v
+		if len(s.Params) == maxIoTParams {
+			return s, fmt.Errorf("more than %d parameters", maxIoTParams)
+		}
+		s.Params = append(s.Params, p)
+	}
+	if len(s.Params) == 0 {
+		return s, fmt.Errorf("no control parameters")
+	}
+	return s, nil
+}
+
+func checkControlValue(typ, v string) (string, error) {
+	bad := func(want string) (string, error) {
+		return "", fmt.Errorf("%s value %q: want %s", typ, v, want)
+	}
+	switch typ {
+	case "boolean":
+		b, err := ParseFormBool(v)
+		if err != nil {
+			return bad("true, false, 1 or 0")
+		}
+		return strconv.FormatBool(b), nil
+	case "int":
+		if _, err := strconv.ParseInt(v, 10, 32); err != nil {
+			return bad("a 32-bit integer")
+		}
+	case "long":
+		if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+			return bad("a 64-bit integer")
+		}
+	case "double":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return bad("a finite number")
+		}
+	case "string":
+		if len(v) > maxIoTString {
+			return bad(fmt.Sprintf("at most %d bytes", maxIoTString))
+		}
+	case "color":
+		if !reColor.MatchString(v) {
+			return bad("RRGGBB or RRGGBBAA in hex")
+		}
+	case "date":
+		if _, err := time.Parse(time.DateOnly, v); err != nil {
+			return bad("YYYY-MM-DD")
+		}
+	case "time":
+		if !reTime.MatchString(v) {
+			return bad("hh:mm:ss")
+		}
+	case "dateTime":
+		if _, err := time.Parse(time.RFC3339Nano, v); err != nil {
+			return bad("an XEP-0082 date and time such as 2026-11-24T10:00:00Z")
+		}
+	case "duration":
+		if !reDuration.MatchString(v) || v == "P" || v == "-P" || v[len(v)-1] == 'T' {
+			return bad("an xs:duration such as PT30S")
+		}
+	default:
+		return "", fmt.Errorf("unknown parameter type <%s/>", typ)
+	}
+	return v, nil
+}

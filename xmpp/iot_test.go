@@ -1,0 +1,114 @@
+package xmpp
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseReadoutRequest(t *testing.T) {
+	r, err := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='7' momentary='true'>`+
+		`<node nodeId='greenhouse'/><field name='temperature'/></req>`))
+	want := ReadoutRequest{SeqNr: 7, Nodes: []string{"greenhouse"}, Fields: []string{"temperature"}, Momentary: true}
+	if err != nil || !reflect.DeepEqual(r, want) {
+		t.Errorf("ParseReadoutRequest = %+v, %v, want %+v", r, err, want)
+	}
+	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'/>`)); !r.Momentary {
+		t.Error("a request without field types does not ask for momentary values")
+	}
+	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalDay='true'/>`)); r.Momentary {
+		t.Error("a historical-only request asks for momentary values")
+	}
+	for _, bad := range []string{
+		`<req xmlns='urn:xmpp:iot:sensordata'/>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='-1'/>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' momentary='maybe'/>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'><node/></req>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'><field/></req>`,
+	} {
+		if _, err := ParseReadoutRequest(parseEl(t, bad)); err == nil {
+			t.Errorf("ParseReadoutRequest(%s) = nil error", bad)
+		}
+	}
+}
+
+func TestParseControlSet(t *testing.T) {
+	s, err := ParseControlSet(parseEl(t, `<set xmlns='urn:xmpp:iot:control'><node nodeId='relay1'/>`+
+		`<boolean name='state' value='1'/><int name='i' value='-3'/><long name='l' value='9000000000'/>`+
+		`<double name='d' value='2.5e3'/><string name='s' value='hi'/><color name='c' value='FF00aa'/>`+
+		`<date name='dt' value='2026-11-25'/><time name='t' value='23:59:60'/></set>`))
+	if err == nil {
+		t.Fatalf("leap second accepted: %+v", s)
+	}
+	s, err = ParseControlSet(parseEl(t, `<set xmlns='urn:xmpp:iot:control'><node nodeId='relay1'/>`+
+		`<boolean name='state' value='1'/><int name='i' value='-3'/><long name='l' value='9000000000'/>`+
+		`<double name='d' value='2.5e3'/><string name='s' value='hi'/><color name='c' value='FF00aa'/>`+
+		`<date name='dt' value='2026-11-25'/><time name='t' value='23:59:59.5'/>`+
+		`<dateTime name='ts' value='2026-11-25T10:00:00Z'/><duration name='du' value='PT1H30M'/></set>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Nodes) != 1 || len(s.Params) != 10 || s.Params[0] != (ControlParam{"boolean", "state", "true"}) {
+		t.Errorf("ParseControlSet = %+v", s)
+	}
+	tests := []struct{ in, want string }{
+		{`<boolean name='r' value='on'/>`, "true, false"},
+		{`<int name='r' value='3000000000'/>`, "32-bit"},
+		{`<long name='r' value='1.5'/>`, "64-bit"},
+		{`<double name='r' value='NaN'/>`, "finite"},
+		{`<color name='r' value='red'/>`, "RRGGBB"},
+		{`<date name='r' value='2026-13-01'/>`, "YYYY-MM-DD"},
+		{`<dateTime name='r' value='yesterday'/>`, "XEP-0082"},
+		{`<duration name='r' value='PT'/>`, "xs:duration"},
+		{`<duration name='r' value='P'/>`, "xs:duration"},
+		{`<string name='r' value='` + strings.Repeat("x", 1025) + `'/>`, "1024"},
+		{`<slider name='r' value='1'/>`, "unknown parameter type"},
+		{`<boolean value='1'/>`, "without name"},
+		{``, "no control parameters"},
+	}
+	for _, tt := range tests {
+		_, err := ParseControlSet(parseEl(t, `<set xmlns='urn:xmpp:iot:control'>`+tt.in+`</set>`))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseControlSet(%s) = %v, want error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestAppendReadoutMessages(t *testing.T) {
+	ts := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	nodes := []SensorNode{{ID: "a", Time: ts, Fields: []SensorField{{Name: "t", Num: 1.5, Decimals: 1, Unit: "°C"}}}}
+	fails := []SensorFailure{{ID: "b", Time: ts, Text: "i2c: no ack <0x76>"}}
+	got := string(AppendReadoutMessages(nil, "op@iot.test/x", 9, nodes, fails))
+	want := `<message to='op@iot.test/x'><fields xmlns='urn:xmpp:iot:sensordata' seqnr='9'>` +
+		`<node nodeId='a'><timestamp value='2026-11-24T10:00:00Z'><numeric name='t' momentary='true' automaticReadout='true' value='1.5' unit='°C'/></timestamp></node></fields></message>` +
+		`<message to='op@iot.test/x'><failure xmlns='urn:xmpp:iot:sensordata' seqnr='9' done='true'>` +
+		`<error nodeId='b' timestamp='2026-11-24T10:00:00Z'>i2c: no ack &lt;0x76&gt;</error></failure></message>`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if got := string(AppendReadoutMessages(nil, "x@y", 1, nil, nil)); got != `<message to='x@y'><fields xmlns='urn:xmpp:iot:sensordata' seqnr='1' done='true'></fields></message>` {
+		t.Errorf("empty readout = %s", got)
+	}
+}
+
+func FuzzParseIoT(f *testing.F) {
+	f.Add(`<set xmlns='urn:xmpp:iot:control'><boolean name='relay1' value='true'/></set>`)
+	f.Add(`<set xmlns='urn:xmpp:iot:control'><node nodeId='a'/><duration name='d' value='-P1DT2H'/></set>`)
+	f.Add(`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' momentary='true'><node nodeId='a'/></req>`)
+	f.Fuzz(func(t *testing.T, s string) {
+		el, err := parseOne(s)
+		if err != nil {
+			return
+		}
+		if set, err := ParseControlSet(el); err == nil {
+			for _, p := range set.Params {
+				// A normalized value is valid for its type.
+				if v, err := checkControlValue(p.Type, p.Value); err != nil || v != p.Value {
+					t.Fatalf("normalized %+v does not re-check: %q %v", p, v, err)
+				}
+			}
+		}
+		ParseReadoutRequest(el)
+	})
+}
