@@ -26,6 +26,10 @@ type Options struct {
 	Version string
 	// Devices, if set, replaces the devices built from Config (tests).
 	Devices []devices.Device
+	// ConfigPath is the file Reload reads; empty disables reload.
+	ConfigPath string
+	// Level, if set, is the logger's level; reload changes it.
+	Level *slog.LevelVar
 }
 
 // busSize is how many readings may wait between devices and sinks before
@@ -43,16 +47,25 @@ type Agent struct {
 	devs   []devices.Device
 	byName map[string]devices.Device
 
-	client *xmpp.Client
-	mux    *xmpp.Mux
-	acl    acl
-	sinks  []*chatSink
+	client   *xmpp.Client
+	mux      *xmpp.Mux
+	commands *xmpp.Commands
+	sinks    []*chatSink
+
+	// pol is replaced whole by Reload; running is the config in effect,
+	// guarded by reloadMu.
+	pol        atomic.Pointer[policy]
+	reloadMu   sync.Mutex
+	running    *config.Config
+	configPath string
+	level      *slog.LevelVar
 
 	bus     chan devices.Reading
 	dropped atomic.Uint64
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
 	strangers    strangerLog
+	limited      strangerLog // rate-limited senders, logged once a minute
 }
 
 // New builds an agent from its configuration. It opens state files and
@@ -74,8 +87,12 @@ func New(opts Options) (*Agent, error) {
 		self:    self,
 		byName:  make(map[string]devices.Device),
 		bus:     make(chan devices.Reading, busSize),
-		acl:     newACL(self, cfg.ACL.Operators, cfg.ACL.Viewers),
+
+		running:    cfg,
+		configPath: opts.ConfigPath,
+		level:      opts.Level,
 	}
+	a.pol.Store(newPolicy(self, cfg, nil))
 	a.devs = opts.Devices
 	if a.devs == nil {
 		if a.devs, err = BuildDevices(cfg.Devices); err != nil {
@@ -141,7 +158,7 @@ func (a *Agent) xmppConfig() (xmpp.Config, error) {
 	a.mux.Message = a.handleMessage
 	a.mux.Presence = a.handlePresence
 	a.mux.Allow = a.allowIQ
-	a.mux.AddFeature(xmpp.NSSensorData)
+	a.registerCommands()
 	return xmpp.Config{
 		JID:       a.self,
 		Password:  x.Password.Reveal(),
@@ -232,8 +249,8 @@ func (a *Agent) WaitConnected(ctx context.Context) (*xmpp.Session, error) {
 	return a.client.WaitConnected(ctx)
 }
 
-// Status is a one-line summary for service managers (systemd STATUS=).
-func (a *Agent) Status() string {
+// Summary is a one-line status for service managers (systemd STATUS=).
+func (a *Agent) Summary() string {
 	state := "offline, reconnecting"
 	if s := a.client.Session(); s != nil {
 		state = "online as " + s.JID().String()
@@ -340,16 +357,25 @@ func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
 	if s.Resumed() {
 		return nil // the resumed stream keeps its presence
 	}
+	return s.Send(ctx, a.presence())
+}
+
+// presence is the agent's available presence: status text and XEP-0115
+// caps, so clients learn the features (ad-hoc commands) from the cache.
+func (a *Agent) presence() *xmpp.Element {
 	p := xmpp.Stanza("presence", "", "", "")
-	p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(a.cfg.XMPP.PresenceStatus))
-	return s.Send(ctx, p)
+	if st := a.policy().presence; st != "" {
+		p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(st))
+	}
+	return p.Add(a.mux.Caps())
 }
 
 // allowIQ is the ACL for every IQ get/set: the agent's own server and
 // account, operators and viewers pass; anyone else gets <forbidden/> and
 // nothing else.
 func (a *Agent) allowIQ(from xmpp.JID, iq *xmpp.Element) error {
-	if a.acl.fromServer(from) || a.acl.role(from) >= RoleViewer {
+	acl := a.policy().acl
+	if acl.fromServer(from) || acl.role(from) >= RoleViewer {
 		return nil
 	}
 	a.strangers.log(context.Background(), a.log, from, "iq "+iq.FirstChild().Name)
@@ -369,12 +395,12 @@ func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Ele
 	if err != nil {
 		return
 	}
-	role := a.acl.role(from)
-	if role == RoleNone {
+	c := a.caller(from, "chat")
+	if c.Role == RoleNone {
 		a.strangers.log(ctx, a.log, from, "chat")
 		return
 	}
-	reply := a.chat(ctx, Caller{JID: from, Role: role, Via: "chat"}, body)
+	reply := a.chat(ctx, c, body)
 	m := xmpp.Stanza("message", "chat", from.String(), "")
 	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(reply))
 	if th := st.ChildText(xmpp.NSClient, "thread"); th != "" {
@@ -391,15 +417,26 @@ func (a *Agent) chat(ctx context.Context, c Caller, body string) string {
 	if err != nil {
 		return err.Error()
 	}
-	switch cmd.Verb {
-	case "help":
+	if cmd.Verb == "help" {
+		if c.Role < RoleOperator {
+			return chatUsageViewer
+		}
 		return chatUsage
+	}
+	if err := a.admit(ctx, c); err != nil {
+		return "slow down: " + err.Error()
+	}
+	switch cmd.Verb {
 	case "status":
-		return a.statusText()
+		rep, err := a.Status(ctx, c)
+		if err != nil {
+			return chatError("status", err)
+		}
+		return rep.Text()
 	case "read":
 		rs, err := a.Read(ctx, c, cmd.Args)
 		if err != nil {
-			return "read: " + err.Error()
+			return chatError("read", err)
 		}
 		if len(rs) == 0 {
 			return "no readable devices"
@@ -412,40 +449,79 @@ func (a *Agent) chat(ctx context.Context, c Caller, body string) string {
 	case "set":
 		r, err := a.Set(ctx, c, cmd.Args[0], cmd.Args[1])
 		if err != nil {
-			if errors.Is(err, ErrForbidden) {
-				return "set: not allowed: viewers can read but not control"
-			}
-			return "set: " + err.Error()
+			return chatError("set", err)
 		}
 		return "ok, " + formatReading(r)
+	case "run":
+		res, err := a.RunAction(ctx, c, cmd.Args[0])
+		if err != nil {
+			return chatError("run "+cmd.Args[0], err)
+		}
+		return res.Text(cmd.Args[0])
 	}
 	return "unknown command; try \"help\""
 }
 
-// statusText is the human status report.
-func (a *Agent) statusText() string {
+// chatError words a command error for chat: what went wrong and, where
+// the user can fix it, how.
+func chatError(what string, err error) string {
+	switch {
+	case errors.Is(err, ErrForbidden):
+		return what + ": not allowed: viewers can read and ask for status, not control"
+	case errors.Is(err, ErrBusy):
+		return what + ": " + err.Error() + "; try again when it has finished"
+	}
+	return what + ": " + err.Error()
+}
+
+// Text is the human status report.
+func (r StatusReport) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "stanzad %s, up %s\n", a.version, time.Since(a.started).Round(time.Second))
-	if s := a.client.Session(); s != nil {
-		fmt.Fprintf(&b, "session: online as %s\n", s.JID())
+	fmt.Fprintf(&b, "stanzad %s, up %s\n", r.Version, r.Uptime.Round(time.Second))
+	if r.Online {
+		fmt.Fprintf(&b, "session: online as %s\n", r.JID)
 	} else {
 		b.WriteString("session: offline\n")
 	}
-	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", a.dropped.Load())
-	for _, s := range a.sinks {
-		st := s.box.Stats()
-		fmt.Fprintf(&b, "outbox %s: %d waiting, %d dropped (full)", s.to, st.Pending, st.Dropped)
-		if st.Degraded != nil {
+	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", r.Dropped)
+	for _, o := range r.Outboxes {
+		fmt.Fprintf(&b, "outbox %s: %d waiting, %d dropped (full)", o.Sink, o.Pending, o.Dropped)
+		if o.Degraded {
 			b.WriteString(", in memory only: disk failed")
 		}
 		b.WriteByte('\n')
 	}
 	b.WriteString("devices:")
-	for _, d := range a.devs {
-		b.WriteString(" " + d.Name())
-		if _, ok := d.(devices.Setter); ok {
+	for _, d := range r.Devices {
+		b.WriteString(" " + d.Name)
+		if d.Writable {
 			b.WriteString(" (writable)")
 		}
+	}
+	if len(r.Actions) > 0 {
+		b.WriteString("\nactions: " + strings.Join(r.Actions, ", "))
+	}
+	return b.String()
+}
+
+// Text is the human report of an action run.
+func (r ActionResult) Text(name string) string {
+	var b strings.Builder
+	switch {
+	case r.TimedOut:
+		fmt.Fprintf(&b, "%s: timed out after %v, killed", name, r.Duration.Round(time.Millisecond))
+	case r.ExitCode == 0:
+		fmt.Fprintf(&b, "%s: ok (exit code 0, %v)", name, r.Duration.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(&b, "%s: failed with exit code %d (%v)", name, r.ExitCode, r.Duration.Round(time.Millisecond))
+	}
+	if out := strings.TrimRight(r.Output, "\n"); out != "" {
+		if r.Truncated {
+			b.WriteString("\noutput (last 4 KiB):\n…")
+		} else {
+			b.WriteString("\noutput:\n")
+		}
+		b.WriteString(out)
 	}
 	return b.String()
 }
@@ -461,7 +537,7 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 		return
 	}
 	to := from.Bare().String()
-	if a.acl.role(from) == RoleNone {
+	if a.policy().acl.role(from) == RoleNone {
 		a.strangers.log(ctx, a.log, from, "subscribe")
 		s.Send(ctx, xmpp.Stanza("presence", "unsubscribed", to, ""))
 		return

@@ -10,7 +10,7 @@ import (
 
 // ChatCommand is a parsed chat text command.
 type ChatCommand struct {
-	Verb string   // help, status, read, set
+	Verb string   // help, status, read, set, run
 	Args []string // fields after the verb
 }
 
@@ -24,12 +24,17 @@ const (
 // do it right.
 var ErrChatSyntax = errors.New("bad command")
 
-// chatUsage is the help text, one command per line.
-const chatUsage = `commands:
+// chatUsage and chatUsageViewer are the help texts for operators and
+// viewers, one command per line.
+const (
+	chatUsageViewer = `commands:
   help                  this text
   status                agent, session and device status
-  read [device…]        current readings (all devices if none named)
-  set <device> <value>  switch or set a device (operators only)`
+  read [device…]        current readings (all devices if none named)`
+	chatUsage = chatUsageViewer + `
+  set <device> <value>  switch or set a device, e.g. "set relay1 on"
+  run <action>          run a configured action, e.g. "run restart-modem"`
+)
 
 // ParseChatCommand parses a chat message body. Verbs are case-insensitive;
 // a leading '/' or '!' is accepted, as many clients users type in add one.
@@ -58,6 +63,10 @@ func ParseChatCommand(body string) (ChatCommand, error) {
 	case "set":
 		if len(c.Args) != 2 {
 			return ChatCommand{}, fmt.Errorf("%w: usage: set <device> <value>, e.g. \"set relay1 on\"", ErrChatSyntax)
+		}
+	case "run":
+		if len(c.Args) != 1 {
+			return ChatCommand{}, fmt.Errorf("%w: usage: run <action>, e.g. \"run restart-modem\"; \"status\" lists the actions", ErrChatSyntax)
 		}
 	default:
 		return ChatCommand{}, fmt.Errorf("%w: unknown command %q; try \"help\"", ErrChatSyntax, fields[0])

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
@@ -33,7 +34,9 @@ type Caller struct {
 
 // Read returns momentary readings of the named devices, or of every
 // readable device when names is empty.
-func (a *Agent) Read(ctx context.Context, c Caller, names []string) ([]devices.Reading, error) {
+func (a *Agent) Read(ctx context.Context, c Caller, names []string) (_ []devices.Reading, err error) {
+	start := time.Now()
+	defer func() { a.audit(ctx, c, slog.LevelDebug, "read", names, err, time.Since(start)) }()
 	if c.Role < RoleViewer {
 		return nil, ErrForbidden
 	}
@@ -73,7 +76,7 @@ func (a *Agent) Read(ctx context.Context, c Caller, names []string) ([]devices.R
 func (a *Agent) Set(ctx context.Context, c Caller, name, value string) (r devices.Reading, err error) {
 	start := time.Now()
 	defer func() {
-		a.audit(ctx, c, "set", []string{name, value}, err, time.Since(start))
+		a.audit(ctx, c, slog.LevelInfo, "set", []string{name, value}, err, time.Since(start))
 	}()
 	if c.Role < RoleOperator {
 		return r, ErrForbidden
@@ -95,13 +98,14 @@ func (a *Agent) Set(ctx context.Context, c Caller, name, value string) (r device
 	return r, err
 }
 
-// audit writes one line per control command: who, what, result, duration.
-func (a *Agent) audit(ctx context.Context, c Caller, cmd string, args []string, err error, d time.Duration) {
+// audit writes one line per command: who, what, result, duration. Control
+// commands log at level (info), reads at debug; failures and refusals
+// always at warn.
+func (a *Agent) audit(ctx context.Context, c Caller, level slog.Level, cmd string, args []string, err error, d time.Duration) {
 	result := "ok"
-	level := slog.LevelInfo
 	if err != nil {
 		result = err.Error()
-		level = slog.LevelWarn
+		level = max(level, slog.LevelWarn)
 	}
 	a.log.LogAttrs(ctx, level, "audit",
 		slog.String("who", c.JID.Bare().String()),
@@ -145,13 +149,35 @@ func stanzaError(err error) *xmpp.StanzaError {
 		return se
 	case errors.Is(err, ErrForbidden):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
-	case errors.Is(err, ErrUnknownDevice):
+	case errors.Is(err, ErrRateLimited):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
+	case errors.Is(err, ErrBusy):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error() + "; try again when it has finished"}
+	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownAction):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "item-not-found", Text: err.Error()}
-	case errors.Is(err, devices.ErrBadValue), errors.Is(err, ErrNotWritable), errors.Is(err, ErrNotReadable):
-		return &xmpp.StanzaError{Type: xmpp.ErrorTypeModify, Condition: "bad-request", Text: err.Error()}
+	case errors.Is(err, devices.ErrBadValue), errors.Is(err, ErrNotWritable), errors.Is(err, ErrNotReadable),
+		errors.Is(err, ErrBadConfig), errors.Is(err, xmpp.ErrForm), errors.Is(err, errBadRequest):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeModify, Condition: "bad-request", Text: truncate(err.Error(), 1024)}
+	case errors.Is(err, ErrNoConfigFile):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "feature-not-implemented", Text: err.Error()}
 	default:
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "internal-server-error", Text: err.Error()}
 	}
+}
+
+// errBadRequest is wrapped by malformed protocol requests (a XEP-0325 set
+// or XEP-0323 req that does not parse).
+var errBadRequest = errors.New("bad request")
+
+// truncate cuts s to at most n bytes on a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // formatReading is the one-line human form of a reading.

@@ -56,6 +56,11 @@ type Agent struct {
 type ACL struct {
 	Operators []string `toml:"operators"` // read, control, actions
 	Viewers   []string `toml:"viewers"`   // read and status
+	// CommandRate and CommandBurst are each sender's token bucket for
+	// commands (ad-hoc, XEP-0323/0325, chat): CommandRate per second on
+	// average, CommandBurst at once. Defaults 2 and 20.
+	CommandRate  float64 `toml:"command_rate"`
+	CommandBurst int     `toml:"command_burst"`
 }
 
 // Device is one [[device]]. Which keys apply, and their defaults, depend
@@ -272,6 +277,8 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 	dflt(has, "agent.outbox_max", &a.OutboxMax, 16<<20)
 	dflt(has, "agent.log_level", &a.LogLevel, "info")
 	dflt(has, "agent.log_format", &a.LogFormat, "text")
+	dflt(has, "acl.command_rate", &cfg.ACL.CommandRate, 2)
+	dflt(has, "acl.command_burst", &cfg.ACL.CommandBurst, 20)
 	for _, list := range [][]string{cfg.ACL.Operators, cfg.ACL.Viewers} {
 		for i, s := range list {
 			if local, domain, res, err := parseJID(s); err == nil && local != "" && res == "" {

@@ -126,6 +126,12 @@ func (cfg *Config) check(c *checker) {
 	for i, s := range cfg.ACL.Viewers {
 		c.checkJID("acl.viewers["+itoa(i)+"]", s, true, true)
 	}
+	if r := cfg.ACL.CommandRate; !(r > 0) || r > 1e6 {
+		c.add("acl.command_rate", "%v: want commands per second per sender, above 0 and at most 1000000", r)
+	}
+	if b := cfg.ACL.CommandBurst; b < 1 || b > 1e6 {
+		c.add("acl.command_burst", "%d: want between 1 and 1000000", b)
+	}
 
 	kinds := make(map[string]string) // device name -> kind
 	for i := range cfg.Devices {

@@ -68,11 +68,16 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 
-	log := newLogger(stderr, cfg.Agent.LogLevel, cfg.Agent.LogFormat)
+	level := new(slog.LevelVar)
+	log := newLogger(stderr, level, cfg.Agent.LogLevel, cfg.Agent.LogFormat)
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Version: version})
+	opts := agent.Options{Config: cfg, Logger: log, Version: version, Level: level, ConfigPath: *cfgPath}
+	if *demo {
+		opts.ConfigPath = "" // the running config is not the file's
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -87,7 +92,7 @@ func run(args []string, stderr io.Writer) int {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 
-	// Side jobs end with run: SIGHUP notice, and for systemd READY=1 once
+	// Side jobs end with run: SIGHUP reloads, and for systemd READY=1 once
 	// online (or after 30 s offline), STATUS= and WATCHDOG=1 while the
 	// pipeline moves.
 	var side sync.WaitGroup
@@ -102,7 +107,11 @@ func run(args []string, stderr io.Writer) int {
 			case <-sideCtx.Done():
 				return
 			case <-hup:
-				log.Warn("SIGHUP: config reload is not implemented yet; restart to apply changes")
+				// Reload logs what it applied; a rejected file keeps the
+				// running config and says why.
+				if _, err := a.Reload(sideCtx, agent.Caller{Role: agent.RoleOperator, Via: "sighup"}); err != nil {
+					log.Error("SIGHUP: reload failed", "err", err)
+				}
 			}
 		}
 	})
@@ -112,7 +121,7 @@ func run(args []string, stderr io.Writer) int {
 			close(connected)
 		}
 	})
-	side.Go(func() { newNotifier().run(sideCtx, connected, 30*time.Second, a.Status, a.Healthy) })
+	side.Go(func() { newNotifier().run(sideCtx, connected, 30*time.Second, a.Summary, a.Healthy) })
 	select {
 	case err = <-done:
 	case <-ctx.Done():
@@ -133,10 +142,9 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
+func newLogger(w io.Writer, lv *slog.LevelVar, level, format string) *slog.Logger {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		lv = slog.LevelInfo
+		lv.Set(slog.LevelInfo)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {

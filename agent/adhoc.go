@@ -1,0 +1,328 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// XEP-0050 command nodes, as DESIGN.md names them.
+const (
+	NodeStatus = "status"
+	NodeRead   = "read"
+	NodeSet    = "set"
+	NodeAction = "action"
+	NodeReload = "reload"
+)
+
+// registerCommands installs the command surface on the mux: XEP-0050
+// ad-hoc commands, XEP-0325 control and XEP-0323 readout. All of them go
+// through the registry (registry.go) and the ACL.
+func (a *Agent) registerCommands() {
+	viewer := func(from xmpp.JID) bool { return a.policy().acl.role(from) >= RoleViewer }
+	operator := func(from xmpp.JID) bool { return a.policy().acl.role(from) >= RoleOperator }
+	a.commands = &xmpp.Commands{}
+	for _, cmd := range []*xmpp.Command{
+		{Node: NodeStatus, Name: "Status", Allowed: viewer, Run: a.adhocStatus},
+		{Node: NodeRead, Name: "Read sensors", Allowed: viewer, Run: a.adhocRead},
+		{Node: NodeSet, Name: "Set a device", Allowed: operator, Run: a.adhocSet},
+		{Node: NodeAction, Name: "Run an action", Allowed: operator, Run: a.adhocAction},
+		{Node: NodeReload, Name: "Reload configuration", Allowed: operator, Run: a.adhocReload},
+	} {
+		a.commands.Add(cmd)
+	}
+	a.commands.Register(a.mux)
+	a.mux.HandleIQ("set", xmpp.NSControl, "set", a.controlSet)
+	a.mux.HandleIQ("get", xmpp.NSSensorData, "req", a.readout)
+}
+
+// adhocStart resolves the caller of an ad-hoc stage and applies the rate
+// limit: every stage is one command.
+func (a *Agent) adhocStart(ctx context.Context, r *xmpp.CommandRequest) (Caller, error) {
+	c := a.caller(r.From, "adhoc")
+	return c, a.admit(ctx, c)
+}
+
+// wrapStanza turns a registry error into the stanza error to send.
+func wrapStanza(err error) error {
+	if err == nil {
+		return nil
+	}
+	return stanzaError(err)
+}
+
+func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	rep, err := a.Status(ctx, c)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	session := "offline, reconnecting"
+	if rep.Online {
+		session = "online as " + rep.JID
+	}
+	var outboxes, devs []string
+	for _, o := range rep.Outboxes {
+		line := fmt.Sprintf("%s: %d waiting, %d dropped", o.Sink, o.Pending, o.Dropped)
+		if o.Degraded {
+			line += " (in memory only: disk failed)"
+		}
+		outboxes = append(outboxes, line)
+	}
+	for _, d := range rep.Devices {
+		line := d.Name
+		if d.Writable {
+			line += " (writable)"
+		}
+		devs = append(devs, line)
+	}
+	f := &xmpp.Form{Type: xmpp.FormResult, Title: "stanzad status", Fields: []xmpp.FormField{
+		resultField("version", "Version", rep.Version),
+		resultField("uptime", "Uptime", rep.Uptime.Round(time.Second).String()),
+		resultField("session", "Session", session),
+		resultField("dropped", "Readings dropped (bus full)", strconv.FormatUint(rep.Dropped, 10)),
+		resultMulti("outboxes", "Outboxes", outboxes),
+		resultMulti("devices", "Devices", devs),
+		resultMulti("actions", "Actions", rep.Actions),
+	}}
+	return &xmpp.CommandResponse{Form: f}, nil
+}
+
+func resultField(v, label, value string) xmpp.FormField {
+	return xmpp.FormField{Var: v, Type: xmpp.FieldTextSingle, Label: label, Values: []string{value}}
+}
+
+func resultMulti(v, label string, values []string) xmpp.FormField {
+	return xmpp.FormField{Var: v, Type: xmpp.FieldTextMulti, Label: label, Values: values}
+}
+
+func (a *Agent) readForm() *xmpp.Form {
+	fld := xmpp.FormField{Var: "device", Type: xmpp.FieldListMulti, Label: "Devices",
+		Desc: "Devices to read; none selected reads all."}
+	for _, d := range a.devs {
+		if _, ok := d.(devices.Reader); ok {
+			fld.Options = append(fld.Options, xmpp.FormOption{Label: d.Name(), Value: d.Name()})
+		}
+	}
+	return &xmpp.Form{Type: xmpp.FormForm, Title: "Read sensors", Fields: []xmpp.FormField{fld}}
+}
+
+func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	form := a.readForm()
+	if r.Form == nil {
+		if c.Role < RoleViewer {
+			return nil, wrapStanza(ErrForbidden)
+		}
+		return &xmpp.CommandResponse{Form: form, Next: true, Last: true}, nil
+	}
+	if err := form.Check(r.Form); err != nil {
+		return nil, wrapStanza(err)
+	}
+	rs, err := a.Read(ctx, c, r.Form.Values("device"))
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	res := &xmpp.Form{Type: xmpp.FormResult, Title: "Readings"}
+	var notes []xmpp.Note
+	for _, rd := range rs {
+		if rd.Err != nil {
+			notes = append(notes, xmpp.Note{Type: "error", Text: rd.Device + ": " + rd.Err.Error()})
+			continue
+		}
+		vals := make([]string, 0, len(rd.Fields))
+		for _, f := range rd.Fields {
+			v := f.Name + " = " + f.Value()
+			if f.Unit != "" {
+				v += " " + f.Unit
+			}
+			vals = append(vals, v)
+		}
+		label := rd.Device + " at " + rd.Time.UTC().Format(time.TimeOnly) + " UTC"
+		res.Fields = append(res.Fields, resultMulti(rd.Device, label, vals))
+	}
+	return &xmpp.CommandResponse{Form: res, Notes: notes}, nil
+}
+
+// setState is what the set command keeps between its two stages.
+type setState struct {
+	device string
+	form   *xmpp.Form // the value form shown
+}
+
+func (a *Agent) deviceForm() *xmpp.Form {
+	fld := xmpp.FormField{Var: "device", Type: xmpp.FieldListSingle, Label: "Device", Required: true}
+	for _, d := range a.devs {
+		if _, ok := d.(devices.Setter); ok {
+			fld.Options = append(fld.Options, xmpp.FormOption{Label: d.Name(), Value: d.Name()})
+		}
+	}
+	val := xmpp.FormField{Var: "value", Type: xmpp.FieldTextSingle, Label: "Value",
+		Desc: "Leave empty to choose on the next page. Switches take on/off."}
+	return &xmpp.Form{Type: xmpp.FormForm, Title: "Set a device",
+		Instructions: []string{"Choose the device to switch or set."}, Fields: []xmpp.FormField{fld, val}}
+}
+
+// valueForm is the second stage of set: a checkbox for devices whose
+// state is one boolean (switches, outputs), a text field otherwise, with
+// the current reading shown.
+func (a *Agent) valueForm(ctx context.Context, name string) *xmpp.Form {
+	f := &xmpp.Form{Type: xmpp.FormForm, Title: "Set " + name}
+	val := xmpp.FormField{Var: "value", Type: xmpp.FieldTextSingle, Label: "New value", Required: true}
+	if rd, ok := a.byName[name].(devices.Reader); ok {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cur, err := rd.Read(rctx)
+		cancel()
+		switch {
+		case err != nil:
+			f.Instructions = []string{"Current state unknown: " + err.Error()}
+		case len(cur.Fields) == 1 && cur.Fields[0].Kind == devices.Boolean:
+			val = xmpp.FormField{Var: "value", Type: xmpp.FieldBool, Label: "On", Required: true,
+				Values: []string{strconv.FormatBool(cur.Fields[0].Bool)}}
+			f.Instructions = []string{"Currently " + onOff(cur.Fields[0].Bool) + "."}
+		default:
+			f.Instructions = []string{"Now: " + formatReading(cur)}
+		}
+	}
+	f.Fields = []xmpp.FormField{val}
+	return f
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func (a *Agent) adhocSet(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	if c.Role < RoleOperator {
+		return nil, wrapStanza(ErrForbidden)
+	}
+	devForm := a.deviceForm()
+	switch {
+	case r.Stage == 0 && r.Form == nil:
+		return &xmpp.CommandResponse{Form: devForm, Next: true}, nil
+	case r.Stage == 0:
+		if err := devForm.Check(r.Form); err != nil {
+			return nil, wrapStanza(err)
+		}
+		name := r.Form.Value("device")
+		if v := strings.TrimSpace(r.Form.Value("value")); v != "" {
+			return a.adhocApplySet(ctx, c, name, v) // both given: one stage
+		}
+		vf := a.valueForm(ctx, name)
+		return &xmpp.CommandResponse{Form: vf, Next: true, Last: true, State: setState{device: name, form: vf}}, nil
+	default:
+		st, ok := r.State.(setState)
+		if !ok {
+			return nil, wrapStanza(fmt.Errorf("%w: no device chosen", errBadRequest))
+		}
+		if err := st.form.Check(r.Form); err != nil {
+			return nil, wrapStanza(err)
+		}
+		return a.adhocApplySet(ctx, c, st.device, r.Form.Value("value"))
+	}
+}
+
+func (a *Agent) adhocApplySet(ctx context.Context, c Caller, name, value string) (*xmpp.CommandResponse, error) {
+	rd, err := a.Set(ctx, c, name, value)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	res := &xmpp.Form{Type: xmpp.FormResult, Title: "Set " + name}
+	for _, f := range rd.Fields {
+		res.Fields = append(res.Fields, resultField(f.Name, f.Name, f.Value()))
+	}
+	return &xmpp.CommandResponse{Form: res, Notes: []xmpp.Note{{Type: "info", Text: "ok, " + formatReading(rd)}}}, nil
+}
+
+func (a *Agent) actionForm() *xmpp.Form {
+	fld := xmpp.FormField{Var: "name", Type: xmpp.FieldListSingle, Label: "Action", Required: true}
+	pol := a.policy()
+	for _, n := range pol.order {
+		fld.Options = append(fld.Options, xmpp.FormOption{Label: n + ": " + strings.Join(pol.actions[n].cfg.Argv, " "), Value: n})
+	}
+	return &xmpp.Form{Type: xmpp.FormForm, Title: "Run an action", Fields: []xmpp.FormField{fld}}
+}
+
+func (a *Agent) adhocAction(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	if c.Role < RoleOperator {
+		return nil, wrapStanza(ErrForbidden)
+	}
+	form := a.actionForm()
+	if r.Form == nil {
+		if len(form.Fields[0].Options) == 0 {
+			return &xmpp.CommandResponse{Notes: []xmpp.Note{{Type: "info", Text: "no actions are configured ([[action]] in the config)"}}}, nil
+		}
+		return &xmpp.CommandResponse{Form: form, Next: true, Last: true}, nil
+	}
+	if err := form.Check(r.Form); err != nil {
+		return nil, wrapStanza(err)
+	}
+	name := r.Form.Value("name")
+	res, err := a.RunAction(ctx, c, name)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	out := strings.Split(strings.TrimRight(res.Output, "\n"), "\n")
+	if res.Output == "" {
+		out = nil
+	}
+	note := xmpp.Note{Type: "info", Text: res.Text(name)}
+	if i := strings.IndexByte(note.Text, '\n'); i >= 0 {
+		note.Text = note.Text[:i] // the output is in the form
+	}
+	switch {
+	case res.TimedOut:
+		note.Type = "error"
+	case res.ExitCode != 0:
+		note.Type = "warn"
+	}
+	label := "Output"
+	if res.Truncated {
+		label = "Output (last 4 KiB)"
+	}
+	f := &xmpp.Form{Type: xmpp.FormResult, Title: "Action " + name, Fields: []xmpp.FormField{
+		resultField("exit_code", "Exit code", strconv.Itoa(res.ExitCode)),
+		{Var: "timed_out", Type: xmpp.FieldBool, Label: "Timed out", Values: []string{strconv.FormatBool(res.TimedOut)}},
+		resultField("duration", "Duration", res.Duration.Round(time.Millisecond).String()),
+		resultMulti("output", label, out),
+	}}
+	return &xmpp.CommandResponse{Form: f, Notes: []xmpp.Note{note}}, nil
+}
+
+func (a *Agent) adhocReload(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	rep, err := a.Reload(ctx, c)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	typ := "info"
+	if len(rep.Restart) > 0 {
+		typ = "warn"
+	}
+	return &xmpp.CommandResponse{Notes: []xmpp.Note{{Type: typ, Text: rep.String()}}}, nil
+}

@@ -1,0 +1,257 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// The command registry: every path (XEP-0050, XEP-0323/0325, chat text,
+// MQTT) ends in these methods, which check the caller's role, run the
+// command and write the audit line. The rate limit is applied once per
+// inbound command stanza by the path, with admit.
+
+// policy is the part of the configuration a reload replaces whole: who
+// may do what, how often, and which actions exist.
+type policy struct {
+	acl      acl
+	actions  map[string]*action
+	order    []string // action names in config order
+	limit    *limiter
+	presence string
+}
+
+func newPolicy(self xmpp.JID, cfg *config.Config, old *policy) *policy {
+	p := &policy{
+		acl:      newACL(self, cfg.ACL.Operators, cfg.ACL.Viewers),
+		actions:  make(map[string]*action, len(cfg.Actions)),
+		limit:    newLimiter(cfg.ACL.CommandRate, cfg.ACL.CommandBurst),
+		presence: cfg.XMPP.PresenceStatus,
+	}
+	for _, ac := range cfg.Actions {
+		act := &action{cfg: ac}
+		// An unchanged action keeps its lock, so a reload during a run
+		// cannot start a second one.
+		if old != nil {
+			if o := old.actions[ac.Name]; o != nil && reflect.DeepEqual(o.cfg, ac) {
+				act = o
+			}
+		}
+		p.actions[ac.Name] = act
+		p.order = append(p.order, ac.Name)
+	}
+	return p
+}
+
+func (a *Agent) policy() *policy { return a.pol.Load() }
+
+// caller returns the Caller for a stanza's sender.
+func (a *Agent) caller(from xmpp.JID, via string) Caller {
+	return Caller{JID: from, Role: a.policy().acl.role(from), Via: via}
+}
+
+// admit takes one token from the caller's bucket, or returns a
+// *RateError. Refusals are logged once per sender per minute.
+func (a *Agent) admit(ctx context.Context, c Caller) error {
+	err := a.policy().limit.allow(c.JID.BareKey())
+	if err != nil {
+		a.limited.log(ctx, a.log, c.JID, "rate limit: "+c.Via)
+	}
+	return err
+}
+
+// StatusReport is what the status command shows.
+type StatusReport struct {
+	Version  string
+	Uptime   time.Duration
+	Online   bool
+	JID      string // the bound full JID while online
+	Dropped  uint64 // readings dropped before queueing (bus full)
+	Outboxes []OutboxStatus
+	Devices  []DeviceInfo
+	Actions  []string
+}
+
+// OutboxStatus is one sink's queue.
+type OutboxStatus struct {
+	Sink             string
+	Pending, Dropped int
+	Degraded         bool // disk failed: queued in memory only
+}
+
+// DeviceInfo describes a configured device.
+type DeviceInfo struct {
+	Name               string
+	Readable, Writable bool
+}
+
+// Status reports the agent's state. Viewers and operators.
+func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err error) {
+	start := time.Now()
+	defer func() { a.audit(ctx, c, slog.LevelDebug, "status", nil, err, time.Since(start)) }()
+	if c.Role < RoleViewer {
+		return rep, ErrForbidden
+	}
+	rep = StatusReport{Version: a.version, Uptime: time.Since(a.started), Dropped: a.dropped.Load()}
+	if s := a.client.Session(); s != nil {
+		rep.Online, rep.JID = true, s.JID().String()
+	}
+	for _, s := range a.sinks {
+		st := s.box.Stats()
+		rep.Outboxes = append(rep.Outboxes, OutboxStatus{Sink: s.to, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil})
+	}
+	for _, d := range a.devs {
+		_, r := d.(devices.Reader)
+		_, w := d.(devices.Setter)
+		rep.Devices = append(rep.Devices, DeviceInfo{Name: d.Name(), Readable: r, Writable: w})
+	}
+	rep.Actions = a.policy().order
+	return rep, nil
+}
+
+// ActionNames lists the configured actions in config order.
+func (a *Agent) ActionNames() []string { return a.policy().order }
+
+// RunAction runs a configured action. Operators only; one run per action
+// at a time (ErrBusy); audit-logged with its exit code.
+func (a *Agent) RunAction(ctx context.Context, c Caller, name string) (res ActionResult, err error) {
+	start := time.Now()
+	defer func() {
+		if err == nil && (res.ExitCode != 0 || res.TimedOut) {
+			a.audit(ctx, c, slog.LevelWarn, "action", []string{name}, actionFailure(res), time.Since(start))
+			return
+		}
+		a.audit(ctx, c, slog.LevelInfo, "action", []string{name}, err, time.Since(start))
+	}()
+	if c.Role < RoleOperator {
+		return res, ErrForbidden
+	}
+	act := a.policy().actions[name]
+	if act == nil {
+		return res, fmt.Errorf("%w %q (actions: %s)", ErrUnknownAction, name, joinOrNone(a.policy().order))
+	}
+	return act.run(ctx, c.JID.Bare().String())
+}
+
+// actionFailure describes an action that ran but failed, for the audit
+// log and for replies.
+func actionFailure(res ActionResult) error {
+	if res.TimedOut {
+		return fmt.Errorf("timed out after %v; killed", res.Duration.Round(time.Millisecond))
+	}
+	return fmt.Errorf("exit code %d", res.ExitCode)
+}
+
+// Reload errors.
+var (
+	ErrNoConfigFile = errors.New("no config file to reload (started with -demo or without -config)")
+	ErrBadConfig    = errors.New("new config rejected; still running the old one")
+)
+
+// ReloadReport says what a reload changed.
+type ReloadReport struct {
+	Applied []string // sections now in effect: acl, actions, presence_status, log_level
+	Restart []string // changed sections that take effect only after a restart
+}
+
+func (r ReloadReport) String() string {
+	s := "config reloaded"
+	if len(r.Applied) == 0 {
+		s += ": nothing changed"
+	} else {
+		s += "; applied: " + joinOrNone(r.Applied)
+	}
+	if len(r.Restart) > 0 {
+		s += "; restart stanzad to apply: " + joinOrNone(r.Restart)
+	}
+	return s
+}
+
+// Reload re-reads the config file. A file with problems changes nothing
+// and the error lists every problem. The ACL, rate limits, actions,
+// presence status and log level take effect at once, without touching
+// the session; changes to the account, devices, sinks or MQTT are
+// reported as needing a restart. Operators (and SIGHUP) only.
+func (a *Agent) Reload(ctx context.Context, c Caller) (rep ReloadReport, err error) {
+	start := time.Now()
+	defer func() { a.audit(ctx, c, slog.LevelInfo, "reload", nil, err, time.Since(start)) }()
+	if c.Role < RoleOperator {
+		return rep, ErrForbidden
+	}
+	if a.configPath == "" {
+		return rep, ErrNoConfigFile
+	}
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	old := a.running
+	if !reflect.DeepEqual(old.ACL, cfg.ACL) {
+		rep.Applied = append(rep.Applied, "acl")
+	}
+	if !reflect.DeepEqual(old.Actions, cfg.Actions) {
+		rep.Applied = append(rep.Applied, "actions")
+	}
+	presence := old.XMPP.PresenceStatus != cfg.XMPP.PresenceStatus
+	if presence {
+		rep.Applied = append(rep.Applied, "presence_status")
+	}
+	if old.Agent.LogLevel != cfg.Agent.LogLevel && a.level != nil {
+		var lv slog.Level
+		if lv.UnmarshalText([]byte(cfg.Agent.LogLevel)) == nil {
+			a.level.Set(lv)
+			rep.Applied = append(rep.Applied, "log_level")
+		}
+	}
+	ox, nx := old.XMPP, cfg.XMPP
+	ox.PresenceStatus, nx.PresenceStatus = "", ""
+	oa, na := old.Agent, cfg.Agent
+	oa.LogLevel, na.LogLevel = "", ""
+	for _, d := range []struct {
+		name     string
+		old, new any
+	}{
+		{"xmpp", ox, nx}, {"agent", oa, na}, {"devices", old.Devices, cfg.Devices},
+		{"sinks", old.Sinks, cfg.Sinks}, {"mqtt", old.MQTT, cfg.MQTT}, {"alerts", old.Alerts, cfg.Alerts},
+	} {
+		if !reflect.DeepEqual(d.old, d.new) {
+			rep.Restart = append(rep.Restart, d.name)
+		}
+	}
+	// What needs a restart keeps its running values, so the next reload
+	// reports it again until the restart.
+	next := *old
+	next.ACL, next.Actions = cfg.ACL, cfg.Actions
+	next.XMPP.PresenceStatus, next.Agent.LogLevel = cfg.XMPP.PresenceStatus, cfg.Agent.LogLevel
+	a.running = &next
+	a.pol.Store(newPolicy(a.self, &next, a.policy()))
+	if presence {
+		if s := a.client.Session(); s != nil {
+			if err := s.Send(ctx, a.presence()); err != nil {
+				a.log.Warn("presence not updated", "err", err)
+			}
+		}
+	}
+	a.log.Info(rep.String())
+	return rep, nil
+}
+
+func joinOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	s := names[0]
+	for _, n := range names[1:] {
+		s += ", " + n
+	}
+	return s
+}
