@@ -127,7 +127,7 @@ func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Co
 		}
 		return &xmpp.CommandResponse{Form: form, Next: true, Last: true}, nil
 	}
-	if err := form.Check(r.Form); err != nil {
+	if err := a.checkDeviceForm(form, r.Form); err != nil {
 		return nil, wrapStanza(err)
 	}
 	rs, err := a.Read(ctx, c, r.Form.Values("device"))
@@ -153,6 +153,18 @@ func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Co
 		res.Fields = append(res.Fields, resultMulti(rd.Device, label, vals))
 	}
 	return &xmpp.CommandResponse{Form: res, Notes: notes}, nil
+}
+
+// checkDeviceForm checks a submitted form whose "device" field names
+// devices: an unknown name is item-not-found, as on every other path,
+// before the form's own checks (a writable device chosen, and so on).
+func (a *Agent) checkDeviceForm(offered, sub *xmpp.Form) error {
+	for _, n := range sub.Values("device") {
+		if _, ok := a.byName[n]; !ok {
+			return fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, n, a.deviceNames())
+		}
+	}
+	return offered.Check(sub)
 }
 
 // setState is what the set command keeps between its two stages.
@@ -219,7 +231,7 @@ func (a *Agent) adhocSet(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Com
 	case r.Stage == 0 && r.Form == nil:
 		return &xmpp.CommandResponse{Form: devForm, Next: true}, nil
 	case r.Stage == 0:
-		if err := devForm.Check(r.Form); err != nil {
+		if err := a.checkDeviceForm(devForm, r.Form); err != nil {
 			return nil, wrapStanza(err)
 		}
 		name := r.Form.Value("device")

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ func newPolicy(self xmpp.JID, cfg *config.Config, old *policy) *policy {
 	p := &policy{
 		acl:      newACL(self, cfg.ACL.Operators, cfg.ACL.Viewers),
 		actions:  make(map[string]*action, len(cfg.Actions)),
-		limit:    newLimiter(cfg.ACL.CommandRate, cfg.ACL.CommandBurst),
+		limit:    newLimiter(cmp.Or(cfg.ACL.CommandRate, 2), cmp.Or(cfg.ACL.CommandBurst, 20)),
 		presence: cfg.XMPP.PresenceStatus,
 	}
 	for _, ac := range cfg.Actions {

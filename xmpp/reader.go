@@ -246,3 +246,16 @@ func isNCName(s string) bool {
 	}
 	return !strings.ContainsRune(s, ':')
 }
+
+// ParseElement parses one element as it would appear at the top level of
+// a client stream (default namespace jabber:client), with the stream's
+// size and depth limits. Tools and tests use it to build payloads from
+// XML text.
+func ParseElement(s string) (*Element, error) {
+	const open = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`
+	r := newReader(strings.NewReader(open+s), 0, 0)
+	if _, err := r.header(); err != nil {
+		return nil, err
+	}
+	return r.next()
+}

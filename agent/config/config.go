@@ -58,7 +58,8 @@ type ACL struct {
 	Viewers   []string `toml:"viewers"`   // read and status
 	// CommandRate and CommandBurst are each sender's token bucket for
 	// commands (ad-hoc, XEP-0323/0325, chat): CommandRate per second on
-	// average, CommandBurst at once. Defaults 2 and 20.
+	// average, CommandBurst at once. Defaults (also for zero values) 2
+	// and 20.
 	CommandRate  float64 `toml:"command_rate"`
 	CommandBurst int     `toml:"command_burst"`
 }

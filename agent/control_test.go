@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := newLimiter(2, 3) // 2 per second, 3 at once
+	l.now = func() time.Time { return now }
+	for i := range 3 {
+		if err := l.allow("a@x"); err != nil {
+			t.Fatalf("command %d of the burst: %v", i+1, err)
+		}
+	}
+	err := l.allow("a@x")
+	var re *RateError
+	if !errors.As(err, &re) || !errors.Is(err, ErrRateLimited) || re.Retry != 500*time.Millisecond {
+		t.Fatalf("over the burst: %v, want a 500ms RateError", err)
+	}
+	if err := l.allow("b@x"); err != nil {
+		t.Errorf("another sender limited: %v", err)
+	}
+	now = now.Add(500 * time.Millisecond)
+	if err := l.allow("a@x"); err != nil {
+		t.Errorf("after the retry time: %v", err)
+	}
+	if err := l.allow("a@x"); err == nil {
+		t.Error("a token appeared from nowhere")
+	}
+	// Idle senders are forgotten when the map is full.
+	for i := range maxBuckets + 10 {
+		now = now.Add(time.Second)
+		l.allow(strings.Repeat("x", i%7) + string(rune('a'+i%26)) + time.Duration(i).String())
+	}
+	if len(l.buckets) > maxBuckets {
+		t.Errorf("%d buckets kept, want at most %d", len(l.buckets), maxBuckets)
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	var b tailBuffer
+	b.Write([]byte("short"))
+	if s, cut := b.String(); s != "short" || cut {
+		t.Errorf("String = %q, %v", s, cut)
+	}
+	// 10 KiB of 3-byte characters in odd-sized writes: the tail is at most
+	// 4 KiB, valid UTF-8 and the end of what was written.
+	all := strings.Repeat("€", 10<<10/3)
+	for i := 0; i < len(all); i += 1000 {
+		b.Write([]byte(all[i:min(i+1000, len(all))]))
+	}
+	s, cut := b.String()
+	if !cut || len(s) > maxActionOutput || len(s) < maxActionOutput-3 || !utf8.ValidString(s) || !strings.HasSuffix(all, s) {
+		t.Errorf("tail: %d bytes, cut %v, valid %v", len(s), cut, utf8.ValidString(s))
+	}
+}
+
+func TestActionRun(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "act.sh")
+	// Prints who asked and whether the agent's environment leaked in, and
+	// starts a child that outlives the timeout unless the process group
+	// is killed.
+	t.Setenv("STANZAD_SECRET", "leaked")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$STANZAD_ACTION by $STANZAD_CALLER\"\necho \"secret=$STANZAD_SECRET\" >&2\n[ \"$1\" = hang ] && { sleep 30 & wait; }\nexit ${1:-0}\n"), 0o755)
+	run := func(arg string, timeout time.Duration) (ActionResult, error) {
+		act := &action{cfg: config.Action{Name: "t", Argv: []string{script, arg}, Timeout: config.Duration{Duration: timeout}}}
+		return act.run(context.Background(), "op@iot.test")
+	}
+	res, err := run("0", 5*time.Second)
+	if err != nil || res.ExitCode != 0 || res.Output != "t by op@iot.test\nsecret=\n" {
+		t.Errorf("run 0 = %+v, %v", res, err)
+	}
+	if res, err := run("7", 5*time.Second); err != nil || res.ExitCode != 7 || res.TimedOut {
+		t.Errorf("run 7 = %+v, %v", res, err)
+	}
+	start := time.Now()
+	res, err = run("hang", 200*time.Millisecond)
+	if err != nil || !res.TimedOut || res.ExitCode != -1 {
+		t.Errorf("hang = %+v, %v", res, err)
+	}
+	// Not a timing assertion: the 30 s sleep child must not keep Wait.
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("a killed action took %v: its child kept running", d)
+	}
+	act := &action{cfg: config.Action{Name: "missing", Argv: []string{filepath.Join(dir, "nope")}, Timeout: config.Duration{Duration: time.Second}}}
+	if _, err := act.run(context.Background(), ""); err == nil {
+		t.Error("a missing program ran")
+	}
+	act.busy.Lock()
+	if _, err := act.run(context.Background(), ""); !errors.Is(err, ErrBusy) {
+		t.Errorf("second run = %v, want ErrBusy", err)
+	}
+}
+
+func TestPresenceCaps(t *testing.T) {
+	cfg := &config.Config{
+		XMPP:  config.XMPP{JID: "device@iot.test/agent", PresenceStatus: "greenhouse node"},
+		Agent: config.Agent{StateDir: t.TempDir()},
+	}
+	a, err := New(Options{Config: cfg, Devices: nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeState()
+	p := a.presence()
+	c := p.Child(xmpp.NSCaps, "c")
+	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node" || c == nil || c.Attr("ver") != a.mux.CapsVer() || c.Attr("hash") != "sha-1" {
+		t.Errorf("presence = %s", p)
+	}
+	for _, f := range []string{xmpp.NSCommands, xmpp.NSControl, xmpp.NSSensorData, xmpp.NSData} {
+		found := false
+		for _, g := range a.mux.Features() {
+			found = found || g == f
+		}
+		if !found {
+			t.Errorf("feature %s not announced (caps hash would lie)", f)
+		}
+	}
+}
+
+func TestStanzaErrorMapping(t *testing.T) {
+	tests := []struct {
+		err  error
+		cond string
+		typ  string
+	}{
+		{ErrForbidden, "forbidden", xmpp.ErrorTypeAuth},
+		{&RateError{Retry: time.Second}, "resource-constraint", xmpp.ErrorTypeWait},
+		{ErrBusy, "resource-constraint", xmpp.ErrorTypeWait},
+		{ErrUnknownDevice, "item-not-found", xmpp.ErrorTypeCancel},
+		{ErrUnknownAction, "item-not-found", xmpp.ErrorTypeCancel},
+		{&xmpp.FormError{Var: "v", Msg: "required"}, "bad-request", xmpp.ErrorTypeModify},
+		{ErrBadConfig, "bad-request", xmpp.ErrorTypeModify},
+		{ErrDevice, "internal-server-error", xmpp.ErrorTypeCancel},
+	}
+	for _, tt := range tests {
+		se := stanzaError(tt.err)
+		if se.Condition != tt.cond || se.Type != tt.typ {
+			t.Errorf("stanzaError(%v) = %s/%s, want %s/%s", tt.err, se.Type, se.Condition, tt.typ, tt.cond)
+		}
+	}
+	if se := stanzaError(ErrForbidden); se.Text != "" {
+		t.Errorf("forbidden carries text %q: strangers get <forbidden/> and nothing else", se.Text)
+	}
+}
