@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,9 +23,14 @@ const usage = `usage: stanzactl [-config op.toml] [-to agent-jid] [-timeout 10s]
 commands:
   ping                   XEP-0199 ping the agent, print the round trip
   disco                  XEP-0030 disco#info: identity and features
-  status                 agent status
-  read [device…]         current readings
-  set <device> <value>   switch or set a device
+  commands               list the ad-hoc commands (XEP-0050) you may run
+  exec <node> [var=value…]
+                         run an ad-hoc command; with values, in one stage
+  status                 agent status (ad-hoc "status")
+  read [device…]         current readings (XEP-0323 momentary readout)
+  set <device> <value>   switch or set a device (XEP-0325)
+  run <action>           run a configured action (ad-hoc "action")
+  reload                 make the agent re-read its config (ad-hoc "reload")
 
 op.toml has an [xmpp] table like stanzad's and a top-level
   to = "device@iot.test/agent"
@@ -51,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, cargs := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
-	case "ping", "disco", "status":
+	case "ping", "disco", "status", "commands", "reload":
 		if len(cargs) != 0 {
 			fmt.Fprintf(stderr, "stanzactl: %s takes no arguments\n", cmd)
 			return 2
@@ -61,6 +68,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(cargs) != 2 {
 			fmt.Fprintln(stderr, "stanzactl: usage: set <device> <value>")
 			return 2
+		}
+	case "run":
+		if len(cargs) != 1 {
+			fmt.Fprintln(stderr, "stanzactl: usage: run <action>")
+			return 2
+		}
+	case "exec":
+		if len(cargs) == 0 {
+			fmt.Fprintln(stderr, "stanzactl: usage: exec <node> [var=value…]")
+			return 2
+		}
+		for _, kv := range cargs[1:] {
+			if !strings.Contains(kv, "=") {
+				fmt.Fprintf(stderr, "stanzactl: exec: %q is not var=value\n", kv)
+				return 2
+			}
 		}
 	default:
 		fmt.Fprintf(stderr, "stanzactl: unknown command %q\n\n%s", cmd, usage)
@@ -96,6 +119,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer c.close()
 
 	out, err := c.do(ctx, cmd, cargs)
+	if errors.Is(err, errFailed) {
+		fmt.Fprintln(stdout, out)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "stanzactl: %s: %v\n", cmd, err)
 		return 1
@@ -176,40 +203,210 @@ func (c *ctl) do(ctx context.Context, cmd string, args []string) (string, error)
 			}
 		}
 		return strings.TrimSuffix(b.String(), "\n"), nil
-	default:
-		return c.chat(ctx, strings.Join(append([]string{cmd}, args...), " "))
+	case "commands":
+		res, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "get", c.target.String(), "").
+			Add(xmpp.NewElement(xmpp.NSDiscoIt, "query", "node", xmpp.NSCommands)))
+		if err != nil {
+			return "", err
+		}
+		var b strings.Builder
+		for _, it := range res.FirstChild().Children {
+			fmt.Fprintf(&b, "%-10s %s\n", it.Attr("node"), it.Attr("name"))
+		}
+		return strings.TrimSuffix(b.String(), "\n"), nil
+	case "exec":
+		return c.exec(ctx, args[0], args[1:])
+	case "status":
+		return c.exec(ctx, "status", nil)
+	case "run":
+		out, err := c.exec(ctx, "action", []string{"name=" + args[0]})
+		if err == nil && !strings.Contains(out, "\nExit code: 0\n") {
+			return out, errFailed // printed, and the exit status says so
+		}
+		return out, err
+	case "reload":
+		return c.exec(ctx, "reload", nil)
+	case "read":
+		return c.read(ctx, args)
+	case "set":
+		return c.set(ctx, args[0], args[1])
+	}
+	return "", fmt.Errorf("unknown command %q", cmd)
+}
+
+// errFailed marks a command that ran but failed (an action's non-zero
+// exit): its output is printed and stanzactl exits 1.
+var errFailed = errors.New("failed")
+
+// errIncomplete is returned when an ad-hoc command asks for more input
+// than the command line gave.
+var errIncomplete = errors.New("the command needs more input")
+
+// exec runs an ad-hoc command. With var=value arguments it submits them
+// with the first execute, so a command completes in one round trip.
+func (c *ctl) exec(ctx context.Context, node string, kvs []string) (string, error) {
+	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", node, "action", "execute")
+	if len(kvs) > 0 {
+		f := &xmpp.Form{Type: xmpp.FormSubmit}
+		for _, kv := range kvs {
+			k, v, _ := strings.Cut(kv, "=")
+			if fld := f.Field(k); fld != nil {
+				fld.Values = append(fld.Values, v) // repeated var: list-multi
+				continue
+			}
+			f.Fields = append(f.Fields, xmpp.FormField{Var: k, Values: []string{v}})
+		}
+		cmd.Add(f.Element())
+	}
+	res, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(cmd))
+	if err != nil {
+		return "", err
+	}
+	out := res.FirstChild()
+	text := formatCommand(out)
+	if out.Attr("status") == "executing" {
+		// Leave no session behind on the agent.
+		cancel := xmpp.NewElement(xmpp.NSCommands, "command", "node", node, "action", "cancel", "sessionid", out.Attr("sessionid"))
+		c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(cancel))
+		return "", fmt.Errorf("%w; pass the fields as var=value:\n%s", errIncomplete, text)
+	}
+	return text, nil
+}
+
+// formatCommand renders a XEP-0050 answer: notes, then the form's fields
+// as "label: value" (or, for a form to fill in, what each field wants).
+func formatCommand(cmd *xmpp.Element) string {
+	var b strings.Builder
+	for _, n := range cmd.Children {
+		if n.Name == "note" {
+			fmt.Fprintf(&b, "%s: %s\n", n.Attr("type"), n.Text)
+		}
+	}
+	f, err := xmpp.ParseForm(cmd.Child(xmpp.NSData, "x"))
+	if err != nil {
+		return strings.TrimSuffix(b.String(), "\n")
+	}
+	for _, fld := range f.Fields {
+		if fld.Type == xmpp.FieldHidden {
+			continue
+		}
+		label := fld.Label
+		if label == "" {
+			label = fld.Var
+		}
+		if f.Type == xmpp.FormForm {
+			var opts []string
+			for _, o := range fld.Options {
+				opts = append(opts, o.Value)
+			}
+			req := ""
+			if fld.Required {
+				req = ", required"
+			}
+			fmt.Fprintf(&b, "  %s=<%s%s> %s", fld.Var, fld.Type, req, label)
+			if len(opts) > 0 {
+				fmt.Fprintf(&b, " (one of: %s)", strings.Join(opts, ", "))
+			}
+			b.WriteByte('\n')
+			continue
+		}
+		switch len(fld.Values) {
+		case 0:
+			fmt.Fprintf(&b, "%s: -\n", label)
+		case 1:
+			fmt.Fprintf(&b, "%s: %s\n", label, fld.Values[0])
+		default:
+			fmt.Fprintf(&b, "%s:\n  %s\n", label, strings.Join(fld.Values, "\n  "))
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// read asks for a XEP-0323 momentary readout and prints the readings
+// that come back in messages carrying the request's seqnr.
+func (c *ctl) read(ctx context.Context, names []string) (string, error) {
+	seq := strconv.FormatInt(time.Now().UnixNano()&0x7fffffff, 10)
+	req := xmpp.NewElement(xmpp.NSSensorData, "req", "seqnr", seq, "momentary", "true")
+	for _, n := range names {
+		req.Add(xmpp.NewElement(xmpp.NSSensorData, "node", "nodeId", n))
+	}
+	if _, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "get", c.target.String(), "").Add(req)); err != nil {
+		return "", err
+	}
+	var lines []string
+	for {
+		st, err := c.message(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, el := range st.Children {
+			if el.Space != xmpp.NSSensorData || el.Attr("seqnr") != seq {
+				continue
+			}
+			for _, n := range el.Children {
+				switch n.Name {
+				case "node":
+					for _, ts := range n.Children {
+						line := n.Attr("nodeId") + ":"
+						for _, f := range ts.Children {
+							line += " " + f.Attr("name") + "=" + f.Attr("value")
+							if u := f.Attr("unit"); u != "" {
+								line += " " + u
+							}
+						}
+						lines = append(lines, line)
+					}
+				case "error":
+					lines = append(lines, n.Attr("nodeId")+": error: "+n.Text)
+				}
+			}
+			if el.Attr("done") == "true" {
+				return strings.Join(lines, "\n"), nil
+			}
+		}
 	}
 }
 
-// chat sends a chat text command and waits for the agent's reply in the
-// same thread, skipping telemetry messages that may arrive meanwhile.
-func (c *ctl) chat(ctx context.Context, text string) (string, error) {
-	thread := c.sess.NewID()
-	m := xmpp.Stanza("message", "chat", c.target.String(), c.sess.NewID())
-	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(text))
-	m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(thread))
-	if err := c.sess.Send(ctx, m); err != nil {
+// set switches or sets a device with XEP-0325. The parameter type follows
+// the value: on/off/true/false as boolean, numbers as double, else string.
+func (c *ctl) set(ctx context.Context, device, value string) (string, error) {
+	typ, v := "string", value
+	switch strings.ToLower(value) {
+	case "on", "true", "yes":
+		typ, v = "boolean", "true"
+	case "off", "false", "no":
+		typ, v = "boolean", "false"
+	default:
+		if _, err := strconv.ParseFloat(value, 64); err == nil {
+			typ = "double"
+		}
+	}
+	set := xmpp.NewElement(xmpp.NSControl, "set").Add(xmpp.NewElement(xmpp.NSControl, typ, "name", device, "value", v))
+	if _, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(set)); err != nil {
 		return "", err
 	}
+	return "ok, " + device + " set to " + v, nil
+}
+
+// message returns the next message from the agent, skipping anything
+// from others.
+func (c *ctl) message(ctx context.Context) (*xmpp.Element, error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("no answer from %s: %w", c.target, ctx.Err())
+			return nil, fmt.Errorf("no answer from %s: %w", c.target, ctx.Err())
 		case err := <-c.served:
 			c.served <- err
-			return "", fmt.Errorf("session ended: %v", err)
+			return nil, fmt.Errorf("session ended: %v", err)
 		case st := <-c.replies:
 			from, _ := xmpp.ParseJID(st.Attr("from"))
 			if from.BareKey() != c.target.BareKey() {
 				continue
 			}
 			if st.Attr("type") == "error" {
-				return "", xmpp.ParseStanzaError(st)
+				return nil, xmpp.ParseStanzaError(st)
 			}
-			if st.ChildText(xmpp.NSClient, "thread") != thread {
-				continue
-			}
-			return st.ChildText(xmpp.NSClient, "body"), nil
+			return st, nil
 		}
 	}
 }

@@ -1,0 +1,91 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stanzad/stanzad/agent"
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/internal/testserver"
+)
+
+// stanzactl against a real agent through a private Prosody: every
+// command, its output and its exit status.
+func TestIntegrationStanzactl(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	testserver.MustRegister(t, srv, "operator", "pw-operator")
+	dir := t.TempDir()
+	cfg := &config.Config{
+		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: srv.Addr,
+			CAFile: srv.CAFile, PresenceStatus: "online"},
+		Agent:   config.Agent{StateDir: filepath.Join(dir, "state")},
+		ACL:     config.ACL{Operators: []string{"operator@" + srv.Host}},
+		Devices: []config.Device{{Name: "greenhouse", Kind: "sim", Interval: config.Duration{Duration: time.Hour}}, {Name: "relay1", Kind: "sim-switch"}},
+		Actions: []config.Action{
+			{Name: "hello", Argv: []string{"/bin/echo", "hi"}, Timeout: config.Duration{Duration: 5 * time.Second}},
+			{Name: "fail", Argv: []string{"/bin/false"}, Timeout: config.Duration{Duration: 5 * time.Second}},
+		},
+	}
+	a, err := agent.New(agent.Options{Config: cfg, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer wcancel()
+	if _, err := a.WaitConnected(wctx); err != nil {
+		t.Fatal(err)
+	}
+	op := filepath.Join(dir, "op.toml")
+	os.WriteFile(op, []byte(fmt.Sprintf("to = \"device@%s/agent\"\n[xmpp]\njid = \"operator@%s/ctl\"\npassword = \"pw-operator\"\nserver = %q\nca_file = %q\n",
+		srv.Host, srv.Host, srv.Addr, srv.CAFile)), 0o600)
+
+	tests := []struct {
+		args []string
+		code int
+		want []string // substrings of stdout (exit 0/1) or stderr (exit 2 or an error)
+	}{
+		{[]string{"ping"}, 0, []string{"pong from device@"}},
+		{[]string{"commands"}, 0, []string{"status", "read", "set", "action", "reload"}},
+		{[]string{"status"}, 0, []string{"Session: online as device@", "relay1 (writable)", "hello"}},
+		{[]string{"read", "greenhouse"}, 0, []string{"greenhouse: temperature=", "humidity="}},
+		{[]string{"read", "pump"}, 1, []string{"item-not-found", "pump"}},
+		{[]string{"set", "relay1", "on"}, 0, []string{"ok, relay1 set to true"}},
+		{[]string{"read", "relay1"}, 0, []string{"relay1: state=true"}},
+		{[]string{"set", "relay1", "7"}, 1, []string{"bad-request", "7"}},
+		{[]string{"exec", "set", "device=relay1", "value=off"}, 0, []string{"info: ok, relay1: state=false"}},
+		{[]string{"exec", "set"}, 1, []string{"needs more input", "device=<list-single, required>", "(one of: relay1)"}},
+		{[]string{"run", "hello"}, 0, []string{"Exit code: 0", "Output: hi"}},
+		{[]string{"run", "fail"}, 1, []string{"Exit code: 1", "warn: fail: failed with exit code 1"}},
+		{[]string{"reload"}, 1, []string{"feature-not-implemented", "no config file"}},
+		{[]string{"set", "relay1"}, 2, []string{"usage: set"}},
+		{[]string{"exec", "set", "device"}, 2, []string{"not var=value"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"-config", op}, tt.args...), &stdout, &stderr)
+			out := stdout.String() + stderr.String()
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; output:\n%s", code, tt.code, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
