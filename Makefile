@@ -48,7 +48,8 @@ test: deps
 # accepting again to the session being back, readings lost and duplicated.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	$(GO) test -tags integration -run '^$$' -bench Integration -benchtime 3x ./agent/
+	$(GO) test -tags integration -run '^$$' -bench IntegrationReconnect -benchtime 3x ./agent/
+	$(GO) test -tags integration -run '^$$' -bench IntegrationCommandRTT -benchtime 1x ./agent/
 
 # cross builds static binaries for the boards stanzad targets.
 cross:

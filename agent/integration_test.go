@@ -25,7 +25,7 @@ type peer struct {
 	msgs chan *xmpp.Element
 }
 
-func newPeer(t *testing.T, srv *testserver.Server, user string) *peer {
+func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
 	t.Helper()
 	testserver.MustRegister(t, srv, user, "pw-"+user)
 	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})

@@ -634,11 +634,18 @@ func (s *Session) SendTracked(ctx context.Context, b []byte, tag uint64) error {
 	return s.sendLocked(b, tag)
 }
 
+// ackEvery is how many untracked stanzas (IQ answers, presence) may wait
+// for an ack before one is requested. Tracked stanzas (readings) ask at
+// once: their owners wait for the ack. Answers to commands do not, and
+// an <r/> after each would double the server's work per command.
+const ackEvery = 16
+
 func (s *Session) sendLocked(b []byte, tag uint64) error {
-	queued := false
+	queued, pending := false, 0
 	if s.sm != nil && !s.closed {
 		s.sm.mu.Lock()
 		err := s.sm.sent(b, tag)
+		pending = len(s.sm.unacked)
 		if err != nil {
 			s.sm.id = "" // what was not queued cannot be resumed: start afresh
 		}
@@ -659,7 +666,7 @@ func (s *Session) sendLocked(b []byte, tag uint64) error {
 	}
 	s.sent.Add(1)
 	switch {
-	case s.sm != nil:
+	case s.sm != nil && (tag != 0 || pending >= ackEvery):
 		s.requestAckLocked()
 	case tag != 0 && s.cfg.sm != nil && s.cfg.sm.onAck != nil:
 		s.cfg.sm.onAck([]uint64{tag})
