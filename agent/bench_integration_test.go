@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/stanzad/stanzad/agent"
-	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/internal/testserver"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -126,9 +125,9 @@ func procCPU(pid int) time.Duration {
 	}
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // after "pid (comm) "
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)                  // utime, field 14
-	st, _ := strconv.ParseInt(fields[12], 10, 64)                  // stime, field 15
-	return time.Duration(ut+st) * 10 * time.Millisecond            // USER_HZ = 100 on Linux
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)                 // utime, field 14
+	st, _ := strconv.ParseInt(fields[12], 10, 64)                 // stime, field 15
+	return time.Duration(ut+st) * 10 * time.Millisecond           // USER_HZ = 100 on Linux
 }
 
 func slixVersion() string {
@@ -143,5 +142,3 @@ func slixVersion() string {
 	}
 	return ""
 }
-
-var _ = config.Config{}
