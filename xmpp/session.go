@@ -882,7 +882,11 @@ func (s *Session) Close(ctx context.Context) error {
 	s.wmu.Lock()
 	var err error
 	if !s.closed {
-		err = s.writeLocked([]byte("<presence type='unavailable'/></stream:stream>"))
+		// The presence is a stanza the server counts in its final ack
+		// (XEP-0198 §4): it must be counted here too.
+		if err = s.sendLocked([]byte("<presence type='unavailable'/>"), 0); err == nil {
+			err = s.writeLocked([]byte("</stream:stream>"))
+		}
 	}
 	s.wmu.Unlock()
 	if s.serving.Load() && err == nil {

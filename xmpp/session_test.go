@@ -472,3 +472,49 @@ func TestParseH(t *testing.T) {
 		}
 	}
 }
+
+// The unavailable presence sent by Close is a stanza the server counts:
+// its final ack must not look like an over-acknowledgement.
+func TestSessionCloseCountsPresence(t *testing.T) {
+	cfg, done := scriptedPeer(t, &peer{sm: true}, "secret", func(p *peer) error {
+		for {
+			el, _, err := p.element()
+			if err != nil {
+				return err
+			}
+			if el.Name == "presence" {
+				if el.Attr("type") != "unavailable" {
+					return fmt.Errorf("presence %v, want unavailable", el)
+				}
+				break
+			}
+		}
+		p.send("<a xmlns='urn:xmpp:sm:3' h='2'/></stream:stream>")
+		if el, inner, err := p.element(); err == nil && el.Name == "error" {
+			return fmt.Errorf("client answered the final ack with a stream error: %s", inner)
+		}
+		return nil
+	})
+	cfg.sm = &smState{}
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(context.Background()) }()
+	if err := s.SendTracked(context.Background(), []byte("<message to='b@iot.test'/>"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var se *StreamError
+	err = <-serveErr
+	t.Logf("Serve: %v", err)
+	if errors.As(err, &se) {
+		t.Errorf("Serve() = %v after a clean close", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

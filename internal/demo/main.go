@@ -100,6 +100,11 @@ state_dir = %[5]q
 
 [acl]
 operators = ["operator@%[1]s"]
+
+[[action]]
+name = "uptime"
+argv = ["/usr/bin/uptime"]
+timeout = "5s"
 `, srv.Host, writeSecret("device.pass", devPass), srv.Addr, srv.CAFile, filepath.Join(dir, "state"))), 0o600)
 	if err != nil {
 		return err
@@ -177,11 +182,28 @@ server_name = %[1]q
 		time.Sleep(300 * time.Millisecond)
 	}
 
-	for _, c := range [][]string{{"status"}, {"read"}, {"set", "relay1", "on"}, {"read", "relay1"}, {"set", "relay1", "maybe"}} {
-		step("operator> %s", strings.Join(c, " "))
-		out, err := ctl(c...)
-		if err != nil {
+	for _, c := range []struct {
+		args    []string
+		refused bool // the agent must answer with an error
+	}{
+		{args: []string{"commands"}},
+		{args: []string{"status"}},
+		{args: []string{"read"}},
+		{args: []string{"set", "relay1", "on"}},
+		{args: []string{"read", "relay1"}},
+		{args: []string{"run", "uptime"}},
+		{args: []string{"set", "relay1", "maybe"}, refused: true},
+		{args: []string{"read", "pump"}, refused: true},
+	} {
+		step("operator> stanzactl %s", strings.Join(c.args, " "))
+		out, err := ctl(c.args...)
+		switch {
+		case err != nil && c.refused:
+			out = "error: " + strings.TrimPrefix(err.Error(), "stanzactl "+strings.Join(c.args, " ")+": exit status 1: ")
+		case err != nil:
 			return err
+		case c.refused:
+			return fmt.Errorf("stanzactl %s: accepted, want an error: %s", strings.Join(c.args, " "), out)
 		}
 		for _, line := range strings.Split(out, "\n") {
 			fmt.Println("    agent< " + line)
