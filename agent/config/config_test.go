@@ -223,6 +223,9 @@ func TestParseErrors(t *testing.T) {
 		// [agent], [acl]
 		{"log_level", head + "[agent]\nlog_level = \"verbose\"\n", "agent.log_level", 5, `"verbose" is not one of debug, info, warn, error`},
 		{"log_format", head + "[agent]\nlog_format = \"xml\"\n", "agent.log_format", 5, "text, json"},
+		{"rate zero", head + "[acl]\ncommand_rate = 0.0\n", "acl.command_rate", 5, "above 0"},
+		{"rate negative", head + "[acl]\ncommand_rate = -1.0\n", "acl.command_rate", 5, "above 0"},
+		{"burst zero", head + "[acl]\ncommand_burst = 0\n", "acl.command_burst", 5, "between 1 and"},
 		{"outbox small", head + "[agent]\noutbox_max = \"32KiB\"\n", "agent.outbox_max", 5, "minimum of 64KiB"},
 		{"outbox zero", head + "[agent]\noutbox_max = 0\n", "agent.outbox_max", 5, "minimum of 64KiB"},
 		{"outbox invalid", head + "[agent]\noutbox_max = \"lots\"\n", "agent.outbox_max", 5, "invalid size"},
