@@ -3,7 +3,6 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -37,17 +36,7 @@ func BenchmarkIntegrationCommandRTT(b *testing.B) {
 	cfg := agentConfig(srv, b.TempDir())
 	cfg.Sinks = nil // commands only: no telemetry on the wire
 	cfg.ACL.CommandRate, cfg.ACL.CommandBurst = 1e6, 1e6
-	a, err := agent.New(agent.Options{Config: cfg, Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
-	if _, err := a.WaitConnected(b.Context()); err != nil {
-		b.Fatal(err)
-	}
+	runOnline(b, agent.Options{Config: cfg, Version: "bench"})
 	targets := []struct{ name, jid string }{
 		{"stanzad", cfg.XMPP.JID},
 		{"slixmpp " + slixVersion(), peer.JID},

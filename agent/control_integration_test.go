@@ -130,19 +130,7 @@ func TestIntegrationControl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Options{Config: cfg, ConfigPath: cfgPath, Version: "test", Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer wcancel()
-	if _, err := a.WaitConnected(wctx); err != nil {
-		t.Fatal(err)
-	}
+	a := runOnline(t, agent.Options{Config: cfg, ConfigPath: cfgPath, Version: "test", Logger: testLogger(t)})
 	to := "device@" + srv.Host + "/agent"
 
 	t.Run("disco", func(t *testing.T) {

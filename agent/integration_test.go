@@ -145,6 +145,26 @@ func startAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 	return stop
 }
 
+// runOnline runs an agent for the rest of the test and returns it once
+// its session is up.
+func runOnline(tb testing.TB, opts agent.Options) *agent.Agent {
+	tb.Helper()
+	a, err := agent.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(tb.Context(), 15*time.Second)
+	defer wcancel()
+	if _, err := a.WaitConnected(wctx); err != nil {
+		tb.Fatal(err)
+	}
+	return a
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
 }
