@@ -206,6 +206,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			s.box.Run(gctx)
 		}()
 	}
+	if a.configPath != "" {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			a.watchConfig(gctx)
+		}()
+	}
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)

@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// configSettle is how long the config file must be quiet before a change
+// is reloaded: editors and config managers write in several steps.
+const configSettle = 500 * time.Millisecond
+
+// watchConfig reloads the config when its file changes, until ctx is
+// done. It watches the directory, not the file, because editors and
+// configuration managers replace files by renaming a new one over them,
+// which ends a watch on the old inode. A watch that cannot be set up is
+// logged; SIGHUP and the ad-hoc reload still work.
+func (a *Agent) watchConfig(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		a.log.Warn("config file not watched; reload with SIGHUP", "err", err)
+		return
+	}
+	defer w.Close()
+	dir, name := filepath.Split(filepath.Clean(a.configPath))
+	if dir == "" {
+		dir = "."
+	}
+	if err := w.Add(dir); err != nil {
+		a.log.Warn("config file not watched; reload with SIGHUP", "dir", dir, "err", err)
+		return
+	}
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Base(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				settle.Reset(configSettle)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			a.log.Warn("config watch", "err", err)
+		case <-settle.C:
+			if _, err := a.Reload(ctx, Caller{Role: RoleOperator, Via: "file-change"}); err != nil {
+				a.log.Error("config file changed but was not reloaded", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// A config file replaced the way editors do it (write a new file, rename
+// it over the old one) is reloaded; a broken one is not.
+func TestWatchConfigReloads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stanzad.toml")
+	write := func(operator string) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".stanzad.toml.swp")
+		body := "[xmpp]\njid = \"device@iot.test/agent\"\npassword = \"x\"\n[agent]\nstate_dir = \"" + dir + "\"\n" +
+			"[acl]\noperators = [\"" + operator + "\"]\n"
+		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice@iot.test")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeState()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.watchConfig(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	bob := xmpp.MustParseJID("bob@iot.test/phone")
+	// change writes the file until the watcher has applied it (the first
+	// write may come before the watch is set up).
+	change := func(operator string, want Role) {
+		t.Helper()
+		for range 20 {
+			write(operator)
+			for range 50 {
+				if a.policy().acl.role(bob) == want {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		t.Fatalf("bob's role is %v, want %v", a.policy().acl.role(bob), want)
+	}
+	change("bob@iot.test", RoleOperator)
+
+	// A broken file leaves the running ACL alone; the next good one applies.
+	os.WriteFile(path, []byte("[acl]\noperators = 7\n"), 0o600)
+	time.Sleep(2 * configSettle)
+	if got := a.policy().acl.role(bob); got != RoleOperator {
+		t.Fatalf("a broken config changed bob's role to %v", got)
+	}
+	change("carol@iot.test", RoleNone)
+}
