@@ -166,8 +166,11 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 		}
 	}
 	var sess *commandSession
+	var snap commandSession // sess as it was, read under the lock
 	if sid != "" {
-		sess = c.sessions[sid]
+		if sess = c.sessions[sid]; sess != nil {
+			snap = *sess
+		}
 	}
 	c.mu.Unlock()
 
@@ -177,7 +180,7 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 	if !cmd.allowed(from) {
 		return nil, &StanzaError{Type: ErrorTypeAuth, Condition: "forbidden"}
 	}
-	if sid != "" && (sess == nil || sess.cmd != cmd || sess.owner != from) {
+	if sid != "" && (sess == nil || snap.cmd != cmd || snap.owner != from) {
 		// An unknown, expired or someone else's session: the same answer,
 		// so a session id reveals nothing about other requesters.
 		return nil, commandError(ErrorTypeModify, "bad-request", "bad-sessionid")
@@ -210,28 +213,28 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 		}
 		r.Action = "execute"
 	} else {
-		r.State = sess.state
+		r.State = snap.state
 		switch action {
 		case "", "execute":
-			if sess.last {
+			if snap.last {
 				r.Action = "complete"
 			} else {
 				r.Action = "next"
 			}
 		case "next":
-			if sess.last {
+			if snap.last {
 				return nil, commandError(ErrorTypeModify, "bad-request", "bad-action")
 			}
 		case "prev":
-			if sess.shown == 0 {
+			if snap.shown == 0 {
 				return nil, commandError(ErrorTypeModify, "bad-request", "bad-action")
 			}
 			r.Form = nil
 		}
 		if action == "prev" {
-			r.Stage = sess.shown - 1
+			r.Stage = snap.shown - 1
 		} else {
-			r.Stage = sess.shown
+			r.Stage = snap.shown
 			if r.Form == nil {
 				return nil, commandError(ErrorTypeModify, "bad-request", "bad-payload")
 			}
