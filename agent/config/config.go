@@ -331,6 +331,7 @@ func (d *Device) setDefaults(has func(string) bool) {
 		dflt(has, "address", &d.Address, map[string]uint16{"i2c-bme280": 0x76, "i2c-sht3x": 0x44}[d.Kind])
 	case "onewire-ds18b20":
 		interval(10 * time.Second)
+		dflt(has, "root", &d.Root, "/")
 	case "system":
 		interval(60 * time.Second)
 		dflt(has, "root", &d.Root, "/")

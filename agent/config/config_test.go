@@ -122,7 +122,7 @@ device = "outside"
 		{Name: "relay1", Kind: "gpio-out", Pin: "GPIO17"},
 		{Name: "climate", Kind: "i2c-bme280", Bus: "1", Address: 0x76, Interval: Duration{10 * s}},
 		{Name: "shed", Kind: "i2c-sht3x", Bus: "1", Address: 0x44, Interval: Duration{10 * s}},
-		{Name: "probe", Kind: "onewire-ds18b20", ID: "28-0316a2795dff", Interval: Duration{10 * s}},
+		{Name: "probe", Kind: "onewire-ds18b20", ID: "28-0316a2795dff", Root: "/", Interval: Duration{10 * s}},
 		{Name: "host", Kind: "system", Interval: Duration{60 * s}, Root: "/"},
 		{Name: "meter", Kind: "serial", Port: "/dev/ttyUSB0", Baud: 9600, Parity: "none", DataBits: 8, StopBits: 1, Parse: "line", MaxLine: 4 << 10},
 		{Name: "log", Kind: "file", Path: "/var/log/x", Parse: "line", MaxSize: 64 << 10},
