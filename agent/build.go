@@ -116,7 +116,6 @@ func openBus(bus string) devices.BusOpener {
 	}
 }
 
-
 // ApplyDemo fills in what `stanzad -demo` needs beyond the XMPP account:
 // a simulated climate sensor and relay when no devices are configured, and
 // a chat sink to every operator when no sinks are.

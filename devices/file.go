@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -39,6 +40,9 @@ const fileSettle = 50 * time.Millisecond
 // it is back.
 type File struct {
 	cfg FileConfig
+	// isDir remembers that Path was a directory, so a Run after it was
+	// removed waits for the directory instead of watching for a file.
+	isDir atomic.Bool
 }
 
 // NewFile returns a file device.
@@ -59,8 +63,10 @@ func (f *File) Name() string { return f.cfg.Name }
 // reports the current content first.
 func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 	path := filepath.Clean(f.cfg.Path)
-	st, err := os.Stat(path)
-	isDir := err == nil && st.IsDir()
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		f.isDir.Store(true)
+	}
+	isDir := f.isDir.Load()
 	dir, target := filepath.Dir(path), filepath.Base(path)
 	if isDir {
 		dir, target = path, ""

@@ -157,4 +157,3 @@ func (w WritableSerial) Set(_ context.Context, value string) (Reading, error) {
 	}
 	return Reading{Device: w.cfg.Name, Time: time.Now().UTC(), Fields: []Field{Text("sent", clean(value))}}, nil
 }
-
