@@ -82,6 +82,9 @@ func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 		if d.Writable {
 			line += " (writable)"
 		}
+		if d.Err != "" {
+			line += fmt.Sprintf(" — failing since %s UTC: %s", d.ErrSince.UTC().Format(time.TimeOnly), d.Err)
+		}
 		devs = append(devs, line)
 	}
 	f := &xmpp.Form{Type: xmpp.FormResult, Title: "stanzad status", Fields: []xmpp.FormField{

@@ -66,6 +66,7 @@ type Agent struct {
 	lastDispatch atomic.Int64
 	strangers    strangerLog
 	limited      strangerLog // rate-limited senders, logged once a minute
+	health       deviceHealth
 }
 
 // New builds an agent from its configuration. It opens state files and
@@ -304,11 +305,19 @@ func (a *Agent) superviseDevice(ctx context.Context, d devices.Device) {
 	log := a.log.With("device", d.Name())
 	delay := time.Second
 	for {
+		started := time.Now()
 		err := d.Run(ctx, a.emit)
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("device stopped; restarting", "err", err, "in", delay)
+		if time.Since(started) > time.Minute {
+			delay = time.Second // it ran fine for a while: a new fault
+		}
+		if err == nil {
+			err = errors.New("stopped without an error")
+		}
+		a.health.failed(a.log, d.Name(), err)
+		log.Info("device restarting", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
 			return
@@ -336,8 +345,8 @@ func (a *Agent) dispatch() {
 	var scratch []byte
 	for r := range a.bus {
 		a.lastDispatch.Store(time.Now().UnixNano())
+		a.health.note(a.log, r)
 		if r.Err != nil {
-			a.log.Warn("reading failed", "device", r.Device, "err", r.Err)
 			continue
 		}
 		for _, s := range a.sinks {
@@ -503,6 +512,9 @@ func (r StatusReport) Text() string {
 		b.WriteString(" " + d.Name)
 		if d.Writable {
 			b.WriteString(" (writable)")
+		}
+		if d.Err != "" {
+			fmt.Fprintf(&b, " (failing since %s: %s)", d.ErrSince.UTC().Format(time.TimeOnly), d.Err)
 		}
 	}
 	if len(r.Actions) > 0 {

@@ -91,6 +91,10 @@ type OutboxStatus struct {
 type DeviceInfo struct {
 	Name               string
 	Readable, Writable bool
+	// Err is the device's last failure while it is failing (a bus error,
+	// an unplugged adapter), with when it started; empty when healthy.
+	Err      string
+	ErrSince time.Time
 }
 
 // Status reports the agent's state. Viewers and operators.
@@ -111,7 +115,9 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 	for _, d := range a.devs {
 		_, r := d.(devices.Reader)
 		_, w := d.(devices.Setter)
-		rep.Devices = append(rep.Devices, DeviceInfo{Name: d.Name(), Readable: r, Writable: w})
+		info := DeviceInfo{Name: d.Name(), Readable: r, Writable: w}
+		info.Err, info.ErrSince = a.health.failing(d.Name())
+		rep.Devices = append(rep.Devices, info)
 	}
 	rep.Actions = a.policy().order
 	return rep, nil

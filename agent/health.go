@@ -1,0 +1,69 @@
+package agent
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/stanzad/stanzad/devices"
+)
+
+// deviceHealth tracks which devices are failing, from the readings they
+// emit and from their Run errors. A device that fails every interval
+// logs when it starts failing and when it recovers, not every time.
+type deviceHealth struct {
+	mu   sync.Mutex
+	fail map[string]deviceFailure
+}
+
+type deviceFailure struct {
+	err   string
+	since time.Time
+	count uint64
+}
+
+// note records a reading's outcome.
+func (h *deviceHealth) note(log *slog.Logger, r devices.Reading) {
+	if r.Err != nil {
+		h.failed(log, r.Device, r.Err)
+		return
+	}
+	h.mu.Lock()
+	f, was := h.fail[r.Device]
+	delete(h.fail, r.Device)
+	h.mu.Unlock()
+	if was {
+		log.Info("device recovered", "device", r.Device, "failed_for", time.Since(f.since).Round(time.Second), "failures", f.count)
+	}
+}
+
+// failed records a failure: an error reading or a Run that ended.
+func (h *deviceHealth) failed(log *slog.Logger, name string, err error) {
+	h.mu.Lock()
+	if h.fail == nil {
+		h.fail = make(map[string]deviceFailure)
+	}
+	f, was := h.fail[name]
+	if !was {
+		f.since = time.Now()
+	}
+	f.err, f.count = err.Error(), f.count+1
+	h.fail[name] = f
+	h.mu.Unlock()
+	if !was {
+		log.Warn("device failing", "device", name, "err", err)
+	} else {
+		log.Debug("device still failing", "device", name, "err", err, "failures", f.count)
+	}
+}
+
+// failing returns the last error of a failing device, or "".
+func (h *deviceHealth) failing(name string) (string, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f, ok := h.fail[name]
+	if !ok {
+		return "", time.Time{}
+	}
+	return f.err, f.since
+}
