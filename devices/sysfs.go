@@ -165,19 +165,26 @@ func (s *system) cpuTemp() (Field, error) {
 }
 
 func (s *system) load1() (Field, error) {
-	b, err := s.file("proc/loadavg")
+	v, err := s.firstNumber("proc/loadavg")
+	return Number("load1", v, 2, ""), err
+}
+
+// firstNumber returns the first whitespace-separated number of a file
+// (/proc/loadavg, /proc/uptime).
+func (s *system) firstNumber(path string) (float64, error) {
+	b, err := s.file(path)
 	if err != nil {
-		return Field{}, err
+		return 0, err
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return Field{}, errors.New("proc/loadavg: empty")
+		return 0, fmt.Errorf("%s: empty", path)
 	}
 	v, err := strconv.ParseFloat(f[0], 64)
 	if err != nil {
-		return Field{}, fmt.Errorf("proc/loadavg: %w", err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return Number("load1", v, 2, ""), nil
+	return v, nil
 }
 
 func (s *system) memAvailable() (Field, error) {
@@ -210,19 +217,8 @@ func (s *system) diskFree() (Field, error) {
 }
 
 func (s *system) uptime() (Field, error) {
-	b, err := s.file("proc/uptime")
-	if err != nil {
-		return Field{}, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return Field{}, errors.New("proc/uptime: empty")
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return Field{}, fmt.Errorf("proc/uptime: %w", err)
-	}
-	return Number("uptime", v, 0, "s"), nil
+	v, err := s.firstNumber("proc/uptime")
+	return Number("uptime", v, 0, "s"), err
 }
 
 // wifi reads the signal level of the first interface in
