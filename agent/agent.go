@@ -67,6 +67,7 @@ type Agent struct {
 	strangers    strangerLog
 	limited      strangerLog // rate-limited senders, logged once a minute
 	health       deviceHealth
+	calls        deviceCalls
 }
 
 // New builds an agent from its configuration. It opens state files and

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -61,9 +62,9 @@ func (a *Agent) Read(ctx context.Context, c Caller, names []string) (_ []devices
 	}
 	out := make([]devices.Reading, 0, len(targets))
 	for _, d := range targets {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := d.(devices.Reader).Read(rctx)
-		cancel()
+		r, err := a.calls.do(ctx, d.Name(), func(ctx context.Context) (devices.Reading, error) {
+			return d.(devices.Reader).Read(ctx)
+		})
 		if err != nil {
 			r = devices.Reading{Device: d.Name(), Time: time.Now().UTC(), Err: err}
 		}
@@ -89,13 +90,66 @@ func (a *Agent) Set(ctx context.Context, c Caller, name, value string) (r device
 	if !ok {
 		return r, fmt.Errorf("%q: %w (writable: %s)", name, ErrNotWritable, a.writableNames())
 	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	r, err = s.Set(sctx, value)
+	r, err = a.calls.do(ctx, name, func(ctx context.Context) (devices.Reading, error) {
+		return s.Set(ctx, value)
+	})
 	if err != nil && !errors.Is(err, devices.ErrBadValue) {
 		err = fmt.Errorf("%w: %s: %w", ErrDevice, name, err)
 	}
 	return r, err
+}
+
+// deviceCalls bounds on-demand device calls (Read, Set): a driver that
+// hangs (a wedged bus, a serial write that never drains) must not hang the
+// command, nor pile up goroutines. A call that does not return within
+// timeout is abandoned with an error; until it does return, further calls
+// to that device fail at once.
+type deviceCalls struct {
+	timeout time.Duration // default 10s
+	mu      sync.Mutex
+	busy    map[string]bool
+}
+
+// ErrDeviceBusy is returned while an earlier call to the device has not
+// returned.
+var ErrDeviceBusy = errors.New("device has not answered an earlier request yet")
+
+func (dc *deviceCalls) do(ctx context.Context, name string, call func(context.Context) (devices.Reading, error)) (devices.Reading, error) {
+	dc.mu.Lock()
+	if dc.busy == nil {
+		dc.busy = make(map[string]bool)
+	}
+	if dc.busy[name] {
+		dc.mu.Unlock()
+		return devices.Reading{}, fmt.Errorf("%s: %w", name, ErrDeviceBusy)
+	}
+	dc.busy[name] = true
+	dc.mu.Unlock()
+
+	timeout := dc.timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	type result struct {
+		r   devices.Reading
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { // owned by the call; ends when the driver returns
+		defer cancel()
+		r, err := call(ctx)
+		dc.mu.Lock()
+		delete(dc.busy, name)
+		dc.mu.Unlock()
+		ch <- result{r, err}
+	}()
+	select {
+	case res := <-ch:
+		return res.r, res.err
+	case <-ctx.Done():
+		return devices.Reading{}, fmt.Errorf("%s: no answer within %v", name, timeout)
+	}
 }
 
 // audit writes one line per command: who, what, result, duration. Control
@@ -151,7 +205,7 @@ func stanzaError(err error) *xmpp.StanzaError {
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
 	case errors.Is(err, ErrRateLimited):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrDeviceBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error() + "; try again when it has finished"}
 	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownAction):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "item-not-found", Text: err.Error()}

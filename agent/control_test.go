@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
 
@@ -154,4 +155,52 @@ func TestStanzaErrorMapping(t *testing.T) {
 	if se := stanzaError(ErrForbidden); se.Text != "" {
 		t.Errorf("forbidden carries text %q: strangers get <forbidden/> and nothing else", se.Text)
 	}
+}
+
+// hung is a device whose on-demand calls never return until released.
+type hung struct{ release chan struct{} }
+
+func (h hung) Name() string                                           { return "hung" }
+func (h hung) Run(ctx context.Context, _ func(devices.Reading)) error { <-ctx.Done(); return nil }
+func (h hung) Read(context.Context) (devices.Reading, error) {
+	<-h.release
+	return devices.Reading{Device: "hung", Fields: []devices.Field{devices.Bool("state", true)}}, nil
+}
+func (h hung) Set(context.Context, string) (devices.Reading, error) {
+	<-h.release
+	return devices.Reading{Device: "hung"}, nil
+}
+
+// A driver that hangs costs a command its timeout, once: later calls fail
+// at once until it returns, and other devices are not held up.
+func TestHungDevice(t *testing.T) {
+	h := hung{release: make(chan struct{})}
+	sw := devices.NewSwitch(devices.SwitchConfig{Name: "relay1"})
+	cfg := &config.Config{XMPP: config.XMPP{JID: "device@iot.test/agent"}, Agent: config.Agent{StateDir: t.TempDir()}}
+	a, err := New(Options{Config: cfg, Devices: []devices.Device{h, sw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeState()
+	a.calls.timeout = 100 * time.Millisecond
+	op := Caller{Role: RoleOperator, Via: "test"}
+	rs, err := a.Read(context.Background(), op, []string{"hung"})
+	if err != nil || len(rs) != 1 || rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), "no answer within") {
+		t.Fatalf("Read of a hung device = %+v, %v", rs, err)
+	}
+	_, err = a.Set(context.Background(), op, "hung", "on")
+	if !errors.Is(err, ErrDeviceBusy) || stanzaError(err).Condition != "resource-constraint" {
+		t.Fatalf("Set while the read hangs = %v, want ErrDeviceBusy as resource-constraint", err)
+	}
+	if r, err := a.Set(context.Background(), op, "relay1", "on"); err != nil || !r.Fields[0].Bool {
+		t.Errorf("another device held up: %+v, %v", r, err)
+	}
+	close(h.release)
+	for range 100 { // the abandoned call returns and frees the device
+		if rs, _ := a.Read(context.Background(), op, []string{"hung"}); rs[0].Err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("device still busy after its call returned")
 }
