@@ -95,3 +95,24 @@ func FuzzParsers(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseKV(b *testing.B) {
+	p, _ := NewParser("kv", "")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p("temp=21.5 hum=40.2 door=open"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFramer(b *testing.B) {
+	chunk := []byte("temp=21.5 hum=40.2\r\nkwh=1234.5 ok=true\n")
+	fr := framer{max: 4096}
+	n := 0
+	b.ReportAllocs()
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		fr.feed(chunk, func([]byte, bool) { n++ })
+	}
+}
