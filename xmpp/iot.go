@@ -66,28 +66,32 @@ func ParseReadoutRequest(e *Element) (ReadoutRequest, error) {
 		if c.Space != NSSensorData {
 			continue
 		}
+		var err error
 		switch c.Name {
 		case "node":
-			id := c.Attr("nodeId")
-			if id == "" {
-				return r, fmt.Errorf("<node/> without nodeId")
-			}
-			if len(r.Nodes) == maxIoTNodes {
-				return r, fmt.Errorf("more than %d nodes", maxIoTNodes)
-			}
-			r.Nodes = append(r.Nodes, id)
+			r.Nodes, err = appendNamed(r.Nodes, c, "nodeId", maxIoTNodes)
 		case "field":
-			name := c.Attr("name")
-			if name == "" {
-				return r, fmt.Errorf("<field/> without name")
-			}
-			if len(r.Fields) == maxIoTParams {
-				return r, fmt.Errorf("more than %d fields", maxIoTParams)
-			}
-			r.Fields = append(r.Fields, name)
+			r.Fields, err = appendNamed(r.Fields, c, "name", maxIoTParams)
+		}
+		if err != nil {
+			return r, err
 		}
 	}
 	return r, nil
+}
+
+// appendNamed appends the attr of element c (a <node nodeId/> or a
+// <field name/> filter) to list, refusing a missing value and more than
+// max entries.
+func appendNamed(list []string, c *Element, attr string, max int) ([]string, error) {
+	v := c.Attr(attr)
+	if v == "" {
+		return list, fmt.Errorf("<%s/> without %s", c.Name, attr)
+	}
+	if len(list) == max {
+		return list, fmt.Errorf("more than %d %ss", max, c.Name)
+	}
+	return append(list, v), nil
 }
 
 // ControlParam is one typed XEP-0325 control parameter.
@@ -120,14 +124,10 @@ func ParseControlSet(e *Element) (ControlSet, error) {
 			continue
 		}
 		if c.Name == "node" {
-			id := c.Attr("nodeId")
-			if id == "" {
-				return s, fmt.Errorf("<node/> without nodeId")
+			var err error
+			if s.Nodes, err = appendNamed(s.Nodes, c, "nodeId", maxIoTNodes); err != nil {
+				return s, err
 			}
-			if len(s.Nodes) == maxIoTNodes {
-				return s, fmt.Errorf("more than %d nodes", maxIoTNodes)
-			}
-			s.Nodes = append(s.Nodes, id)
 			continue
 		}
 		p := ControlParam{Type: c.Name, Name: c.Attr("name"), Value: c.Attr("value")}
