@@ -3,6 +3,7 @@ package agent
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stanzad/stanzad/devices"
@@ -12,6 +13,10 @@ import (
 // emit and from their Run errors. A device that fails every interval
 // logs when it starts failing and when it recovers, not every time.
 type deviceHealth struct {
+	// nfailing is the number of entries of fail, so a good reading while every
+	// device is healthy (the dispatch hot path) takes no lock.
+	nfailing atomic.Int32
+
 	mu   sync.Mutex
 	fail map[string]deviceFailure
 }
@@ -28,9 +33,15 @@ func (h *deviceHealth) note(log *slog.Logger, r devices.Reading) {
 		h.failed(log, r.Device, r.Err)
 		return
 	}
+	if h.nfailing.Load() == 0 {
+		return
+	}
 	h.mu.Lock()
 	f, was := h.fail[r.Device]
-	delete(h.fail, r.Device)
+	if was {
+		delete(h.fail, r.Device)
+		h.nfailing.Add(-1)
+	}
 	h.mu.Unlock()
 	if was {
 		log.Info("device recovered", "device", r.Device, "failed_for", time.Since(f.since).Round(time.Second), "failures", f.count)
@@ -46,6 +57,7 @@ func (h *deviceHealth) failed(log *slog.Logger, name string, err error) {
 	f, was := h.fail[name]
 	if !was {
 		f.since = time.Now()
+		h.nfailing.Add(1)
 	}
 	f.err, f.count = err.Error(), f.count+1
 	h.fail[name] = f
