@@ -27,6 +27,8 @@ func TestDS18B20(t *testing.T) {
 		{"28-00000000dead", "CRC check failed"},
 		{"28-000000000085", "power-on reset"},
 		{"28-0000000000ff", "w1-gpio overlay"},
+		{"28-00000000beef", "unexpected w1_slave contents"},
+		{"28-0000000000aa", "no temperature"},
 	}
 	for _, tt := range tests {
 		r, err := readOnce(t, NewDS18B20(DS18B20Config{Name: "probe", ID: tt.id, Root: board}))

@@ -92,7 +92,8 @@ type commandSession struct {
 	expires time.Time
 }
 
-// Add registers cmd; commands are listed in the order added.
+// Add registers cmd; commands are listed in the order added. Add every
+// command before Register, which announces their disco nodes.
 func (c *Commands) Add(cmd *Command) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -149,6 +149,11 @@ func TestCommandsCancelExpireLimits(t *testing.T) {
 	wantCondition(t, err, "bad-request", "bad-action")
 	_, err = adhocClient{t, c, "viewer@iot.test/x"}.do(`node='greet'`, "")
 	wantCondition(t, err, "forbidden", "")
+	// A malformed form is refused before the command sees it.
+	_, err = op.do(`node='greet'`, `<x xmlns='jabber:x:data' type='bogus'/>`)
+	wantCondition(t, err, "bad-request", "")
+	_, err = op.do(`node='greet'`, `<x xmlns='jabber:x:data' type='submit'><field var='a'/><field var='a'/></x>`)
+	wantCondition(t, err, "bad-request", "")
 }
 
 func TestCommandsShortcut(t *testing.T) {
