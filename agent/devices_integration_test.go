@@ -5,16 +5,13 @@ package agent_test
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stanzad/stanzad/agent"
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/internal/ptytest"
 	"github.com/stanzad/stanzad/internal/testserver"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -34,7 +31,7 @@ func TestIntegrationDevices(t *testing.T) {
 	w1 := filepath.Join(dir, "sys/bus/w1/devices/28-0316a2795dff")
 	os.MkdirAll(w1, 0o755)
 	os.WriteFile(filepath.Join(w1, "w1_slave"), []byte("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=21500\n"), 0o644)
-	master, slave := openPTY(t)
+	master, slave := ptytest.Open(t)
 	defer master.Close()
 
 	cfg := agentConfig(srv, filepath.Join(dir, "state"))
@@ -95,21 +92,4 @@ func TestIntegrationDevices(t *testing.T) {
 	if got := op.ask(t, to, "read shed"); !strings.Contains(got, "shed: error:") {
 		t.Errorf("read shed: %q", got)
 	}
-}
-
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("pseudo-terminal: %v", err)
-	}
-	fd := int(m.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, "/dev/pts/" + strconv.Itoa(n)
 }

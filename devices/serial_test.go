@@ -5,37 +5,17 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.bug.st/serial"
-	"golang.org/x/sys/unix"
+
+	"github.com/stanzad/stanzad/internal/ptytest"
 )
 
-// openPTY returns the master side of a new pseudo-terminal and the path of
-// its slave side, which the device opens as its serial port.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	fd := int(m.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, "/dev/pts/" + strconv.Itoa(n)
-}
-
 func TestSerial(t *testing.T) {
-	master, slave := openPTY(t)
+	master, slave := ptytest.Open(t)
 	// The port is a symlink, like /dev/serial/by-id/...: unplugging and
 	// replugging the adapter is closing the pty and pointing the link at
 	// a new one.
@@ -104,7 +84,7 @@ func TestSerial(t *testing.T) {
 	}
 
 	// Replug: the next Run opens the new port behind the same name.
-	master2, slave2 := openPTY(t)
+	master2, slave2 := ptytest.Open(t)
 	defer master2.Close()
 	os.Remove(link)
 	os.Symlink(slave2, link)
