@@ -196,9 +196,9 @@ func (a *Agent) valueForm(ctx context.Context, name string) *xmpp.Form {
 	f := &xmpp.Form{Type: xmpp.FormForm, Title: "Set " + name}
 	val := xmpp.FormField{Var: "value", Type: xmpp.FieldTextSingle, Label: "New value", Required: true}
 	if rd, ok := a.byName[name].(devices.Reader); ok {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cur, err := rd.Read(rctx)
-		cancel()
+		// Through the bounded device calls, like every other read: a
+		// hung driver must not hang the form.
+		cur, err := a.calls.do(ctx, name, rd.Read)
 		switch {
 		case err != nil:
 			f.Instructions = []string{"Current state unknown: " + err.Error()}
