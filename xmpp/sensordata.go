@@ -32,19 +32,18 @@ type SensorField struct {
 }
 
 // SensorMessage is an unsolicited reading message: a human <body> plus
-// XEP-0323 <fields> for one node at one timestamp.
+// XEP-0323 <fields> with one or more nodes (several readings sent as one
+// stanza), each at its own timestamp.
 type SensorMessage struct {
 	To, ID string
 	// Type is the message type; empty means "chat".
 	Type string
 	// Body is the human text; empty means one is derived from the fields:
-	// "node: name=value unit ...".
+	// "node: name=value unit ...", one line per node.
 	Body  string
 	SeqNr uint64
-	Node  string
-	Time  time.Time
-	// Fields must not be empty.
-	Fields []SensorField
+	// Nodes must not be empty.
+	Nodes []SensorNode
 	// Delay, when non-zero, adds a XEP-0203 <delay> with this stamp: the
 	// time the stanza was first queued, for readings sent after an outage.
 	Delay time.Time
@@ -69,10 +68,15 @@ func AppendSensorMessage(dst []byte, m *SensorMessage) []byte {
 	if m.Body != "" {
 		dst = AppendEscaped(dst, m.Body)
 	} else {
-		dst = AppendSensorBody(dst, m.Node, m.Fields)
+		for i := range m.Nodes {
+			if i > 0 {
+				dst = append(dst, '\n')
+			}
+			dst = AppendSensorBody(dst, m.Nodes[i].ID, m.Nodes[i].Fields)
+		}
 	}
 	dst = append(dst, "</body>"...)
-	dst = AppendSensorFields(dst, m.SeqNr, m.Node, m.Time, m.Fields)
+	dst = appendFieldsElement(dst, m.SeqNr, true, m.Nodes)
 	if !m.Delay.IsZero() {
 		dst = append(dst, "<delay xmlns='urn:xmpp:delay'"...)
 		if m.DelayFrom != "" {

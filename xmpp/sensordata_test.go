@@ -44,17 +44,21 @@ func TestSensorMessageGolden(t *testing.T) {
 		file string
 		msg  SensorMessage
 	}{
-		{"reading.xml", SensorMessage{To: "operator@iot.test", ID: "r-42", SeqNr: 42, Node: "greenhouse", Time: ts, Fields: climate()}},
-		{"reading-delayed.xml", SensorMessage{To: "operator@iot.test", ID: "r-43", SeqNr: 43, Node: "greenhouse", Time: ts,
-			Fields: climate(), Delay: ts.Add(time.Second), DelayFrom: "device@iot.test"}},
-		{"reading-kinds.xml", SensorMessage{To: "room@conference.iot.test", Type: "groupchat", SeqNr: 1, Node: "door<&>'\"",
+		{"reading.xml", SensorMessage{To: "operator@iot.test", ID: "r-42", SeqNr: 42, Nodes: []SensorNode{{ID: "greenhouse", Time: ts, Fields: climate()}}}},
+		{"reading-delayed.xml", SensorMessage{To: "operator@iot.test", ID: "r-43", SeqNr: 43, Nodes: []SensorNode{{ID: "greenhouse", Time: ts,
+			Fields: climate()}}, Delay: ts.Add(time.Second), DelayFrom: "device@iot.test"}},
+		{"reading-kinds.xml", SensorMessage{To: "room@conference.iot.test", Type: "groupchat", SeqNr: 1, Nodes: []SensorNode{{ID: "door<&>'\"",
 			Time: ts.Add(1500 * time.Millisecond), Fields: []SensorField{
 				{Name: "open", Kind: FieldBoolean, Bool: true},
 				{Name: "line", Kind: FieldString, Str: "a<b & 'c' \x01 \xff"},
 				{Name: "bad", Kind: FieldNumeric, Num: math.NaN(), Decimals: -1},
 				{Name: "inf", Kind: FieldNumeric, Num: math.Inf(-1), Decimals: -1},
 				{Name: "shortest", Kind: FieldNumeric, Num: 0.1 + 0.2, Decimals: -1},
-			}}},
+			}}}}},
+		{"reading-batch.xml", SensorMessage{To: "operator@iot.test", ID: "r-44", SeqNr: 44, Nodes: []SensorNode{
+			{ID: "greenhouse", Time: ts, Fields: climate()},
+			{ID: "relay1", Time: ts.Add(time.Millisecond), Fields: []SensorField{{Name: "state", Kind: FieldBoolean, Bool: true}}},
+		}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -71,8 +75,14 @@ func TestSensorMessageGolden(t *testing.T) {
 			if f == nil || f.Attr("seqnr") != itoa(tt.msg.SeqNr) {
 				t.Fatalf("fields/seqnr missing: %s", el)
 			}
-			if n := len(f.Child("", "node").Child("", "timestamp").Children); n != len(tt.msg.Fields) {
-				t.Errorf("%d fields decoded, want %d", n, len(tt.msg.Fields))
+			nodes := f.Children
+			if len(nodes) != len(tt.msg.Nodes) {
+				t.Fatalf("%d nodes decoded, want %d", len(nodes), len(tt.msg.Nodes))
+			}
+			for i, n := range nodes {
+				if got := len(n.Child("", "timestamp").Children); got != len(tt.msg.Nodes[i].Fields) {
+					t.Errorf("node %d: %d fields decoded, want %d", i, got, len(tt.msg.Nodes[i].Fields))
+				}
 			}
 		})
 	}
@@ -80,7 +90,7 @@ func TestSensorMessageGolden(t *testing.T) {
 
 func BenchmarkAppendSensorMessage(b *testing.B) {
 	b.ReportAllocs()
-	m := SensorMessage{To: "operator@iot.test", ID: "r-42", SeqNr: 42, Node: "greenhouse", Time: ts, Fields: climate()}
+	m := SensorMessage{To: "operator@iot.test", ID: "r-42", SeqNr: 42, Nodes: []SensorNode{{ID: "greenhouse", Time: ts, Fields: climate()}}}
 	var buf []byte
 	for b.Loop() {
 		m.SeqNr++

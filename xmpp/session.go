@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,7 +87,7 @@ type Session struct {
 	rPending bool // an ack request is scheduled or outstanding
 
 	pmu     sync.Mutex
-	pending map[string]chan *Element
+	pending map[string]pendingIQ // by id; nil once Serve has returned
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -128,7 +129,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		cfg:      cfg,
 		log:      log,
 		conn:     conn,
-		pending:  make(map[string]chan *Element),
+		pending:  make(map[string]pendingIQ),
 		served:   make(chan struct{}),
 		idPrefix: randomID(4),
 	}
@@ -677,33 +678,91 @@ func (s *Session) sendLocked(b []byte, tag uint64) error {
 // SendIQ sends an IQ get or set and waits for its result. An IQ error
 // response is returned as a *StanzaError. Serve must be running.
 func (s *Session) SendIQ(ctx context.Context, iq *Element) (*Element, error) {
+	type answer struct {
+		res *Element
+		err error
+	}
+	ch := make(chan answer, 1)
+	id, err := s.SendIQFunc(ctx, iq, func(res *Element, err error) { ch <- answer{res, err} })
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case a := <-ch:
+		return a.res, a.err
+	case <-ctx.Done():
+		s.forget(id)
+		return nil, ctx.Err()
+	}
+}
+
+// pendingIQ is an IQ request waiting for its answer.
+type pendingIQ struct {
+	to   string // the request's 'to'; the answer must come from there
+	done func(res *Element, err error)
+}
+
+// SendIQFunc sends an IQ get or set and returns without waiting. done is
+// called exactly once, unless SendIQFunc returns an error: with the result,
+// with the error response and its *StanzaError, or with ErrClosed when the
+// stream ends first. It is called on the session's reading goroutine, so it
+// must not block. The returned id is the request's.
+//
+// Only an answer from the JID the request was sent to is accepted (RFC
+// 6120 §8.1.2.1): another entity cannot forge it by guessing the id.
+func (s *Session) SendIQFunc(ctx context.Context, iq *Element, done func(res *Element, err error)) (string, error) {
 	id := iq.Attr("id")
 	if id == "" {
 		id = s.NewID()
 		iq.SetAttr("id", id)
 	}
-	ch := make(chan *Element, 1)
-	s.pmu.Lock()
-	s.pending[id] = ch
-	s.pmu.Unlock()
-	defer func() {
-		s.pmu.Lock()
-		delete(s.pending, id)
-		s.pmu.Unlock()
-	}()
-	if err := s.Send(ctx, iq); err != nil {
-		return nil, err
+	if err := s.expect(id, iq.Attr("to"), done); err != nil {
+		return "", err
 	}
-	select {
-	case res := <-ch:
-		if res.Attr("type") == "error" {
-			return res, ParseStanzaError(res)
-		}
-		return res, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.served:
-		return nil, ErrClosed
+	if err := s.Send(ctx, iq); err != nil {
+		s.forget(id)
+		return "", err
+	}
+	return id, nil
+}
+
+// SendRawIQ is SendIQFunc for a pre-encoded IQ get or set: b is the whole
+// <iq/>, with id and to (empty for the account itself) as given.
+func (s *Session) SendRawIQ(ctx context.Context, b []byte, id, to string, done func(res *Element, err error)) error {
+	if err := s.expect(id, to, done); err != nil {
+		return err
+	}
+	if err := s.SendRaw(ctx, b); err != nil {
+		s.forget(id)
+		return err
+	}
+	return nil
+}
+
+func (s *Session) expect(id, to string, done func(*Element, error)) error {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if s.pending == nil {
+		return ErrClosed
+	}
+	s.pending[id] = pendingIQ{to: to, done: done}
+	return nil
+}
+
+func (s *Session) forget(id string) {
+	s.pmu.Lock()
+	delete(s.pending, id)
+	s.pmu.Unlock()
+}
+
+// failPending answers every request still waiting with ErrClosed.
+func (s *Session) failPending() {
+	s.pmu.Lock()
+	p := s.pending
+	s.pending = nil
+	s.pmu.Unlock()
+	for _, q := range p {
+		q.done(nil, ErrClosed)
 	}
 }
 
@@ -714,6 +773,7 @@ func (s *Session) Serve(ctx context.Context) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("xmpp: Serve called twice")
 	}
+	defer s.failPending()
 	defer close(s.served)
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -822,17 +882,39 @@ func (s *Session) shutdown() {
 }
 
 func (s *Session) deliverResult(el *Element) {
+	id := el.Attr("id")
 	s.pmu.Lock()
-	ch := s.pending[el.Attr("id")]
+	q, ok := s.pending[id]
+	if ok && s.answersFrom(q.to, el.Attr("from")) {
+		delete(s.pending, id)
+	} else {
+		ok = false
+	}
 	s.pmu.Unlock()
-	if ch == nil {
-		s.log.Debug("dropping unsolicited IQ result", "iq_id", el.Attr("id"), "from", el.Attr("from"))
+	if !ok {
+		s.log.Debug("dropping unsolicited IQ result", "iq_id", id, "from", el.Attr("from"))
 		return
 	}
-	select {
-	case ch <- el:
-	default:
+	if el.Attr("type") == "error" {
+		q.done(el, ParseStanzaError(el))
+		return
 	}
+	q.done(el, nil)
+}
+
+// answersFrom reports whether an IQ answer from 'from' may answer a request
+// sent to 'to'. A request without 'to' (or to the account itself) is
+// answered by the server on the account's behalf: no 'from', the bare JID,
+// the full JID or the domain.
+func (s *Session) answersFrom(to, from string) bool {
+	if strings.EqualFold(from, to) {
+		return true
+	}
+	own := s.jid.Bare().String()
+	if to != "" && to != own {
+		return false
+	}
+	return from == "" || from == own || from == s.jid.String() || from == s.jid.Domain
 }
 
 func (s *Session) dispatch(ctx context.Context, el *Element) {

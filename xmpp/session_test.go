@@ -518,3 +518,54 @@ func TestSessionCloseCountsPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An IQ answer is accepted only from the entity the request went to; a
+// forged answer with the right id from anyone else is dropped. Requests
+// still waiting when the stream ends get ErrClosed.
+func TestSessionIQAnswerFrom(t *testing.T) {
+	cfg, done := scripted(t, "secret", func(p *peer) error {
+		el, _, err := p.element()
+		if err != nil || el.Name != "iq" {
+			return fmt.Errorf("want iq: %v %v", el, err)
+		}
+		id := el.Attr("id")
+		// Forged: same id, wrong sender; then the real answer.
+		p.send("<iq type='result' id='" + id + "' from='mallory@iot.test/x'><forged xmlns='urn:example'/></iq>")
+		p.send("<iq type='error' id='" + id + "' from='pubsub.iot.test'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+		if el, _, err = p.element(); err != nil || el.Name != "iq" {
+			return fmt.Errorf("want second iq: %v %v", el, err)
+		}
+		return p.send("</stream:stream>") // the second is never answered
+	})
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = s.SendIQ(ctx, Stanza("iq", "get", "pubsub.iot.test", "").Add(NewElement("urn:example", "q")))
+	var se *StanzaError
+	if !errors.As(err, &se) || se.Condition != "item-not-found" {
+		t.Fatalf("SendIQ = %v, want the real item-not-found, not the forged result", err)
+	}
+	got := make(chan error, 1)
+	if _, err := s.SendIQFunc(ctx, Stanza("iq", "get", "pubsub.iot.test", "").Add(NewElement("urn:example", "q")),
+		func(_ *Element, err error) { got <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("unanswered request at stream end: %v, want ErrClosed", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("unanswered request never completed")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SendIQFunc(ctx, Stanza("iq", "get", "pubsub.iot.test", ""), func(*Element, error) {}); err == nil {
+		t.Error("SendIQFunc after the stream ended succeeded")
+	}
+}
