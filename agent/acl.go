@@ -81,16 +81,23 @@ type strangerLog struct {
 }
 
 func (s *strangerLog) log(ctx context.Context, log *slog.Logger, from xmpp.JID, what string) {
-	key := from.BareKey()
+	if !s.first(from.BareKey()) {
+		return
+	}
+	log.LogAttrs(ctx, slog.LevelWarn, "ignored stanza from unauthorized sender",
+		slog.String("from", from.String()), slog.String("what", what))
+}
+
+// first reports whether key was not seen in the last minute, and notes it.
+func (s *strangerLog) first(key string) bool {
 	now := time.Now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.seen == nil {
 		s.seen = make(map[string]time.Time)
 	}
-	last, ok := s.seen[key]
-	if ok && now.Sub(last) < time.Minute {
-		s.mu.Unlock()
-		return
+	if last, ok := s.seen[key]; ok && now.Sub(last) < time.Minute {
+		return false
 	}
 	if len(s.seen) > 4096 {
 		// Bound memory under a flood of distinct senders.
@@ -101,7 +108,5 @@ func (s *strangerLog) log(ctx context.Context, log *slog.Logger, from xmpp.JID, 
 		}
 	}
 	s.seen[key] = now
-	s.mu.Unlock()
-	log.LogAttrs(ctx, slog.LevelWarn, "ignored stanza from unauthorized sender",
-		slog.String("from", from.String()), slog.String("what", what))
+	return true
 }

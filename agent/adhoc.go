@@ -71,11 +71,7 @@ func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 	}
 	var outboxes, devs []string
 	for _, o := range rep.Outboxes {
-		line := fmt.Sprintf("%s: %d waiting, %d dropped", o.Sink, o.Pending, o.Dropped)
-		if o.Degraded {
-			line += " (in memory only: disk failed)"
-		}
-		outboxes = append(outboxes, line)
+		outboxes = append(outboxes, o.String())
 	}
 	for _, d := range rep.Devices {
 		line := d.Name
@@ -92,7 +88,7 @@ func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 		resultField("uptime", "Uptime", rep.Uptime.Round(time.Second).String()),
 		resultField("session", "Session", session),
 		resultField("dropped", "Readings dropped (bus full)", strconv.FormatUint(rep.Dropped, 10)),
-		resultMulti("outboxes", "Outboxes", outboxes),
+		resultMulti("outboxes", "Sinks", outboxes),
 		resultMulti("devices", "Devices", devs),
 		resultMulti("actions", "Actions", rep.Actions),
 	}}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stanzad/stanzad/agent/config"
-	"github.com/stanzad/stanzad/agent/outbox"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -50,7 +49,9 @@ type Agent struct {
 	client   *xmpp.Client
 	mux      *xmpp.Mux
 	commands *xmpp.Commands
-	sinks    []*chatSink
+	sinks    []*sink
+	alerts   []*alertRule
+	decimals map[string]int // device → decimals from its config
 
 	// pol is replaced whole by Reload; running is the config in effect,
 	// guarded by reloadMu.
@@ -66,6 +67,7 @@ type Agent struct {
 	lastDispatch atomic.Int64
 	strangers    strangerLog
 	limited      strangerLog // rate-limited senders, logged once a minute
+	hidden       strangerLog // room occupants whose real JID the agent cannot see
 	health       deviceHealth
 	calls        deviceCalls
 }
@@ -104,28 +106,31 @@ func New(opts Options) (*Agent, error) {
 	for _, d := range a.devs {
 		a.byName[d.Name()] = d
 	}
-	var errs []error
-	for i, sc := range cfg.Sinks {
-		switch sc.Kind {
-		case "chat":
-			// The directory is named after the destination, so reordering
-			// sinks in the config keeps each receiver's sequence.
-			dir := filepath.Join(cfg.Agent.StateDir, "outbox", "chat-"+strings.ReplaceAll(sc.To, "/", "_"))
-			box, err := outbox.Open(dir, outbox.Options{
-				Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, len(cfg.Sinks))),
-				Logger: log.With("component", "outbox", "sink", sc.To),
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("sink[%d]: outbox: %w", i, err))
-				continue
-			}
-			a.sinks = append(a.sinks, &chatSink{
-				index: len(a.sinks), to: sc.To, devices: sc.Devices, box: box,
-				from: self.Bare().String(), wake: make(chan struct{}, 1),
-			})
-		default:
-			errs = append(errs, fmt.Errorf("sink[%d]: kind %q is not supported by this build yet", i, sc.Kind))
+	a.health.changed = make(chan struct{}, 1)
+	a.decimals = make(map[string]int)
+	for _, dc := range cfg.Devices {
+		if dc.Decimals != nil {
+			a.decimals[dc.Name] = *dc.Decimals
 		}
+	}
+	var errs []error
+	for i := range cfg.Sinks {
+		s, err := newSink(cfg, i, self, log)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sink[%d]: %w", i, err))
+			continue
+		}
+		s.index = len(a.sinks)
+		a.sinks = append(a.sinks, s)
+	}
+	for _, ac := range cfg.Alerts {
+		al := &alertRule{cfg: ac, decimals: -1}
+		for _, s := range a.sinks {
+			if (s.room != nil || s.kind == "chat") && slices.Contains(ac.Sinks, s.kind) && s.wants(ac.Device) {
+				al.sinks = append(al.sinks, s)
+			}
+		}
+		a.alerts = append(a.alerts, al)
 	}
 	if err := errors.Join(errs...); err != nil {
 		a.closeState()
@@ -201,13 +206,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		senders.Add(2)
 		go func() {
 			defer senders.Done()
-			s.run(gctx, a.client, a.log.With("sink", s.to))
+			s.run(gctx, a)
 		}()
 		go func() {
 			defer senders.Done()
 			s.box.Run(gctx)
 		}()
+		if s.room != nil {
+			senders.Add(1)
+			go func() {
+				defer senders.Done()
+				s.room.run(gctx, a)
+			}()
+		}
 	}
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		a.followHealth(gctx)
+	}()
 	if a.configPath != "" {
 		senders.Add(1)
 		go func() {
@@ -340,32 +357,10 @@ func (a *Agent) emit(r devices.Reading) {
 	}
 }
 
-// dispatch queues readings from the bus in the outbox of every sink that
-// wants them, until the bus is closed. It never waits on the network.
-func (a *Agent) dispatch() {
-	var scratch []byte
-	for r := range a.bus {
-		a.lastDispatch.Store(time.Now().UnixNano())
-		a.health.note(a.log, r)
-		if r.Err != nil {
-			continue
-		}
-		for _, s := range a.sinks {
-			if !s.wants(r.Device) {
-				continue
-			}
-			var err error
-			if scratch, err = s.enqueue(r, scratch); err != nil {
-				a.log.Warn("reading not queued", "device", r.Device, "sink", s.to, "err", err)
-			}
-		}
-	}
-}
-
 func (a *Agent) closeState() {
 	for _, s := range a.sinks {
 		if err := s.box.Close(); err != nil {
-			a.log.Warn("closing outbox", "sink", s.to, "err", err)
+			a.log.Warn("closing outbox", "sink", s.name, "err", err)
 		}
 	}
 }
@@ -377,14 +372,80 @@ func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
 	return s.Send(ctx, a.presence())
 }
 
-// presence is the agent's available presence: status text and XEP-0115
-// caps, so clients learn the features (ad-hoc commands) from the cache.
+// presence is the agent's available presence: health as status (and
+// <show>away</show> while a device fails) and XEP-0115 caps, so clients
+// learn the features (ad-hoc commands) from the cache.
 func (a *Agent) presence() *xmpp.Element {
 	p := xmpp.Stanza("presence", "", "", "")
-	if st := a.policy().presence; st != "" {
-		p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(st))
+	show, status := a.presenceStatus()
+	if show != "" {
+		p.Add(xmpp.NewElement(xmpp.NSClient, "show").SetText(show))
 	}
+	p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(status))
 	return p.Add(a.mux.Caps())
+}
+
+// presenceStatus is the health line: "ok", or how many devices fail and
+// which, after presence_status if that is set.
+func (a *Agent) presenceStatus() (show, status string) {
+	status = "ok"
+	if failing := a.health.names(); len(failing) > 0 {
+		show = "away"
+		status = fmt.Sprintf("%d of %d devices failing: %s", len(failing), len(a.devs), strings.Join(failing, ", "))
+		if len(failing) == 1 {
+			status = fmt.Sprintf("1 of %d devices failing: %s", len(a.devs), failing[0])
+		}
+	}
+	if p := a.policy().presence; p != "" {
+		status = p + ": " + status
+	}
+	return show, status
+}
+
+// healthSettle lets a burst of device changes (a bus that takes several
+// sensors down at once) make one presence update.
+const healthSettle = 2 * time.Second
+
+// followHealth sends a new presence, to the account's contacts and to
+// the rooms the agent is in, when a device starts failing or recovers.
+func (a *Agent) followHealth(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.health.changed:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(healthSettle):
+		}
+		a.updatePresence(ctx)
+	}
+}
+
+// updatePresence sends the current presence on the live session.
+func (a *Agent) updatePresence(ctx context.Context) {
+	s := a.client.Session()
+	if s == nil {
+		return // the next session starts with it
+	}
+	if err := s.Send(ctx, a.presence()); err != nil {
+		a.log.Warn("presence not updated", "err", err)
+		return
+	}
+	show, status := a.presenceStatus()
+	for _, sk := range a.sinks {
+		if r := sk.room; r != nil && r.joinedOn(s) {
+			occupant := r.jid
+			occupant.Resource = r.currentNick()
+			p := xmpp.Stanza("presence", "", occupant.String(), "")
+			if show != "" {
+				p.Add(xmpp.NewElement(xmpp.NSClient, "show").SetText(show))
+			}
+			s.Send(ctx, p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(status)))
+		}
+	}
 }
 
 // allowIQ is the ACL for every IQ get/set: the agent's own server and
@@ -400,17 +461,28 @@ func (a *Agent) allowIQ(from xmpp.JID, iq *xmpp.Element) error {
 }
 
 func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Element) {
+	from, err := xmpp.ParseJID(st.Attr("from"))
+	if err != nil {
+		return
+	}
 	switch st.Attr("type") {
-	case "error", "groupchat", "headline":
+	case "groupchat":
+		a.handleRoomMessage(ctx, s, st, from)
+		return
+	case "error":
+		// A room that bounces our groupchat no longer has us in it.
+		if r := a.roomFor(from); r != nil && xmpp.ParseStanzaError(st).Condition == "not-acceptable" && r.joinedOn(s) {
+			r.log.Warn("the room refused a message: no longer in the room; rejoining")
+			r.left(s)
+			r.rejoinIn(0)
+		}
+		return
+	case "headline":
 		return
 	}
 	body := st.ChildText(xmpp.NSClient, "body")
 	if body == "" {
 		return // chat states, receipts
-	}
-	from, err := xmpp.ParseJID(st.Attr("from"))
-	if err != nil {
-		return
 	}
 	c := a.caller(from, "chat")
 	if c.Role == RoleNone {
@@ -502,11 +574,7 @@ func (r StatusReport) Text() string {
 	}
 	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", r.Dropped)
 	for _, o := range r.Outboxes {
-		fmt.Fprintf(&b, "outbox %s: %d waiting, %d dropped (full)", o.Sink, o.Pending, o.Dropped)
-		if o.Degraded {
-			b.WriteString(", in memory only: disk failed")
-		}
-		b.WriteByte('\n')
+		b.WriteString("sink " + o.String() + "\n")
 	}
 	b.WriteString("devices:")
 	for _, d := range r.Devices {
@@ -549,11 +617,17 @@ func (r ActionResult) Text(name string) string {
 // handlePresence answers subscription requests per ACL: operators and
 // viewers are approved and subscribed back, anyone else refused.
 func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.Element) {
-	if st.Attr("type") != "subscribe" {
-		return
-	}
 	from, err := xmpp.ParseJID(st.Attr("from"))
 	if err != nil {
+		return
+	}
+	if r := a.roomFor(from); r != nil {
+		if p, ok := xmpp.ParseMUCPresence(st); ok {
+			r.handlePresence(ctx, a, s, p)
+		}
+		return
+	}
+	if st.Attr("type") != "subscribe" {
 		return
 	}
 	to := from.Bare().String()

@@ -148,6 +148,13 @@ func (dc *deviceCalls) do(ctx context.Context, name string, call func(context.Co
 	case res := <-ch:
 		return res.r, res.err
 	case <-ctx.Done():
+		// The call's own cancel also ends ctx, just after it has left its
+		// result: a call that returned in time is not a timeout.
+		select {
+		case res := <-ch:
+			return res.r, res.err
+		default:
+		}
 		return devices.Reading{}, fmt.Errorf("%s: no answer within %v", name, timeout)
 	}
 }
@@ -255,9 +262,9 @@ func formatReading(r devices.Reading) string {
 	return string(b)
 }
 
-// sensorFields converts device fields to XEP-0323 fields, reusing dst.
+// sensorFields appends fs to dst as XEP-0323 fields.
 func sensorFields(dst []xmpp.SensorField, fs []devices.Field) []xmpp.SensorField {
-	dst = slices.Grow(dst[:0], len(fs))
+	dst = slices.Grow(dst, len(fs))
 	for _, f := range fs {
 		sf := xmpp.SensorField{Name: f.Name, Num: f.Num, Decimals: f.Decimals, Unit: f.Unit, Bool: f.Bool, Str: f.Str}
 		switch f.Kind {

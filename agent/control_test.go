@@ -117,8 +117,24 @@ func TestPresenceCaps(t *testing.T) {
 	defer a.closeState()
 	p := a.presence()
 	c := p.Child(xmpp.NSCaps, "c")
-	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node" || c == nil || c.Attr("ver") != a.mux.CapsVer() || c.Attr("hash") != "sha-1" {
+	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node: ok" || p.Child("", "show") != nil || c == nil || c.Attr("ver") != a.mux.CapsVer() || c.Attr("hash") != "sha-1" {
 		t.Errorf("presence = %s", p)
+	}
+	// Health: a failing device shows in the status, with <show>away</show>.
+	a.devs = []devices.Device{devices.NewSwitch(devices.SwitchConfig{Name: "relay1"}), devices.NewSwitch(devices.SwitchConfig{Name: "bme"})}
+	a.health.failed(a.log, "bme", errors.New("i2c: no ack"))
+	p = a.presence()
+	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node: 1 of 2 devices failing: bme" || p.ChildText(xmpp.NSClient, "show") != "away" {
+		t.Errorf("presence with a failing device = %s", p)
+	}
+	select {
+	case <-a.health.changed:
+	default:
+		t.Error("a device starting to fail did not signal a presence update")
+	}
+	a.health.note(a.log, devices.Reading{Device: "bme"})
+	if p = a.presence(); p.ChildText(xmpp.NSClient, "status") != "greenhouse node: ok" || p.Child("", "show") != nil {
+		t.Errorf("presence after recovery = %s", p)
 	}
 	for _, f := range []string{xmpp.NSCommands, xmpp.NSControl, xmpp.NSSensorData, xmpp.NSData} {
 		found := false
@@ -206,4 +222,18 @@ func TestHungDevice(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("device still busy after its call returned")
+}
+
+// A call that returns at once is never mistaken for a timeout: the call's
+// own cancel ends its context just after the result is ready.
+func TestDeviceCallsFastCall(t *testing.T) {
+	var dc deviceCalls
+	for i := range 2000 {
+		r, err := dc.do(context.Background(), "relay1", func(context.Context) (devices.Reading, error) {
+			return devices.Reading{Device: "relay1"}, nil
+		})
+		if err != nil || r.Device != "relay1" {
+			t.Fatalf("call %d: %+v, %v", i, r, err)
+		}
+	}
 }

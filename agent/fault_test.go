@@ -25,6 +25,7 @@ import (
 type counter struct {
 	n     int
 	every time.Duration
+	done  chan struct{} // if not nil, closed after the n-th reading
 }
 
 func (c counter) Name() string { return "counter" }
@@ -40,15 +41,20 @@ func (c counter) Run(ctx context.Context, emit func(devices.Reading)) error {
 		}
 		emit(devices.Reading{Device: "counter", Time: time.Now().UTC(), Fields: []devices.Field{devices.Number("n", float64(i), 0, "")}})
 	}
+	if c.done != nil {
+		close(c.done)
+	}
 	<-ctx.Done()
 	return nil
 }
 
 // receiver is the operator: an xmpp.Client that reconnects by itself and
-// records the seqnr of every reading it gets, in arrival order.
+// records, in arrival order, the seqnr of every reading stanza it gets and
+// the counter value of every reading in them (a stanza may carry several).
 type receiver struct {
 	mu   sync.Mutex
 	seqs []uint64
+	vals []uint64
 	more chan struct{}
 }
 
@@ -72,6 +78,12 @@ func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver 
 		n, _ := strconv.ParseUint(f.Attr("seqnr"), 10, 64)
 		r.mu.Lock()
 		r.seqs = append(r.seqs, n)
+		for _, node := range f.Children {
+			for _, num := range node.Child("", "timestamp").Children {
+				v, _ := strconv.ParseUint(num.Attr("value"), 10, 64)
+				r.vals = append(r.vals, v)
+			}
+		}
 		r.mu.Unlock()
 		select {
 		case r.more <- struct{}{}:
@@ -99,30 +111,38 @@ func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver 
 	return r
 }
 
-// expect waits until n readings have arrived and checks they are
-// first..first+n-1, each once, in order.
+// expect waits until n counter readings have arrived and checks that
+// they are 1..n, each once, in order, and that the stanzas carrying them
+// have the seqnrs first, first+1, ... with no gap and no duplicate.
 func (r *receiver) expect(t *testing.T, first uint64, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		r.mu.Lock()
-		got := append([]uint64(nil), r.seqs...)
+		vals := append([]uint64(nil), r.vals...)
+		seqs := append([]uint64(nil), r.seqs...)
 		r.mu.Unlock()
-		if len(got) >= n {
-			for i, s := range got {
-				if want := first + uint64(i); s != want {
-					t.Fatalf("reading %d has seqnr %d, want %d (sequence %v)", i, s, want, summarize(got))
+		if len(vals) >= n {
+			for i, v := range vals {
+				if v != uint64(i+1) {
+					t.Fatalf("reading %d has value %d, want %d (values %v)", i, v, i+1, summarize(vals))
 				}
 			}
-			if len(got) > n {
-				t.Fatalf("got %d readings, want %d: %v", len(got), n, summarize(got))
+			if len(vals) > n {
+				t.Fatalf("got %d readings, want %d: %v", len(vals), n, summarize(vals))
 			}
+			for i, s := range seqs {
+				if want := first + uint64(i); s != want {
+					t.Fatalf("stanza %d has seqnr %d, want %d (sequence %v)", i, s, want, summarize(seqs))
+				}
+			}
+			t.Logf("%d readings in %d stanzas", len(vals), len(seqs))
 			return
 		}
 		select {
 		case <-r.more:
 		case <-deadline:
-			t.Fatalf("got %d of %d readings within %v: %v", len(got), n, timeout, summarize(got))
+			t.Fatalf("got %d of %d readings within %v: %v", len(vals), n, timeout, summarize(vals))
 		}
 	}
 }
@@ -332,13 +352,18 @@ func TestChildAgent(t *testing.T) {
 		ACL:   config.ACL{Operators: []string{"operator@iot.test"}},
 		Sinks: []config.Sink{{Kind: "chat", To: "operator@iot.test", Devices: []string{"*"}}},
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Devices: []devices.Device{counter{n: n, every: 100 * time.Microsecond}}})
+	emitted := make(chan struct{})
+	a, err := agent.New(agent.Options{Config: cfg, Devices: []devices.Device{counter{n: n, every: 100 * time.Microsecond, done: emitted}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go a.Run(context.Background())
-	for a.Queued() < n {
-		time.Sleep(10 * time.Millisecond)
+	<-emitted
+	// The dispatcher queues a reading within microseconds of its emit;
+	// wait until the outbox stops growing.
+	for last := -1; a.Queued() != last; {
+		last = a.Queued()
+		time.Sleep(200 * time.Millisecond)
 	}
 	fmt.Println("queued")
 	select {}
@@ -397,7 +422,7 @@ func BenchmarkIntegrationReconnect(b *testing.B) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		rx.mu.Lock()
-		got := append([]uint64(nil), rx.seqs...)
+		got := append([]uint64(nil), rx.vals...) // counter values: one per reading
 		rx.mu.Unlock()
 		if len(got) > 0 {
 			sent = int(got[len(got)-1])

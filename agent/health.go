@@ -2,6 +2,8 @@ package agent
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,10 @@ type deviceHealth struct {
 
 	mu   sync.Mutex
 	fail map[string]deviceFailure
+
+	// changed gets a signal when a device starts failing or recovers
+	// (the presence status follows); nil: nobody listens.
+	changed chan struct{}
 }
 
 type deviceFailure struct {
@@ -44,6 +50,7 @@ func (h *deviceHealth) note(log *slog.Logger, r devices.Reading) {
 	}
 	h.mu.Unlock()
 	if was {
+		signal(h.changed)
 		log.Info("device recovered", "device", r.Device, "failed_for", time.Since(f.since).Round(time.Second), "failures", f.count)
 	}
 }
@@ -63,6 +70,7 @@ func (h *deviceHealth) failed(log *slog.Logger, name string, err error) {
 	h.fail[name] = f
 	h.mu.Unlock()
 	if !was {
+		signal(h.changed)
 		log.Warn("device failing", "device", name, "err", err)
 	} else {
 		log.Debug("device still failing", "device", name, "err", err, "failures", f.count)
@@ -78,4 +86,11 @@ func (h *deviceHealth) failing(name string) (string, time.Time) {
 		return "", time.Time{}
 	}
 	return f.err, f.since
+}
+
+// names returns the failing devices, sorted.
+func (h *deviceHealth) names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.fail))
 }

@@ -82,9 +82,30 @@ type StatusReport struct {
 
 // OutboxStatus is one sink's queue.
 type OutboxStatus struct {
-	Sink             string
+	Sink             string // kind and destination: "chat operator@iot.test"
 	Pending, Dropped int
-	Degraded         bool // disk failed: queued in memory only
+	Degraded         bool   // disk failed: queued in memory only
+	Filtered         uint64 // readings skipped by deadband or min_interval
+	Rejected         uint64 // readings the server refused for good (pubsub)
+	Note             string // e.g. "not in the room"
+}
+
+// String is the human line for one sink.
+func (o OutboxStatus) String() string {
+	line := fmt.Sprintf("%s: %d waiting, %d dropped (full)", o.Sink, o.Pending, o.Dropped)
+	if o.Filtered > 0 {
+		line += fmt.Sprintf(", %d filtered", o.Filtered)
+	}
+	if o.Rejected > 0 {
+		line += fmt.Sprintf(", %d refused by the server", o.Rejected)
+	}
+	if o.Degraded {
+		line += ", in memory only: disk failed"
+	}
+	if o.Note != "" {
+		line += ", " + o.Note
+	}
+	return line
 }
 
 // DeviceInfo describes a configured device.
@@ -108,9 +129,18 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 	if s := a.client.Session(); s != nil {
 		rep.Online, rep.JID = true, s.JID().String()
 	}
+	sess := a.client.Session()
 	for _, s := range a.sinks {
 		st := s.box.Stats()
-		rep.Outboxes = append(rep.Outboxes, OutboxStatus{Sink: s.to, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil})
+		o := OutboxStatus{Sink: s.name, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil,
+			Filtered: s.filtered.Load(), Rejected: s.rejected.Load()}
+		if s.room != nil && sess != nil && !s.room.joinedOn(sess) {
+			o.Note = "not in the room"
+			if g := s.room.goneWhy(); g != "" {
+				o.Note = g
+			}
+		}
+		rep.Outboxes = append(rep.Outboxes, o)
 	}
 	for _, d := range a.devs {
 		_, r := d.(devices.Reader)

@@ -3,11 +3,16 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/agent/outbox"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
@@ -20,34 +25,117 @@ const lateAfter = 2 * time.Second
 // sendBatch is how many outbox records a sink takes per round.
 const sendBatch = 256
 
-// chatSink sends each reading as a chat message with a human body and
-// XEP-0323 fields. Readings go through the sink's own outbox, whose record
-// ids are the seqnr, so the receiver sees one contiguous sequence and any
-// gap is a real loss.
-type chatSink struct {
-	index   int // position in Agent.sinks; the high bits of its ack tags
-	to      string
-	from    string
+// Batching: readings that arrive together go to a message sink as one
+// stanza of at most maxBatch readings and about maxBatchBytes of record.
+const (
+	maxBatch      = 32
+	maxBatchBytes = 16 << 10
+)
+
+// sink is one [[sink]]: a destination with its own device selection,
+// filter and outbox. Readings go into the outbox on the dispatcher
+// goroutine and out to the network on the sink's sender goroutine, so a
+// slow or absent network never holds up devices. Outbox ids are the
+// seqnr, so a receiver sees one contiguous sequence and any gap is a
+// real loss.
+type sink struct {
+	index   int    // position in Agent.sinks; the high bits of its ack tags
+	kind    string // chat, muc, pubsub, pep
+	name    string // for logs and status: "chat operator@iot.test"
+	to      string // chat: the JID; muc: the room; pubsub: the service
+	from    string // the agent's bare JID (XEP-0203 delay 'from')
 	devices []string
 	box     *outbox.Outbox
 	wake    chan struct{} // capacity 1: "the outbox has news"
 
-	// Used only by run's goroutine.
-	buf     []byte
-	fields  []xmpp.SensorField
-	msg     xmpp.SensorMessage
-	id      []byte
-	reading devices.Reading
+	// Used by the dispatcher goroutine only.
+	filter  filter
+	batch   []devices.Reading
+	batchSz int
+
+	room *room      // muc only
+	pub  *publisher // pubsub and pep only
+
+	filtered atomic.Uint64 // readings skipped by deadband or min_interval
+	rejected atomic.Uint64 // readings the server refused for good (pubsub)
+
+	// Used only by the sender goroutine.
+	buf   []byte
+	rec   record
+	nodes []xmpp.SensorNode
+	flds  []xmpp.SensorField
+	id    []byte
+	msg   xmpp.SensorMessage
 }
 
 // tagBits splits an ack tag into sink index and outbox id.
 const tagBits = 48
 
-func (s *chatSink) tag(id uint64) uint64 { return uint64(s.index)<<tagBits | id }
+func (s *sink) tag(id uint64) uint64 { return uint64(s.index)<<tagBits | id }
+
+// newSink opens the sink's outbox. The outbox directory is named after
+// the destination, so reordering sinks in the config keeps each
+// receiver's sequence.
+func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink, error) {
+	sc := cfg.Sinks[i]
+	s := &sink{
+		index: i, kind: sc.Kind, devices: sc.Devices, from: self.Bare().String(),
+		wake: make(chan struct{}, 1),
+		filter: filter{
+			minInterval: sc.MinInterval.Duration, maxSilence: sc.MaxSilence.Duration, deadband: sc.Deadband,
+		},
+	}
+	var dir string
+	switch sc.Kind {
+	case "chat":
+		s.to, s.name, dir = sc.To, "chat "+sc.To, "chat-"+sc.To
+	case "muc":
+		room, err := xmpp.ParseJID(sc.Room)
+		if err != nil {
+			return nil, err
+		}
+		s.to, s.name, dir = room.Bare().String(), "muc "+room.Bare().String(), "muc-"+room.Bare().String()
+		s.room = newRoom(room.Bare(), sc.Nick, sc.Password.Reveal(), log)
+	case "pubsub", "pep":
+		s.to = sc.Service
+		s.name, dir = sc.Kind+" "+sc.Service+" "+sc.Node, sc.Kind+"-"+sc.Service+"-"+sc.Node
+		if sc.Kind == "pep" {
+			s.name, dir = "pep "+sc.Node, "pep-"+sc.Node
+		}
+		s.pub = &publisher{service: sc.Service, node: sc.Node, config: xmpp.NodeConfig{
+			PersistItems: true, MaxItems: sc.MaxItems,
+		}}
+	default:
+		return nil, fmt.Errorf("kind %q is not supported", sc.Kind)
+	}
+	box, err := outbox.Open(filepath.Join(cfg.Agent.StateDir, "outbox", safeName(dir)), outbox.Options{
+		Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, len(cfg.Sinks))),
+		Logger: log.With("component", "outbox", "sink", s.name),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	s.box = box
+	return s, nil
+}
+
+// safeName makes a directory name of a destination: JIDs and node names
+// may hold '/' (resources, node paths); the name keeps them apart.
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '/' || r == '\\' || r == 0:
+			return '_'
+		case r == ':':
+			return '_'
+		}
+		return r
+	}, s)
+}
 
 // wants reports whether the sink's device selection matches name; entries
 // are names or path.Match globs ("*", "temp-*").
-func (s *chatSink) wants(name string) bool {
+func (s *sink) wants(name string) bool {
 	if len(s.devices) == 0 {
 		return true
 	}
@@ -62,31 +150,96 @@ func (s *chatSink) wants(name string) bool {
 	return false
 }
 
-// enqueue stores a reading in the outbox and wakes the sender. It never
-// touches the network.
-func (s *chatSink) enqueue(r devices.Reading, scratch []byte) ([]byte, error) {
-	scratch = appendRecord(scratch[:0], r)
+// batchLimit is how many readings may share one stanza: pubsub items hold
+// one reading each (one item per publish, XEP-0060 §7.1.1).
+func (s *sink) batchLimit() int {
+	if s.pub != nil {
+		return 1
+	}
+	return maxBatch
+}
+
+// add puts r in the sink's current batch, queueing the batch first if r
+// would not fit. It never touches the network.
+func (s *sink) add(r devices.Reading, scratch []byte, log *slog.Logger) []byte {
+	size := recordSize(r)
+	if len(s.batch) > 0 && (len(s.batch) >= s.batchLimit() || s.batchSz+size > maxBatchBytes) {
+		scratch = s.flush(scratch, log)
+	}
+	s.batch = append(s.batch, r)
+	s.batchSz += size
+	return scratch
+}
+
+// flush queues the current batch as one outbox record.
+func (s *sink) flush(scratch []byte, log *slog.Logger) []byte {
+	if len(s.batch) == 0 {
+		return scratch
+	}
+	scratch = s.enqueue(scratch, "", s.batch, log)
+	clear(s.batch)
+	s.batch, s.batchSz = s.batch[:0], 0
+	return scratch
+}
+
+// enqueue stores one record (one stanza) and wakes the sender.
+func (s *sink) enqueue(scratch []byte, body string, rs []devices.Reading, log *slog.Logger) []byte {
+	scratch = appendRecordOf(scratch[:0], body, rs)
 	if _, err := s.box.Append(scratch); err != nil {
-		return scratch, err
+		log.Warn("readings not queued", "sink", s.name, "readings", len(rs), "err", err)
+		return scratch
 	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return scratch, nil
+	return scratch
 }
 
-// run sends outbox records on the live session until ctx is done. On a new
-// stream everything not yet acknowledged is sent again, in order; on a
-// resumed stream the session itself resends what the server missed, so
-// run carries on where it was.
-func (s *chatSink) run(ctx context.Context, c *xmpp.Client, log *slog.Logger) {
+// recordSize estimates the bytes r takes in a record.
+func recordSize(r devices.Reading) int {
+	n := 16 + len(r.Device)
+	for _, f := range r.Fields {
+		n += 12 + len(f.Name) + len(f.Unit) + len(f.Str)
+	}
+	return n
+}
+
+// run sends outbox records until ctx is done.
+func (s *sink) run(ctx context.Context, a *Agent) {
+	log := a.log.With("sink", s.name)
+	if s.pub != nil {
+		s.pub.run(ctx, a, s, log)
+		return
+	}
+	s.runMessages(ctx, a.client, log)
+}
+
+// runMessages sends records as chat or groupchat messages on the live
+// session. On a new stream everything not yet acknowledged is sent again,
+// in order; on a resumed stream the session itself resends what the
+// server missed, so it carries on where it was. A room sink sends only
+// while the agent is in the room.
+func (s *sink) runMessages(ctx context.Context, c *xmpp.Client, log *slog.Logger) {
 	var sess *xmpp.Session
 	var cursor uint64 // highest id sent on sess
 	for {
 		cur, err := c.WaitConnected(ctx)
 		if err != nil {
 			return
+		}
+		var roomChanged chan struct{}
+		if s.room != nil {
+			roomChanged = s.room.changed
+			if !s.room.joinedOn(cur) {
+				select {
+				case <-roomChanged:
+				case <-cur.Done():
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
 		}
 		if cur != sess {
 			sess = cur
@@ -100,29 +253,26 @@ func (s *chatSink) run(ctx context.Context, c *xmpp.Client, log *slog.Logger) {
 			return
 		case <-s.wake:
 		case <-sess.Done():
+		case <-roomChanged:
 		}
 	}
 }
 
 // sendPending sends records after cursor until the outbox is drained or
 // the session fails, and returns the new cursor.
-func (s *chatSink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint64, log *slog.Logger) uint64 {
+func (s *sink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint64, log *slog.Logger) uint64 {
 	for {
 		rs := s.box.Pending(cursor, sendBatch)
 		if len(rs) == 0 {
 			return cursor
 		}
 		for _, rec := range rs {
-			if err := decodeRecord(rec.Payload, &s.reading); err != nil {
+			if err := decodeRecord(rec.Payload, &s.rec); err != nil {
 				log.Error("outbox record unreadable; skipped", "id", rec.ID, "err", err)
 				cursor = rec.ID
 				continue
 			}
-			var delay time.Time
-			if time.Since(s.reading.Time) > lateAfter {
-				delay = s.reading.Time // XEP-0203: when it was taken
-			}
-			s.encode(s.reading, rec.ID, delay)
+			s.encode(&s.rec, rec.ID, time.Now())
 			if err := sess.SendTracked(ctx, s.buf, s.tag(rec.ID)); err != nil {
 				if errors.Is(err, xmpp.ErrQueuedForResume) {
 					cursor = rec.ID // a resumed stream resends it itself
@@ -135,17 +285,37 @@ func (s *chatSink) sendPending(ctx context.Context, sess *xmpp.Session, cursor u
 	}
 }
 
-// encode fills s.buf with the message stanza for r.
-func (s *chatSink) encode(r devices.Reading, seq uint64, delay time.Time) {
-	s.fields = sensorFields(s.fields, r.Fields)
+// encode fills s.buf with the message stanza for rec; a record older
+// than lateAfter at now gets a <delay/> with the time of its first
+// reading.
+func (s *sink) encode(rec *record, seq uint64, now time.Time) {
+	s.flds = s.flds[:0]
+	for _, r := range rec.readings {
+		s.flds = sensorFields(s.flds, r.Fields)
+	}
+	s.nodes = s.nodes[:0]
+	off := 0
+	for _, r := range rec.readings {
+		n := len(r.Fields)
+		s.nodes = append(s.nodes, xmpp.SensorNode{ID: r.Device, Time: r.Time, Fields: s.flds[off : off+n : off+n]})
+		off += n
+	}
+	var delay time.Time
+	if t := rec.readings[0].Time; now.Sub(t) > lateAfter {
+		delay = t // XEP-0203: when it was taken
+	}
 	s.id = strconv.AppendUint(append(s.id[:0], "r-"...), seq, 10)
+	typ := "chat"
+	if s.room != nil {
+		typ = "groupchat"
+	}
 	s.msg = xmpp.SensorMessage{
 		To:        s.to,
+		Type:      typ,
 		ID:        string(s.id),
+		Body:      rec.body,
 		SeqNr:     seq,
-		Node:      r.Device,
-		Time:      r.Time,
-		Fields:    s.fields,
+		Nodes:     s.nodes,
 		Delay:     delay,
 		DelayFrom: s.from,
 	}

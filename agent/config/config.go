@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -93,6 +94,9 @@ type Device struct {
 	Writable bool     `toml:"writable"`
 	Path     string   `toml:"path"`
 	MaxSize  Size     `toml:"max_size"`
+	// Decimals, if set, rounds every numeric field of the device to this
+	// many decimals in what is sent (body and XEP-0323 value); any kind.
+	Decimals *int `toml:"decimals"`
 }
 
 // Sink is one [[sink]]: where readings go.
@@ -107,8 +111,9 @@ type Sink struct {
 	Nick         string   `toml:"nick"` // muc; default the JID's localpart
 	Password     Secret   `toml:"password"`
 	PasswordFile string   `toml:"password_file"`
-	Service      string   `toml:"service"` // pubsub
-	Node         string   `toml:"node"`    // pubsub, pep; default urn:xmpp:iot:sensordata/{device}
+	Service      string   `toml:"service"`   // pubsub
+	Node         string   `toml:"node"`      // pubsub, pep; default urn:xmpp:iot:sensordata/{device}
+	MaxItems     int      `toml:"max_items"` // pubsub, pep: items a node keeps when stanzad creates it; default 10
 }
 
 // Action is one [[action]]: a fixed command operators may run, no shell.
@@ -148,7 +153,11 @@ type Alert struct {
 	Above      *float64 `toml:"above"`      // fire when the value rises above
 	Below      *float64 `toml:"below"`      // fire when the value falls below
 	Hysteresis float64  `toml:"hysteresis"` // clear only this far back inside
-	Sinks      []string `toml:"sinks"`      // sink kinds to alert; default every sink
+	Sinks      []string `toml:"sinks"`      // chat and/or muc; default both
+	// Holdoff is the least time between two messages of the rule; a
+	// change within it is reported when it ends, if it still holds.
+	// Default 30s.
+	Holdoff Duration `toml:"holdoff"`
 }
 
 // ClientConfig is stanzactl's file: the agent to talk to and the
@@ -268,7 +277,7 @@ func dflt[T any](has func(string) bool, key string, p *T, v T) {
 func (x *XMPP) setDefaults(has func(string) bool) {
 	dflt(has, "xmpp.tls", &x.TLS, "starttls")
 	dflt(has, "xmpp.keepalive", &x.Keepalive, Duration{30 * time.Second})
-	dflt(has, "xmpp.presence_status", &x.PresenceStatus, "online")
+	dflt(has, "xmpp.presence_status", &x.PresenceStatus, "")
 }
 
 func (cfg *Config) setDefaults(has func(string) bool) {
@@ -295,12 +304,27 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 	for i := range cfg.Sinks {
 		s, p := &cfg.Sinks[i], "sink["+itoa(i)+"]."
 		dflt(has, p+"devices", &s.Devices, []string{"*"})
+		if s.Deadband > 0 {
+			dflt(has, p+"max_silence", &s.MaxSilence, Duration{15 * time.Minute})
+		}
 		switch s.Kind {
 		case "muc":
 			dflt(has, p+"nick", &s.Nick, local)
 		case "pubsub", "pep":
 			dflt(has, p+"node", &s.Node, "urn:xmpp:iot:sensordata/{device}")
+			dflt(has, p+"max_items", &s.MaxItems, 10)
 		}
+	}
+	for i := range cfg.Alerts {
+		al, p := &cfg.Alerts[i], "alert["+itoa(i)+"]."
+		dflt(has, p+"holdoff", &al.Holdoff, Duration{30 * time.Second})
+		var kinds []string
+		for _, s := range cfg.Sinks {
+			if (s.Kind == "chat" || s.Kind == "muc") && !slices.Contains(kinds, s.Kind) {
+				kinds = append(kinds, s.Kind)
+			}
+		}
+		dflt(has, p+"sinks", &al.Sinks, kinds)
 	}
 	for i := range cfg.Actions {
 		dflt(has, "action["+itoa(i)+"].timeout", &cfg.Actions[i].Timeout, Duration{30 * time.Second})

@@ -107,7 +107,7 @@ device = "outside"
 	}
 	s, ms := time.Second, time.Millisecond
 	x := cfg.XMPP
-	if x.TLS != "starttls" || x.Keepalive.Duration != 30*s || x.PresenceStatus != "online" || x.PasswordFile != "pw" {
+	if x.TLS != "starttls" || x.Keepalive.Duration != 30*s || x.PresenceStatus != "" || x.PasswordFile != "pw" {
 		t.Errorf("XMPP = %+v, want defaults", x)
 	}
 	if a := cfg.Agent; a != (Agent{StateDir: "/var/lib/stanzad", OutboxMax: 16 << 20, LogLevel: "info", LogFormat: "text"}) {
@@ -132,7 +132,7 @@ device = "outside"
 	}
 	wantSinks := []Sink{
 		{Kind: "muc", Room: "room@conference.iot.test", Nick: "device", Devices: []string{"*"}},
-		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", Devices: []string{"*"}},
+		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 10, Devices: []string{"*"}},
 	}
 	if !reflect.DeepEqual(cfg.Sinks, wantSinks) {
 		t.Errorf("Sinks = %+v, want %+v", cfg.Sinks, wantSinks)
@@ -312,7 +312,12 @@ func TestParseErrors(t *testing.T) {
 		{"alert threshold", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\n", "alert[0].above", 8, "above, below or both"},
 		{"alert band", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\nbelow = 40\n", "alert[0].below", 12, "less than above"},
 		{"alert sinks", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\nsinks = [\"chat\", \"email\"]\n", "alert[0].sinks[1]", 12, "not a sink kind"},
-		{"alert sink kind unused", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\nsinks = [\"muc\"]\n", "alert[0].sinks[0]", 12, `no [[sink]] has kind "muc"`},
+		{"alert sink kind unused", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\nsinks = [\"muc\"]\n", "alert[0].sinks[0]", 12, `no muc sink takes readings of device "t"`},
+		{"alert to pubsub", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\nsinks = [\"pep\"]\n", "alert[0].sinks[0]", 12, "messages to people"},
+		{"alert without sink", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\n", "alert[0].sinks", 8, "no chat or muc sink"},
+		{"decimals", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\ndecimals = 12\n", "device[0].decimals", 8, "want 0 to 9"},
+		{"max_items", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"pep\"\nmax_items = 0\n", "sink[0].max_items", 10, "want 1 to 10000"},
+		{"max_items on chat", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"chat\"\nto = \"a@b\"\nmax_items = 3\n", "sink[0].max_items", 11, "does not apply"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

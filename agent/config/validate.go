@@ -43,8 +43,8 @@ const kindList = "gpio-in, gpio-out, i2c-bme280, i2c-sht3x, onewire-ds18b20, sys
 var sinkKeys = map[string][]string{
 	"chat":   {"to"},
 	"muc":    {"room", "nick", "password", "password_file"},
-	"pubsub": {"service", "node"},
-	"pep":    {"node"},
+	"pubsub": {"service", "node", "max_items"},
+	"pep":    {"node", "max_items"},
 }
 
 // The rates Linux termios has a B constant for.
@@ -259,8 +259,11 @@ func (d *Device) check(c *checker, i int, kinds map[string]string) {
 		c.add(k("kind"), "unknown kind %q (%s); want one of %s", d.Kind, who, kindList)
 		return
 	}
+	if d.Decimals != nil && (*d.Decimals < 0 || *d.Decimals > 9) {
+		c.add(k("decimals"), "%d: want 0 to 9", *d.Decimals)
+	}
 	for _, name := range c.setKeys(key, *d) {
-		if name != "name" && name != "kind" && !slices.Contains(spec.keys, name) {
+		if name != "name" && name != "kind" && name != "decimals" && !slices.Contains(spec.keys, name) {
 			c.add(k(name), "does not apply to kind %s (%s)", d.Kind, who)
 		}
 	}
@@ -407,6 +410,25 @@ func (s *Sink) check(c *checker, i int, kinds map[string]string) {
 	if (s.Kind == "pubsub" || s.Kind == "pep") && s.Node == "" {
 		c.add(k("node"), "must not be empty")
 	}
+	if (s.Kind == "pubsub" || s.Kind == "pep") && (s.MaxItems < 1 || s.MaxItems > 10000) {
+		c.add(k("max_items"), "%d: want 1 to 10000", s.MaxItems)
+	}
+	if s.MinInterval.Duration < 0 {
+		c.add(k("min_interval"), "must not be negative")
+	}
+	if s.MaxSilence.Duration < 0 {
+		c.add(k("max_silence"), "must not be negative")
+	}
+}
+
+// wantsDevice reports whether s selects device name.
+func wantsDevice(s Sink, name string) bool {
+	for _, pat := range s.Devices {
+		if ok, _ := path.Match(pat, name); ok || pat == name {
+			return true
+		}
+	}
+	return false
 }
 
 func matchesAny(pattern string, names map[string]string) bool {
@@ -500,12 +522,21 @@ func (al *Alert) check(c *checker, i int, kinds map[string]string, sinks []Sink)
 	if !(al.Hysteresis >= 0) || math.IsInf(al.Hysteresis, 0) {
 		c.add(key+".hysteresis", "%v: want a finite number >= 0", al.Hysteresis)
 	}
+	if al.Holdoff.Duration < 0 {
+		c.add(key+".holdoff", "must not be negative")
+	}
+	if len(al.Sinks) == 0 {
+		c.add(key+".sinks", "no chat or muc sink to send the alert to")
+	}
 	for j, kind := range al.Sinks {
 		k := key + ".sinks[" + itoa(j) + "]"
-		if _, ok := sinkKeys[kind]; !ok {
-			c.add(k, "%q is not a sink kind (chat, muc, pubsub, pep)", kind)
-		} else if !slices.ContainsFunc(sinks, func(s Sink) bool { return s.Kind == kind }) {
-			c.add(k, "no [[sink]] has kind %q", kind)
+		switch {
+		case kind == "pubsub" || kind == "pep":
+			c.add(k, "alerts are messages to people: chat or muc (machines on %s get every reading)", kind)
+		case kind != "chat" && kind != "muc":
+			c.add(k, "%q is not a sink kind for alerts (chat, muc)", kind)
+		case !slices.ContainsFunc(sinks, func(s Sink) bool { return s.Kind == kind && wantsDevice(s, al.Device) }):
+			c.add(k, "no %s sink takes readings of device %q", kind, al.Device)
 		}
 	}
 }

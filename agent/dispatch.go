@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/stanzad/stanzad/devices"
+)
+
+// drainMax bounds how many readings one dispatch round takes off the bus
+// before it queues what it has: readings that arrived together go out
+// together (batched per sink), but a flood cannot delay queueing forever.
+const drainMax = 256
+
+// dispatch runs the telemetry pipeline until the bus is closed: it takes
+// readings off the bus, notes device health, evaluates alerts, passes
+// each reading through the filter of every sink that wants it and queues
+// what passes in the sinks' outboxes, batched. It never waits on the
+// network. On close, readings held back by min_interval and alerts
+// waiting for their holdoff are queued too: nothing accepted is lost.
+func (a *Agent) dispatch() {
+	d := dispatcher{a: a, timer: time.NewTimer(time.Hour)}
+	d.timer.Stop()
+	for {
+		select {
+		case r, ok := <-a.bus:
+			if !ok {
+				d.close()
+				return
+			}
+			d.take(r)
+		drain:
+			for range drainMax - 1 {
+				select {
+				case r, ok := <-a.bus:
+					if !ok {
+						d.close()
+						return
+					}
+					d.take(r)
+				default:
+					break drain
+				}
+			}
+		case <-d.timer.C:
+			d.armed = false
+			d.release(time.Now())
+		}
+		d.flush()
+		d.arm()
+	}
+}
+
+type dispatcher struct {
+	a       *Agent
+	timer   *time.Timer
+	armed   bool
+	armedAt time.Time
+	next    time.Time // earliest held reading or waiting alert
+	scratch []byte
+	held    []devices.Reading
+}
+
+// take handles one reading from the bus.
+func (d *dispatcher) take(r devices.Reading) {
+	a := d.a
+	now := time.Now()
+	a.lastDispatch.Store(now.UnixNano())
+	a.health.note(a.log, r)
+	if r.Err != nil {
+		return
+	}
+	if dec, ok := a.decimals[r.Device]; ok {
+		for i := range r.Fields {
+			if r.Fields[i].Kind == devices.Numeric {
+				r.Fields[i].Decimals = dec
+			}
+		}
+	}
+	for _, s := range a.sinks {
+		if !s.wants(r.Device) {
+			continue
+		}
+		v := s.filter.offer(r, now)
+		switch v.verdict {
+		case pass:
+			d.scratch = s.add(r, d.scratch, a.log)
+		case hold:
+			d.wake(v.due)
+		}
+		if v.dropped {
+			s.filtered.Add(1)
+		}
+	}
+	for _, al := range a.alerts {
+		if al.check(r, now) {
+			d.alert(al, now)
+		} else if !al.due.IsZero() {
+			d.wake(al.due)
+		}
+	}
+}
+
+// alert queues the rule's message to its sinks, with the reading behind it.
+func (d *dispatcher) alert(al *alertRule, now time.Time) {
+	al.report(now)
+	text := al.text()
+	d.a.log.Warn("alert", "device", al.cfg.Device, "field", al.cfg.Field, "text", text)
+	for _, s := range al.sinks {
+		d.scratch = s.flush(d.scratch, d.a.log) // keep the order of what came before
+		d.scratch = s.enqueue(d.scratch, text, []devices.Reading{al.last}, d.a.log)
+	}
+}
+
+// wake makes sure the timer fires by t.
+func (d *dispatcher) wake(t time.Time) {
+	if d.next.IsZero() || t.Before(d.next) {
+		d.next = t
+	}
+}
+
+// release passes on held readings and alerts whose time has come and
+// works out when the next one is due.
+func (d *dispatcher) release(now time.Time) {
+	d.next = time.Time{}
+	for _, s := range d.a.sinks {
+		var next time.Time
+		d.held, next = s.filter.release(d.held[:0], now)
+		for _, r := range d.held {
+			d.scratch = s.add(r, d.scratch, d.a.log)
+		}
+		if !next.IsZero() {
+			d.wake(next)
+		}
+	}
+	clear(d.held)
+	for _, al := range d.a.alerts {
+		if al.pending(now) {
+			d.alert(al, now)
+		} else if !al.due.IsZero() {
+			d.wake(al.due)
+		}
+	}
+}
+
+// flush queues every sink's batch.
+func (d *dispatcher) flush() {
+	for _, s := range d.a.sinks {
+		d.scratch = s.flush(d.scratch, d.a.log)
+	}
+}
+
+// arm sets the timer for the next held reading or waiting alert.
+func (d *dispatcher) arm() {
+	if d.next.IsZero() || d.armed && !d.next.Before(d.armedAt) {
+		return
+	}
+	d.timer.Reset(time.Until(d.next))
+	d.armed, d.armedAt = true, d.next
+}
+
+// close queues everything still held back.
+func (d *dispatcher) close() {
+	d.timer.Stop()
+	now := time.Now()
+	for _, s := range d.a.sinks {
+		d.held = s.filter.flush(d.held[:0])
+		for _, r := range d.held {
+			d.scratch = s.add(r, d.scratch, d.a.log)
+		}
+	}
+	for _, al := range d.a.alerts {
+		if al.state != al.told {
+			d.alert(al, now)
+		}
+	}
+	d.flush()
+}
