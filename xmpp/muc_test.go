@@ -23,7 +23,7 @@ func TestParseMUCPresence(t *testing.T) {
 		{`<presence from='lab@conference.iot.test/x' type='unavailable'><x xmlns='http://jabber.org/protocol/muc#user'><destroy><reason>gone</reason></destroy></x></presence>`,
 			true, MUCPresence{Nick: "x", Unavailable: true, Destroyed: true, Reason: "gone"}},
 		{`<presence from='operator@iot.test/phone'/>`, false, MUCPresence{}},
-		{`<presence from='lab@conference.iot.test/x'/>`, false, MUCPresence{}},                // no muc#user
+		{`<presence from='lab@conference.iot.test/x'/>`, false, MUCPresence{}},                  // no muc#user
 		{`<presence from='lab@conference.iot.test' type='unavailable'/>`, false, MUCPresence{}}, // no nick
 		{`<presence from='lab@conference.iot.test/x' type='subscribe'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>`, false, MUCPresence{}},
 	}
