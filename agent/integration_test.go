@@ -23,6 +23,7 @@ import (
 type peer struct {
 	sess *xmpp.Session
 	msgs chan *xmpp.Element
+	pres chan *xmpp.Element // presence stanzas; dropped when nobody reads them
 }
 
 func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
@@ -32,13 +33,19 @@ func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &peer{msgs: make(chan *xmpp.Element, 1024)}
+	p := &peer{msgs: make(chan *xmpp.Element, 1024), pres: make(chan *xmpp.Element, 256)}
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc", Name: "test"}, xmpp.Software{Name: "test"})
 	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
 		select {
 		case p.msgs <- m:
 		default:
 			t.Errorf("%s: message buffer full", user)
+		}
+	}
+	mux.Presence = func(_ context.Context, _ *xmpp.Session, st *xmpp.Element) {
+		select {
+		case p.pres <- st:
+		default:
 		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

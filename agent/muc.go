@@ -206,10 +206,11 @@ func (r *room) rejoinIn(d time.Duration) {
 	}
 }
 
-// backoff is the delay before the next join after n failed ones.
+// backoff is the delay before the next join after n failed ones (or
+// removals): rejoinMin after the first, doubling up to rejoinMax.
 func backoff(n int) time.Duration {
 	d := rejoinMin
-	for range n {
+	for range n - 1 {
 		d *= 2
 		if d >= rejoinMax {
 			return rejoinMax
@@ -283,7 +284,7 @@ func (r *room) removed(sess *xmpp.Session, p xmpp.MUCPresence) {
 	r.joining = false
 	r.mu.Unlock()
 	r.left(sess)
-	why := "left"
+	why := ""
 	switch {
 	case p.Has(xmpp.MUCStatusBanned):
 		r.mu.Lock()
@@ -304,7 +305,13 @@ func (r *room) removed(sess *xmpp.Session, p xmpp.MUCPresence) {
 	r.tries++
 	d := backoff(r.tries)
 	r.mu.Unlock()
-	r.log.Warn("removed from the room; rejoining", "why", why, "reason", p.Reason, "in", d)
+	if why == "" {
+		// Our own leaving (the stream closing), or a removal the room did
+		// not explain: if the stream goes on, join again.
+		r.log.Debug("out of the room", "rejoin_in", d)
+	} else {
+		r.log.Warn("removed from the room; rejoining", "why", why, "reason", p.Reason, "in", d)
+	}
 	r.rejoinIn(d)
 }
 

@@ -37,9 +37,14 @@ type flight struct {
 	id      uint64 // outbox record id
 	node    string
 	payload []byte // the record, for a publish sent again
+	sent    time.Time
 	done    bool
 	err     error
 }
+
+// pubStall is how long a publish may go unanswered before the sink
+// publishes again from its last answered item.
+const pubStall = time.Minute
 
 type flightResult struct {
 	f   *flight
@@ -57,12 +62,14 @@ func (p *publisher) run(ctx context.Context, a *Agent, s *sink, log *slog.Logger
 			return
 		}
 		// Answers to publishes sent on an earlier stream are lost with
-		// it: everything not yet answered is published again.
+		// it: everything not yet answered is published again. So it is
+		// after a stall on a live stream, after a pause.
 		p.serve(ctx, sess, s, log)
 		select {
 		case <-ctx.Done():
 			return
 		case <-sess.Done():
+		case <-time.After(5 * time.Second):
 		}
 	}
 }
@@ -71,6 +78,8 @@ func (p *publisher) run(ctx context.Context, a *Agent, s *sink, log *slog.Logger
 func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log *slog.Logger) {
 	results := make(chan flightResult, pubWindow) // one slot per flight: callbacks never block
 	var inflight []*flight
+	stall := time.NewTicker(pubStall / 4)
+	defer stall.Stop()
 	cursor := s.box.Stats().Acked
 	for {
 		for len(inflight) < pubWindow {
@@ -80,7 +89,7 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 			}
 			for _, rec := range rs {
 				cursor = rec.ID
-				f := &flight{id: rec.ID, payload: rec.Payload}
+				f := &flight{id: rec.ID, payload: rec.Payload, sent: time.Now()}
 				if err := decodeRecord(rec.Payload, &s.rec); err != nil {
 					log.Error("outbox record unreadable; skipped", "id", rec.ID, "err", err)
 					f.done = true
@@ -94,7 +103,7 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 					}
 				}
 				p.encode(s, rec.ID)
-				err := sess.SendRawIQ(ctx, p.buf, publishID(rec.ID), p.service, func(_ *xmpp.Element, err error) {
+				err := sess.SendRawIQ(ctx, p.buf, p.publishID(s, rec.ID), p.service, func(_ *xmpp.Element, err error) {
 					results <- flightResult{f, err}
 				})
 				if err != nil {
@@ -112,6 +121,12 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 			case <-sess.Done():
 				return
 			case <-s.wake:
+				continue
+			case <-stall.C:
+				if len(inflight) > 0 && time.Since(inflight[0].sent) > pubStall {
+					log.Warn("pubsub service does not answer; publishing again", "node", inflight[0].node, "waited", time.Since(inflight[0].sent).Round(time.Second))
+					return
+				}
 				continue
 			case res := <-results:
 				res.f.done, res.f.err = true, res.err
@@ -139,7 +154,11 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 	}
 }
 
-func publishID(seq uint64) string { return "p-" + strconv.FormatUint(seq, 10) }
+// publishID is the IQ id of a publish: unique among the session's pending
+// requests (sinks share the session), the same when a publish is sent again.
+func (p *publisher) publishID(s *sink, seq uint64) string {
+	return "p" + strconv.Itoa(s.index) + "-" + strconv.FormatUint(seq, 10)
+}
 
 // encode fills p.buf with the publish request for the reading in s.rec.
 func (p *publisher) encode(s *sink, seq uint64) {
@@ -147,7 +166,7 @@ func (p *publisher) encode(s *sink, seq uint64) {
 	s.flds = sensorFields(s.flds[:0], r.Fields)
 	p.payload = xmpp.AppendSensorFields(p.payload[:0], seq, r.Device, r.Time, s.flds)
 	var id [24]byte
-	p.buf = xmpp.AppendPublish(p.buf[:0], p.service, publishID(seq), p.nodeFor(r.Device),
+	p.buf = xmpp.AppendPublish(p.buf[:0], p.service, p.publishID(s, seq), p.nodeFor(r.Device),
 		string(strconv.AppendUint(id[:0], seq, 10)), p.payload)
 }
 
@@ -213,7 +232,7 @@ func (p *publisher) repair(ctx context.Context, sess *xmpp.Session, s *sink, f *
 		p.encode(s, f.id)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		done := make(chan error, 1)
-		err := sess.SendRawIQ(ctx, p.buf, publishID(f.id), p.service, func(_ *xmpp.Element, err error) { done <- err })
+		err := sess.SendRawIQ(ctx, p.buf, p.publishID(s, f.id), p.service, func(_ *xmpp.Element, err error) { done <- err })
 		if err == nil {
 			select {
 			case err = <-done:

@@ -35,6 +35,9 @@ type Options struct {
 	MUC bool
 	// PubSub adds the component "pubsub.<Host>" (XEP-0060).
 	PubSub bool
+	// Admins are bare JIDs with server admin rights (on Prosody's pubsub
+	// component only admins may create nodes).
+	Admins []string
 	// Log, if set, receives one line per harness step (started, ready,
 	// stopped). The server's own log is in Dir; see Server.LogTail.
 	Log io.Writer
@@ -145,6 +148,7 @@ func (s *Server) configure(bin string, opts Options) error {
 		PasswordHash: opts.PasswordHash,
 		MUC:          opts.MUC,
 		PubSub:       opts.PubSub,
+		Admins:       opts.Admins,
 	}
 	if cfg.C2SPort, err = freePort(); err != nil {
 		return err
@@ -286,6 +290,7 @@ type prosodyConfig struct {
 	PasswordHash  string
 	MUC           bool
 	PubSub        bool
+	Admins        []string
 }
 
 var prosodyTemplate = template.Must(template.New("prosody").Funcs(template.FuncMap{"lua": luaQuote}).Parse(
@@ -323,6 +328,7 @@ authentication = "internal_hashed"
 -- Prosody 0.12 stores and offers exactly one SCRAM variant, chosen here.
 password_hash = {{lua .PasswordHash}}
 storage = "internal"
+admins = { {{range .Admins}}{{lua .}}; {{end}}}
 
 -- mod_limits is deliberately absent: no c2s rate limiting under load tests.
 modules_enabled = {
