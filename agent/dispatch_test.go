@@ -44,26 +44,26 @@ func records(t *testing.T, s *sink) []record {
 }
 
 // Readings that wait on the bus together become one stanza per message
-// sink (up to maxBatch), but one item each on a pubsub sink.
+// sink (up to defaultBatch), but one item each on a pubsub sink.
 func TestDispatchBatches(t *testing.T) {
 	a := newDispatchAgent(t, []config.Sink{
 		{Kind: "chat", To: "op@iot.test", Devices: []string{"*"}},
 		{Kind: "pep", Node: "n/{device}", MaxItems: 1, Devices: []string{"*"}},
 	}, nil, nil)
-	for i := range maxBatch + 3 {
+	for i := range defaultBatch + 3 {
 		a.bus <- temp(float64(i))
 	}
 	close(a.bus)
 	a.dispatch()
 	chat := records(t, a.sinks[0])
-	if len(chat) != 2 || len(chat[0].readings) != maxBatch || len(chat[1].readings) != 3 {
-		t.Fatalf("chat sink: %d records (%v), want %d + 3 readings", len(chat), sizes(chat), maxBatch)
+	if len(chat) != 2 || len(chat[0].readings) != defaultBatch || len(chat[1].readings) != 3 {
+		t.Fatalf("chat sink: %d records (%v), want %d + 3 readings", len(chat), sizes(chat), defaultBatch)
 	}
-	if got := chat[1].readings[2].Fields[0].Num; got != float64(maxBatch+2) {
+	if got := chat[1].readings[2].Fields[0].Num; got != float64(defaultBatch+2) {
 		t.Errorf("order lost: last reading %v", got)
 	}
-	if pep := records(t, a.sinks[1]); len(pep) != maxBatch+3 {
-		t.Errorf("pep sink: %d records, want one per reading (%d)", len(pep), maxBatch+3)
+	if pep := records(t, a.sinks[1]); len(pep) != defaultBatch+3 {
+		t.Errorf("pep sink: %d records, want one per reading (%d)", len(pep), defaultBatch+3)
 	}
 }
 

@@ -26,9 +26,10 @@ const lateAfter = 2 * time.Second
 const sendBatch = 256
 
 // Batching: readings that arrive together go to a message sink as one
-// stanza of at most maxBatch readings and about maxBatchBytes of record.
+// stanza of at most the sink's batch (default defaultBatch) readings and
+// about maxBatchBytes of record.
 const (
-	maxBatch      = 32
+	defaultBatch  = 32
 	maxBatchBytes = 16 << 10
 )
 
@@ -49,9 +50,10 @@ type sink struct {
 	wake    chan struct{} // capacity 1: "the outbox has news"
 
 	// Used by the dispatcher goroutine only.
-	filter  filter
-	batch   []devices.Reading
-	batchSz int
+	filter   filter
+	batch    []devices.Reading
+	batchSz  int
+	batchMax int // readings per stanza
 
 	room *room      // muc only
 	pub  *publisher // pubsub and pep only
@@ -80,7 +82,7 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 	sc := cfg.Sinks[i]
 	s := &sink{
 		index: i, kind: sc.Kind, devices: sc.Devices, from: self.Bare().String(),
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), batchMax: sc.Batch,
 		filter: filter{
 			minInterval: sc.MinInterval.Duration, maxSilence: sc.MaxSilence.Duration, deadband: sc.Deadband,
 		},
@@ -153,10 +155,13 @@ func (s *sink) wants(name string) bool {
 // batchLimit is how many readings may share one stanza: pubsub items hold
 // one reading each (one item per publish, XEP-0060 §7.1.1).
 func (s *sink) batchLimit() int {
-	if s.pub != nil {
+	switch {
+	case s.pub != nil:
 		return 1
+	case s.batchMax <= 0:
+		return defaultBatch
 	}
-	return maxBatch
+	return s.batchMax
 }
 
 // add puts r in the sink's current batch, queueing the batch first if r

@@ -114,6 +114,9 @@ type Sink struct {
 	Service      string   `toml:"service"`   // pubsub
 	Node         string   `toml:"node"`      // pubsub, pep; default urn:xmpp:iot:sensordata/{device}
 	MaxItems     int      `toml:"max_items"` // pubsub, pep: items a node keeps when stanzad creates it; default 10
+	// Batch is the most readings one chat or groupchat stanza carries when
+	// they arrive together; default 32, 1 sends each on its own.
+	Batch int `toml:"batch"`
 }
 
 // Action is one [[action]]: a fixed command operators may run, no shell.
@@ -306,6 +309,10 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 		dflt(has, p+"devices", &s.Devices, []string{"*"})
 		if s.Deadband > 0 {
 			dflt(has, p+"max_silence", &s.MaxSilence, Duration{15 * time.Minute})
+		}
+		switch s.Kind {
+		case "chat", "muc":
+			dflt(has, p+"batch", &s.Batch, 32)
 		}
 		switch s.Kind {
 		case "muc":

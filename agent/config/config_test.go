@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,7 +132,7 @@ device = "outside"
 		t.Errorf("Devices =\n%+v\nwant\n%+v", cfg.Devices, want)
 	}
 	wantSinks := []Sink{
-		{Kind: "muc", Room: "room@conference.iot.test", Nick: "device", Devices: []string{"*"}},
+		{Kind: "muc", Room: "room@conference.iot.test", Nick: "device", Batch: 32, Devices: []string{"*"}},
 		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 10, Devices: []string{"*"}},
 	}
 	if !reflect.DeepEqual(cfg.Sinks, wantSinks) {
@@ -631,5 +632,62 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if len(cfg.Devices) == 0 || cfg.XMPP.JID == "" {
 		t.Errorf("Parse(example) = %+v, want devices and a JID", cfg)
+	}
+}
+
+// Telemetry defaults: max_silence comes with a deadband, batch with
+// message sinks, and an alert goes to every chat and muc sink, with a
+// holdoff.
+func TestTelemetryDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`
+[xmpp]
+jid = "device@iot.test/agent"
+password_file = "pw"
+[[device]]
+name = "t"
+kind = "sim"
+[[sink]]
+kind = "chat"
+to = "op@iot.test"
+deadband = 0.5
+[[sink]]
+kind = "muc"
+room = "lab@conference.iot.test"
+[[sink]]
+kind = "pubsub"
+service = "pubsub.iot.test"
+[[alert]]
+device = "t"
+field = "temperature"
+above = 30
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Sinks[0]; s.MaxSilence.Duration != 15*time.Minute || s.Batch != 32 {
+		t.Errorf("chat sink: %+v", s)
+	}
+	if s := cfg.Sinks[1]; s.MaxSilence.Duration != 0 || s.Batch != 32 || s.Nick != "device" {
+		t.Errorf("muc sink: %+v", s)
+	}
+	if s := cfg.Sinks[2]; s.Batch != 0 || s.MaxItems != 10 {
+		t.Errorf("pubsub sink: %+v", s)
+	}
+	if al := cfg.Alerts[0]; al.Holdoff.Duration != 30*time.Second || !slices.Equal(al.Sinks, []string{"chat", "muc"}) {
+		t.Errorf("alert: %+v", al)
+	}
+	if _, err := Parse([]byte(`
+[xmpp]
+jid = "device@iot.test/agent"
+password_file = "pw"
+[[device]]
+name = "t"
+kind = "sim"
+[[sink]]
+kind = "chat"
+to = "op@iot.test"
+batch = 0
+`), "t.toml"); err == nil || !strings.Contains(err.Error(), "sink[0].batch") {
+		t.Errorf("batch = 0: %v", err)
 	}
 }

@@ -41,8 +41,8 @@ var deviceKinds = map[string]kindSpec{
 const kindList = "gpio-in, gpio-out, i2c-bme280, i2c-sht3x, onewire-ds18b20, system, serial, file, sim, sim-switch"
 
 var sinkKeys = map[string][]string{
-	"chat":   {"to"},
-	"muc":    {"room", "nick", "password", "password_file"},
+	"chat":   {"to", "batch"},
+	"muc":    {"room", "nick", "password", "password_file", "batch"},
 	"pubsub": {"service", "node", "max_items"},
 	"pep":    {"node", "max_items"},
 }
@@ -412,6 +412,9 @@ func (s *Sink) check(c *checker, i int, kinds map[string]string) {
 	}
 	if (s.Kind == "pubsub" || s.Kind == "pep") && (s.MaxItems < 1 || s.MaxItems > 10000) {
 		c.add(k("max_items"), "%d: want 1 to 10000", s.MaxItems)
+	}
+	if (s.Kind == "chat" || s.Kind == "muc") && (s.Batch < 1 || s.Batch > 256) {
+		c.add(k("batch"), "%d: want 1 to 256 readings per stanza", s.Batch)
 	}
 	if s.MinInterval.Duration < 0 {
 		c.add(k("min_interval"), "must not be negative")

@@ -22,9 +22,10 @@ var slixpeerPy []byte
 // answers the XEP-0050 "status" command and pings: the peer DESIGN.md
 // measures stanzad against.
 type SlixPeer struct {
-	JID string
-	cmd *exec.Cmd
-	in  io.WriteCloser
+	JID   string
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string // stdout after "ready"
 }
 
 // Python is the interpreter with python3-slixmpp (Debian's).
@@ -48,7 +49,7 @@ func NewSlixPeer(tb testing.TB, s *Server, user, password string) *SlixPeer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &SlixPeer{JID: user + "@" + s.Host + "/peer"}
+	p := &SlixPeer{JID: user + "@" + s.Host + "/peer", lines: make(chan string, 16)}
 	p.cmd = exec.Command(Python, script, p.JID, password, host, port, s.CAFile)
 	p.cmd.Stderr = tbWriter{tb}
 	if p.in, err = p.cmd.StdinPipe(); err != nil {
@@ -78,7 +79,12 @@ func NewSlixPeer(tb testing.TB, s *Server, user, password string) *SlixPeer {
 		for sc.Scan() {
 			if strings.TrimSpace(sc.Text()) == "ready" {
 				ready <- nil
-				io.Copy(io.Discard, out)
+				for sc.Scan() {
+					select {
+					case p.lines <- strings.TrimSpace(sc.Text()):
+					default:
+					}
+				}
 				return
 			}
 		}
@@ -97,3 +103,21 @@ func NewSlixPeer(tb testing.TB, s *Server, user, password string) *SlixPeer {
 
 // PID is the peer's process id, for CPU accounting.
 func (p *SlixPeer) PID() int { return p.cmd.Process.Pid }
+
+// Flood makes the peer send n reading messages to to, as fast as it can
+// (see slixpeer.py), and waits until it has handed the last one to its
+// transport.
+func (p *SlixPeer) Flood(to string, n int, timeout time.Duration) error {
+	if _, err := fmt.Fprintf(p.in, "flood %s %d\n", to, n); err != nil {
+		return err
+	}
+	select {
+	case line := <-p.lines:
+		if line != fmt.Sprintf("flooded %d", n) {
+			return fmt.Errorf("slixmpp peer: %q", line)
+		}
+		return nil
+	case <-time.After(timeout):
+		return errors.New("slixmpp peer: flood not finished in time")
+	}
+}

@@ -3,13 +3,20 @@
 stanzad, for `make bench` to compare command round trips against a
 well-known library through the same Prosody. Started by slixpeer.go.
 
+It also sends readings for the sustained telemetry benchmark: the stdin
+line "flood TO N" sends N chat messages to TO, each with the same human
+body and XEP-0323 <fields> (seqnr 1..N) that stanzad sends for one
+reading, as fast as slixmpp goes, then prints "flooded N".
+
 usage: slixpeer.py JID PASSWORD HOST PORT CAFILE
 Prints "ready" on stdout once the session is up; exits on stdin EOF.
 """
 import asyncio
+import datetime
 import ssl
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import slixmpp
 
@@ -44,19 +51,47 @@ class Peer(slixmpp.ClientXMPP):
         return session
 
 
+    async def flood(self, to, n):
+        for i in range(1, n + 1):
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            msg = self.make_message(mto=to, mbody="greenhouse: temperature=21.5 \u00b0C humidity=40.2 %", mtype="chat")
+            msg["id"] = "r-%d" % i
+            msg.xml.append(ET.fromstring(
+                "<fields xmlns='urn:xmpp:iot:sensordata' seqnr='%d' done='true'>"
+                "<node nodeId='greenhouse'><timestamp value='%s'>"
+                "<numeric name='temperature' momentary='true' automaticReadout='true' value='21.5' unit='\u00b0C'/>"
+                "<numeric name='humidity' momentary='true' automaticReadout='true' value='40.2' unit='%%'/>"
+                "</timestamp></node></fields>" % (i, stamp)))
+            msg.send()
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # let the loop write and read
+        print("flooded %d" % n, flush=True)
+
+
 def main():
     jid, password, host, port, cafile = sys.argv[1:6]
     peer = Peer(jid, password, cafile)
     peer.connect(address=(host, int(port)))
     loop = asyncio.get_event_loop()
 
-    # Stop when the parent closes stdin.
-    def stdin_closed():
-        if not sys.stdin.buffer.read1(4096):
+    # Commands come on stdin, one per line; stop when the parent closes it.
+    pending = b""
+
+    def stdin_ready():
+        nonlocal pending
+        data = sys.stdin.buffer.read1(4096)
+        if not data:
             loop.remove_reader(sys.stdin.fileno())
             peer.disconnect()
             loop.call_later(1, loop.stop)
-    loop.add_reader(sys.stdin.fileno(), stdin_closed)
+            return
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            words = line.decode().split()
+            if len(words) == 3 and words[0] == "flood":
+                loop.create_task(peer.flood(words[1], int(words[2])))
+    loop.add_reader(sys.stdin.fileno(), stdin_ready)
     loop.run_forever()
 
 
