@@ -15,6 +15,7 @@ import (
 	"github.com/stanzad/stanzad/agent"
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/internal/testserver"
+	"github.com/stanzad/stanzad/xmpp"
 )
 
 // stanzactl against a real agent through a private Prosody: every
@@ -29,7 +30,8 @@ func TestIntegrationStanzactl(t *testing.T) {
 			CAFile: srv.CAFile, PresenceStatus: "online"},
 		Agent:   config.Agent{StateDir: filepath.Join(dir, "state")},
 		ACL:     config.ACL{Operators: []string{"operator@" + srv.Host}},
-		Devices: []config.Device{{Name: "greenhouse", Kind: "sim", Interval: config.Duration{Duration: time.Hour}}, {Name: "relay1", Kind: "sim-switch"}},
+		Devices: []config.Device{{Name: "greenhouse", Kind: "sim", Interval: config.Duration{Duration: 200 * time.Millisecond}}, {Name: "relay1", Kind: "sim-switch"}},
+		Sinks:   []config.Sink{{Kind: "chat", To: "operator@" + srv.Host, Devices: []string{"greenhouse"}, Batch: 32}},
 		Actions: []config.Action{
 			{Name: "hello", Argv: []string{"/bin/echo", "hi"}, Timeout: config.Duration{Duration: 5 * time.Second}},
 			{Name: "fail", Argv: []string{"/bin/false"}, Timeout: config.Duration{Duration: 5 * time.Second}},
@@ -52,11 +54,7 @@ func TestIntegrationStanzactl(t *testing.T) {
 	os.WriteFile(op, []byte(fmt.Sprintf("to = \"device@%s/agent\"\n[xmpp]\njid = \"operator@%s/ctl\"\npassword = \"pw-operator\"\nserver = %q\nca_file = %q\n",
 		srv.Host, srv.Host, srv.Addr, srv.CAFile)), 0o600)
 
-	tests := []struct {
-		args []string
-		code int
-		want []string // substrings of stdout (exit 0/1) or stderr (exit 2 or an error)
-	}{
+	tests := []ctlCase{
 		{[]string{"ping"}, 0, []string{"pong from device@"}},
 		{[]string{"commands"}, 0, []string{"status", "read", "set", "action", "reload"}},
 		{[]string{"status"}, 0, []string{"Session: online as device@", "relay1 (writable)", "hello"}},
@@ -70,22 +68,49 @@ func TestIntegrationStanzactl(t *testing.T) {
 		{[]string{"run", "hello"}, 0, []string{"Exit code: 0", "Output: hi"}},
 		{[]string{"run", "fail"}, 1, []string{"Exit code: 1", "warn: fail: failed with exit code 1"}},
 		{[]string{"reload"}, 1, []string{"feature-not-implemented", "no config file"}},
+		{[]string{"-count", "3", "watch", "greenhouse"}, 0, []string{"Z greenhouse: temperature=", "humidity="}},
+		{[]string{"fleet", "device@" + srv.Host + "/agent"}, 0, []string{"device@" + srv.Host + "/agent", "test", "ok"}},
+		{[]string{"-wait", "500ms", "fleet"}, 1, []string{"no agent online"}},
 		{[]string{"set", "relay1"}, 2, []string{"usage: set"}},
 		{[]string{"exec", "set", "device"}, 2, []string{"not var=value"}},
 	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(append([]string{"-config", op}, tt.args...), &stdout, &stderr)
-			out := stdout.String() + stderr.String()
-			if code != tt.code {
-				t.Fatalf("exit %d, want %d; output:\n%s", code, tt.code, out)
+	run1 := func(t *testing.T, tt ctlCase) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"-config", op}, tt.args...), &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if code != tt.code {
+			t.Fatalf("exit %d, want %d; output:\n%s", code, tt.code, out)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-		})
+		}
 	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { run1(t, tt) })
+	}
+
+	// Once the operator has subscribed to the agent (approved by its ACL),
+	// fleet finds it by its presence, with the agent's health line.
+	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	s, err := xmpp.Dial(t.Context(), xmpp.Config{JID: xmpp.MustParseJID("operator@" + srv.Host + "/sub"),
+		Password: "pw-operator", Server: srv.Addr, TLS: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(t.Context())
+	s.Send(t.Context(), xmpp.Stanza("presence", "subscribe", "device@"+srv.Host, ""))
+	time.Sleep(500 * time.Millisecond)
+	s.Close(t.Context())
+	run1(t, ctlCase{[]string{"fleet"}, 0, []string{"device@" + srv.Host + "/agent", "ms ", "online: ok"}})
+}
+
+// ctlCase is one stanzactl invocation: arguments, exit status, and
+// substrings of stdout (exit 0/1) or stderr (exit 2 or an error).
+type ctlCase struct {
+	args []string
+	code int
+	want []string
 }

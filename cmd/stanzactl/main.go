@@ -10,8 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
@@ -31,6 +33,11 @@ commands:
   set <device> <value>   switch or set a device (XEP-0325)
   run <action>           run a configured action (ad-hoc "action")
   reload                 make the agent re-read its config (ad-hoc "reload")
+  watch [device…]        print readings as the agent sends them (you need a
+                         chat sink to you; -pubsub SERVICE watches the devices'
+                         pubsub nodes instead), until Ctrl-C or -count readings
+  fleet [jid…]           every agent you are subscribed to (and the JIDs given):
+                         health, ping, version, uptime
 
 op.toml has an [xmpp] table like stanzad's and a top-level
   to = "device@iot.test/agent"
@@ -49,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "agent JID (overrides the config's to)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
 	verbose := fs.Bool("v", false, "log protocol progress to stderr")
+	count := fs.Int("count", 0, "watch: stop after this many readings (0: until interrupted)")
+	pubsub := fs.String("pubsub", "", "watch: the pubsub service whose device nodes to watch")
+	wait := fs.Duration("wait", 2*time.Second, "fleet: how long to gather the agents' presence")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -63,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "stanzactl: %s takes no arguments\n", cmd)
 			return 2
 		}
-	case "read":
+	case "read", "watch", "fleet":
 	case "set":
 		if len(cargs) != 2 {
 			fmt.Fprintln(stderr, "stanzactl: usage: set <device> <value>")
@@ -98,10 +108,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *to != "" {
 		cc.To = *to
 	}
-	target, err := xmpp.ParseJID(cc.To)
-	if err != nil {
-		fmt.Fprintf(stderr, "stanzactl: agent JID: %v\n", err)
-		return 2
+	var target xmpp.JID
+	if cmd != "fleet" {
+		if target, err = xmpp.ParseJID(cc.To); err != nil {
+			fmt.Fprintf(stderr, "stanzactl: agent JID: %v\n", err)
+			return 2
+		}
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -111,13 +123,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 16)}
+	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 256), presences: make(chan *xmpp.Element, 256)}
 	if err := c.connect(ctx, cc.XMPP); err != nil {
 		fmt.Fprintf(stderr, "stanzactl: %v\n", err)
 		return 1
 	}
 	defer c.close()
 
+	if cmd == "watch" {
+		// A watch runs until interrupted, not for -timeout.
+		sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := c.watch(sctx, stdout, cargs, *pubsub, *count); err != nil {
+			fmt.Fprintf(stderr, "stanzactl: watch: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if cmd == "fleet" {
+		if err := c.fleet(ctx, stdout, cargs, min(*wait, *timeout/2)); err != nil {
+			fmt.Fprintf(stderr, "stanzactl: fleet: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	out, err := c.do(ctx, cmd, cargs)
 	if errors.Is(err, errFailed) {
 		fmt.Fprintln(stdout, out)
@@ -132,11 +161,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type ctl struct {
-	target  xmpp.JID
-	log     *slog.Logger
-	sess    *xmpp.Session
-	served  chan error
-	replies chan *xmpp.Element
+	target    xmpp.JID
+	log       *slog.Logger
+	sess      *xmpp.Session
+	served    chan error
+	replies   chan *xmpp.Element // messages
+	presences chan *xmpp.Element
 }
 
 func (c *ctl) connect(ctx context.Context, x config.XMPP) error {
@@ -155,6 +185,12 @@ func (c *ctl) connect(ctx context.Context, x config.XMPP) error {
 	mux.Message = func(_ context.Context, _ *xmpp.Session, st *xmpp.Element) {
 		select {
 		case c.replies <- st:
+		default:
+		}
+	}
+	mux.Presence = func(_ context.Context, _ *xmpp.Session, st *xmpp.Element) {
+		select {
+		case c.presences <- st:
 		default:
 		}
 	}
