@@ -110,3 +110,21 @@ func TestPubSubEncode(t *testing.T) {
 		t.Error("plain message parsed as an event")
 	}
 }
+
+// FuzzMUC: room presence and groupchat bodies come from any occupant.
+func FuzzMUC(f *testing.F) {
+	f.Add(`<presence from='lab@conference.iot.test/x' type='unavailable'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='a@b/c' role='none'/><status code='307'/><status code='110'/></x></presence>`, "stanzad: status")
+	f.Add(`<presence from='lab@c/x' type='error'><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`, "@stanzad")
+	f.Add(`<message from='pubsub.iot.test'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><item id='1'/></items></event></message>`, "STANZAD,x")
+	f.Fuzz(func(t *testing.T, stanza, body string) {
+		if el, err := ParseElement(stanza); err == nil {
+			if p, ok := ParseMUCPresence(el); ok && (p.Nick == "" || len(p.Codes) > 16) {
+				t.Fatalf("accepted %+v", p)
+			}
+			ParsePubSubEvent(el)
+		}
+		if rest, ok := AddressedTo(body, "stanzad"); ok && !strings.HasSuffix(strings.TrimSpace(body), rest) {
+			t.Fatalf("AddressedTo(%q) = %q: not the rest of the body", body, rest)
+		}
+	})
+}
