@@ -192,6 +192,7 @@ server_name = %[1]q
 		{args: []string{"set", "relay1", "on"}},
 		{args: []string{"read", "relay1"}},
 		{args: []string{"run", "uptime"}},
+		{args: []string{"-count", "1", "watch", "greenhouse"}}, // the next reading, live
 		{args: []string{"set", "relay1", "maybe"}, refused: true},
 		{args: []string{"read", "pump"}, refused: true},
 	} {
