@@ -51,7 +51,9 @@ func TestIntegrationDevices(t *testing.T) {
 		t.Helper()
 		for !bodies[body] {
 			m := op.next(t, 10*time.Second, isReading)
-			bodies[m.ChildText(xmpp.NSClient, "body")] = true
+			for _, line := range strings.Split(m.ChildText(xmpp.NSClient, "body"), "\n") { // a batch: a line each
+				bodies[line] = true
+			}
 		}
 	}
 	want("status: state=boot")

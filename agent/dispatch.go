@@ -11,6 +11,13 @@ import (
 // together (batched per sink), but a flood cannot delay queueing forever.
 const drainMax = 256
 
+// gatherWindow is how long a dispatch round waits for more readings after
+// the first: sensors polled on the same interval report within a few
+// milliseconds of each other, and one message carrying all of them costs
+// the board (and the reader) less than one each. It is the most a reading
+// is delayed by batching.
+const gatherWindow = 10 * time.Millisecond
+
 // dispatch runs the telemetry pipeline until the bus is closed: it takes
 // readings off the bus, notes device health, evaluates alerts, passes
 // each reading through the filter of every sink that wants it and queues
@@ -20,6 +27,8 @@ const drainMax = 256
 func (a *Agent) dispatch() {
 	d := dispatcher{a: a, timer: time.NewTimer(time.Hour)}
 	d.timer.Stop()
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
 	for {
 		select {
 		case r, ok := <-a.bus:
@@ -28,19 +37,22 @@ func (a *Agent) dispatch() {
 				return
 			}
 			d.take(r)
+			gather.Reset(gatherWindow)
 		drain:
 			for range drainMax - 1 {
 				select {
 				case r, ok := <-a.bus:
 					if !ok {
+						gather.Stop()
 						d.close()
 						return
 					}
 					d.take(r)
-				default:
+				case <-gather.C:
 					break drain
 				}
 			}
+			gather.Stop()
 		case <-d.timer.C:
 			d.armed = false
 			d.release(time.Now())

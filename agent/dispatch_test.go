@@ -137,19 +137,21 @@ func TestDispatchAlert(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(a.bus)
-	for len(records(t, a.sinks[0])) < 6 {
+	for a.lastDispatch.Load() == 0 || len(a.bus) > 0 || countReadings(records(t, a.sinks[0])) < 6 {
 		time.Sleep(time.Millisecond)
 	}
-	var bodies []string
+	// One token per reading, in order, and one per alert with the reading
+	// it carries; readings that shared a stanza count one by one.
+	var tokens []string
 	for _, r := range records(t, a.sinks[0]) {
 		if r.body != "" {
-			bodies = append(bodies, r.body+" ["+values([]record{r})+"]")
-		} else {
-			bodies = append(bodies, values([]record{r}))
+			tokens = append(tokens, r.body+" ["+values([]record{r})+"]")
+			continue
 		}
+		tokens = append(tokens, strings.Fields(values([]record{r}))...)
 	}
 	want := "25.0|31.0|ALERT t: temperature 31.0 °C is above 30.0 °C [31.0]|30.5|28.0|CLEARED t: temperature 28.0 °C is back below 30.0 °C [28.0]"
-	if got := strings.Join(bodies, "|"); got != want {
+	if got := strings.Join(tokens, "|"); got != want {
 		t.Errorf("chat sink:\n got %s\nwant %s", got, want)
 	}
 	for _, r := range records(t, a.sinks[1]) {
@@ -157,4 +159,12 @@ func TestDispatchAlert(t *testing.T) {
 			t.Errorf("alert went to the pep sink: %q", r.body)
 		}
 	}
+}
+
+func countReadings(rs []record) int {
+	n := 0
+	for _, r := range rs {
+		n += len(r.readings)
+	}
+	return n
 }

@@ -283,8 +283,14 @@ func TestIntegrationFaultTornOutbox(t *testing.T) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	state := t.TempDir()
 	srv.Stop() // offline: readings pile up in the outbox
-	_, stop := runAgent(t, faultConfig(srv, state, srv.Addr), counter{n: 50, every: time.Millisecond})
-	time.Sleep(500 * time.Millisecond)
+	// One reading per record (batch 1), so the torn record costs exactly
+	// one reading.
+	cfg := faultConfig(srv, state, srv.Addr)
+	cfg.Sinks[0].Batch = 1
+	a, stop := runAgent(t, cfg, counter{n: 50, every: time.Millisecond})
+	for a.Queued() < 50 {
+		time.Sleep(10 * time.Millisecond)
+	}
 	stop()
 	log := filepath.Join(state, "outbox", "chat-operator@"+srv.Host, "log")
 	fi, err := os.Stat(log)
@@ -298,7 +304,7 @@ func TestIntegrationFaultTornOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	rx := newReceiver(t, srv, "operator")
-	runAgent(t, faultConfig(srv, state, srv.Addr))
+	runAgent(t, cfg)
 	rx.expect(t, 1, 49, 30*time.Second)
 }
 
