@@ -52,6 +52,7 @@ type Agent struct {
 	sinks    []*sink
 	alerts   []*alertRule
 	decimals map[string]int // device → decimals from its config
+	mqtt     *mqttMap       // nil without [mqtt]
 
 	// pol is replaced whole by Reload; running is the config in effect,
 	// guarded by reloadMu.
@@ -122,6 +123,11 @@ func New(opts Options) (*Agent, error) {
 		}
 		s.index = len(a.sinks)
 		a.sinks = append(a.sinks, s)
+	}
+	if cfg.MQTT != nil {
+		if err := a.addMQTT(cfg, log); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt: %w", err))
+		}
 	}
 	for _, ac := range cfg.Alerts {
 		al := &alertRule{cfg: ac, decimals: -1}
@@ -225,6 +231,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer senders.Done()
 		a.followHealth(gctx)
 	}()
+	if a.mqtt != nil {
+		senders.Add(2)
+		go func() {
+			defer senders.Done()
+			a.mqtt.client.Run(gctx)
+		}()
+		go func() {
+			defer senders.Done()
+			a.mqtt.runCommands(gctx, a)
+		}()
+	}
 	if a.configPath != "" {
 		senders.Add(1)
 		go func() {

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"go.bug.st/serial"
+	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
-	"periph.io/x/host/v3"
 
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
@@ -82,8 +82,9 @@ func buildDevice(c config.Device) (devices.Device, error) {
 
 // hostInit loads periph's host drivers once, on first use of a pin or
 // bus: boards without GPIO devices never touch /dev/gpiochip* or /sys.
+// The drivers are those registered in drivers.go.
 var hostInit = sync.OnceValue(func() error {
-	_, err := host.Init()
+	_, err := driverreg.Init()
 	return err
 })
 

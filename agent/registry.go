@@ -134,6 +134,9 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 		st := s.box.Stats()
 		o := OutboxStatus{Sink: s.name, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil,
 			Filtered: s.filtered.Load(), Rejected: s.rejected.Load()}
+		if s.mq != nil && !s.mq.m.client.IsConnected() {
+			o.Note = "broker unreachable"
+		}
 		if s.room != nil && sess != nil && !s.room.joinedOn(sess) {
 			o.Note = "not in the room"
 			if g := s.room.goneWhy(); g != "" {

@@ -55,8 +55,9 @@ type sink struct {
 	batchSz  int
 	batchMax int // readings per stanza
 
-	room *room      // muc only
-	pub  *publisher // pubsub and pep only
+	room *room       // muc only
+	pub  *publisher  // pubsub and pep only
+	mq   *mqttSender // the MQTT bridge's sink only
 
 	filtered atomic.Uint64 // readings skipped by deadband or min_interval
 	rejected atomic.Uint64 // readings the server refused for good (pubsub)
@@ -110,15 +111,29 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 	default:
 		return nil, fmt.Errorf("kind %q is not supported", sc.Kind)
 	}
+	box, err := openBox(cfg, dir, s.name, log)
+	if err != nil {
+		return nil, err
+	}
+	s.box = box
+	return s, nil
+}
+
+// openBox opens a sink's outbox under state_dir/outbox/dir; the sinks
+// share outbox_max.
+func openBox(cfg *config.Config, dir, name string, log *slog.Logger) (*outbox.Outbox, error) {
+	n := len(cfg.Sinks)
+	if cfg.MQTT != nil {
+		n++
+	}
 	box, err := outbox.Open(filepath.Join(cfg.Agent.StateDir, "outbox", safeName(dir)), outbox.Options{
-		Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, len(cfg.Sinks))),
-		Logger: log.With("component", "outbox", "sink", s.name),
+		Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, n)),
+		Logger: log.With("component", "outbox", "sink", name),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
-	s.box = box
-	return s, nil
+	return box, nil
 }
 
 // safeName makes a directory name of a destination: JIDs and node names
@@ -213,8 +228,12 @@ func recordSize(r devices.Reading) int {
 // run sends outbox records until ctx is done.
 func (s *sink) run(ctx context.Context, a *Agent) {
 	log := a.log.With("sink", s.name)
-	if s.pub != nil {
+	switch {
+	case s.pub != nil:
 		s.pub.run(ctx, a, s, log)
+		return
+	case s.mq != nil:
+		s.mq.run(ctx, s, log)
 		return
 	}
 	s.runMessages(ctx, a.client, log)

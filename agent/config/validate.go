@@ -459,6 +459,9 @@ func (m *MQTT) check(c *checker, kinds map[string]string) {
 	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#") {
 		c.add("mqtt.topic_prefix", "%q: want a topic without wildcards", m.TopicPrefix)
 	}
+	if _, ok := kinds["status"]; ok {
+		c.add("mqtt", `a device named "status" would publish on {prefix}/status, the agent's own status topic; rename it`)
+	}
 	for i, s := range m.Subscribe {
 		key := "mqtt.subscribe[" + itoa(i) + "]"
 		if !validFilter(s.Topic) {

@@ -94,6 +94,9 @@ func (m *Mosquitto) configure(bin string, opts MosquittoOptions) error {
 	fmt.Fprintf(&b, "pid_file %s\n", filepath.Join(m.Dir, "mosquitto.pid"))
 	fmt.Fprintf(&b, "persistence true\n")
 	fmt.Fprintf(&b, "persistence_location %s/\n", dataDir)
+	// Save sessions and queued messages every second, so a SIGKILLed broker
+	// comes back with persistent sessions (fault tests kill it).
+	fmt.Fprintf(&b, "autosave_interval 1\n")
 	fmt.Fprintf(&b, "log_dest file %s\n", m.LogFile)
 	fmt.Fprintf(&b, "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 	fmt.Fprintf(&b, "log_timestamp true\nconnection_messages true\n")

@@ -1,0 +1,61 @@
+package bridge
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true},
+		{"a/b", "a/c", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/b/c", false},
+		{"a/#", "a", true}, // # also matches the parent level
+		{"a/#", "a/b/c", true},
+		{"#", "a/b", true},
+		{"+/+", "a/b", true},
+		{"+", "/a", false},
+		{"+/a", "/a", true},
+		{"#", "$SYS/broker", false},
+		{"$SYS/#", "$SYS/broker", true},
+		{"a/b/c", "a/b", false},
+	}
+	for _, tt := range tests {
+		if got := Match(tt.filter, tt.topic); got != tt.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tt.filter, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, o := range []Options{
+		{Broker: "127.0.0.1:1883"},
+		{Broker: "http://127.0.0.1:1883"},
+		{Broker: "tcp://127.0.0.1:1883", QoS: 3},
+		{Broker: "ssl://127.0.0.1:8883", CAFile: "/nonexistent/ca.pem"},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) accepted", o)
+		}
+	}
+	if _, err := New(Options{Broker: "tcp://127.0.0.1:1883", ClientID: "x"}); err != nil {
+		t.Errorf("a plain broker: %v", err)
+	}
+}
+
+// FuzzMatch: topics come from the broker, filters from the config.
+func FuzzMatch(f *testing.F) {
+	f.Add("a/+/c", "a/b/c")
+	f.Add("#", "$SYS/x")
+	f.Add("a/#", "a")
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		Match(filter, topic)
+		if !strings.ContainsAny(topic, "+#") && !strings.HasPrefix(topic, "$") && !Match(topic, topic) {
+			t.Fatalf("%q does not match itself", topic)
+		}
+	})
+}
