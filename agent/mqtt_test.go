@@ -2,11 +2,13 @@ package agent
 
 import (
 	"encoding/json"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
 )
 
@@ -80,4 +82,19 @@ func FuzzParseSetPayload(f *testing.F) {
 			t.Fatalf("JSON string of %q: %s", v, b)
 		}
 	})
+}
+
+// BenchmarkMQTTMessages measures one reading → its MQTT messages (device
+// JSON and one topic per field), the work per reading on the bridge.
+func BenchmarkMQTTMessages(b *testing.B) {
+	ms := &mqttSender{m: &mqttMap{cfg: &config.MQTT{Retain: true}, prefix: "stanzad/device"}}
+	ms.rec.readings = []devices.Reading{{Device: "greenhouse", Time: time.Now(), Fields: []devices.Field{
+		devices.Number("temperature", 21.5, 1, "°C"), devices.Number("humidity", 40.2, 1, "%")}}}
+	log := slog.New(slog.DiscardHandler)
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(ms.messages(log)) != 3 {
+			b.Fatal("want 3 messages")
+		}
+	}
 }

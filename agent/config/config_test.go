@@ -635,13 +635,14 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("Parse(example) = %+v, want devices and a JID", cfg)
 	}
 	// What the example shows commented out must be valid too.
-	commented := regexp.MustCompile(`(?m)^# (\[\[|[a-z_]+ = )`)
+	commented := regexp.MustCompile(`(?m)^# (\[|[a-z_]+ = )`)
 	all := commented.ReplaceAllString(string(data), "$1")
 	cfg, err = Parse([]byte(all), path+" (uncommented)")
 	if err != nil {
 		t.Fatalf("the example's commented keys do not parse:\n%v", err)
 	}
-	if len(cfg.Sinks) != 3 || len(cfg.Alerts) != 1 || len(cfg.Actions) != 1 || cfg.Sinks[0].MinInterval.Duration == 0 {
+	if len(cfg.Sinks) != 3 || len(cfg.Alerts) != 1 || len(cfg.Actions) != 1 || cfg.Sinks[0].MinInterval.Duration == 0 ||
+		cfg.MQTT == nil || len(cfg.MQTT.Subscribe) != 1 {
 		t.Errorf("uncommented example: %d sinks, %d alerts, %d actions, %+v", len(cfg.Sinks), len(cfg.Alerts), len(cfg.Actions), cfg.Sinks[0])
 	}
 }
