@@ -84,7 +84,7 @@ func newMQTT(a *Agent, cfg *config.MQTT, log *slog.Logger) (*mqttMap, error) {
 	status := m.prefix + "/status"
 	c, err := bridge.New(bridge.Options{
 		Broker: cfg.Broker, ClientID: clientID, Username: cfg.Username, Password: cfg.Password.Reveal(),
-		CAFile: cfg.CAFile, QoS: qos, Keepalive: cfg.Keepalive.Duration,
+		CAFile: cfg.CAFile, ClientCert: cfg.ClientCert, ClientKey: cfg.ClientKey, QoS: qos, Keepalive: cfg.Keepalive.Duration,
 		Status:    bridge.Message{Topic: status, Payload: []byte("online"), Retain: true},
 		Will:      bridge.Message{Topic: status, Payload: []byte("offline"), Retain: true},
 		Subscribe: subs,

@@ -134,6 +134,8 @@ type MQTT struct {
 	PasswordFile  string          `toml:"password_file"`
 	Password      Secret          `toml:"-"` // read from PasswordFile by Load
 	CAFile        string          `toml:"ca_file"`
+	ClientCert    string          `toml:"client_cert"` // with client_key: TLS client authentication
+	ClientKey     string          `toml:"client_key"`
 	QoS           int             `toml:"qos"`          // default 1
 	Retain        bool            `toml:"retain"`       // for state topics; default true
 	Keepalive     Duration        `toml:"keepalive"`    // default 30s
@@ -390,6 +392,8 @@ func (cfg *Config) resolve(dir string, c *checker) {
 	}
 	if m := cfg.MQTT; m != nil {
 		abs(dir, &m.CAFile)
+		abs(dir, &m.ClientCert)
+		abs(dir, &m.ClientKey)
 		abs(dir, &m.PasswordFile)
 		readSecret(c, "mqtt.password_file", m.PasswordFile, &m.Password)
 	}

@@ -303,6 +303,8 @@ func TestParseErrors(t *testing.T) {
 		{"mqtt scheme", head + "[mqtt]\nbroker = \"http://b:1883\"\n", "mqtt.broker", 5, `scheme "http"`},
 		{"mqtt broker no host", head + "[mqtt]\nbroker = \"127.0.0.1:1883\"\n", "mqtt.broker", 5, "scheme://host:port"},
 		{"mqtt qos", head + "[mqtt]\nbroker = \"tcp://b:1883\"\nqos = 3\n", "mqtt.qos", 6, "0, 1 or 2"},
+		{"mqtt client cert alone", head + "[mqtt]\nbroker = \"ssl://b:8883\"\nclient_cert = \"c.pem\"\n", "mqtt.client_key", 4, "go together"},
+		{"mqtt device status", head + "[[device]]\nname = \"status\"\nkind = \"sim\"\n[mqtt]\nbroker = \"tcp://b:1883\"\n", "mqtt", 7, "status topic"},
 		{"mqtt prefix", head + "[mqtt]\nbroker = \"tcp://b:1883\"\ntopic_prefix = \"a/#\"\n", "mqtt.topic_prefix", 6, "wildcards"},
 		{"mqtt filter", head + "[mqtt]\nbroker = \"tcp://b:1883\"\n[[mqtt.subscribe]]\ntopic = \"a/#/b\"\ndevice = \"x\"\n", "mqtt.subscribe[0].topic", 7, "topic filter"},
 		{"mqtt device clash", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[mqtt]\nbroker = \"tcp://b:1883\"\n[[mqtt.subscribe]]\ntopic = \"a\"\ndevice = \"t\"\nparse = \"xml\"\n", "mqtt.subscribe[0].device", 12, "already a [[device]]"},

@@ -459,6 +459,9 @@ func (m *MQTT) check(c *checker, kinds map[string]string) {
 	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#") {
 		c.add("mqtt.topic_prefix", "%q: want a topic without wildcards", m.TopicPrefix)
 	}
+	if (m.ClientCert == "") != (m.ClientKey == "") {
+		c.add("mqtt.client_key", "client_cert and client_key go together")
+	}
 	if _, ok := kinds["status"]; ok {
 		c.add("mqtt", `a device named "status" would publish on {prefix}/status, the agent's own status topic; rename it`)
 	}
