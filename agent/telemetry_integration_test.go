@@ -315,7 +315,8 @@ func TestIntegrationMUCRestart(t *testing.T) {
 	}
 }
 
-// startAgentWith runs an agent with the given devices until stop.
+// startAgentWith runs an agent with the given devices until stop, and
+// returns once its XMPP session is up.
 func startAgentWith(t *testing.T, cfg *config.Config, devs ...devices.Device) (stop func()) {
 	t.Helper()
 	a, err := agent.New(agent.Options{Config: cfg, Logger: testLogger(t), Devices: devs})
@@ -334,6 +335,11 @@ func startAgentWith(t *testing.T, cfg *config.Config, devs ...devices.Device) (s
 		}
 	}
 	t.Cleanup(stop)
+	wctx, wcancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer wcancel()
+	if _, err := a.WaitConnected(wctx); err != nil {
+		t.Fatal(err)
+	}
 	return stop
 }
 
