@@ -212,12 +212,13 @@ func (cl *Client) setUp(up bool, err error) {
 // with the error in the log.
 func (cl *Client) Run(ctx context.Context) error {
 	t := cl.c.Connect()
-	go func() {
-		<-t.Done()
+	select {
+	case <-t.Done(): // connected, or failed for good (paho retries otherwise)
 		if err := t.Error(); err != nil {
 			cl.log.Error("mqtt connect failed", "broker", cl.opts.Broker, "err", err)
 		}
-	}()
+	case <-ctx.Done():
+	}
 	<-ctx.Done()
 	if w := cl.opts.Will; w.Topic != "" && cl.c.IsConnectionOpen() {
 		cl.c.Publish(w.Topic, cl.opts.QoS, w.Retain, w.Payload).WaitTimeout(2 * time.Second)
