@@ -66,6 +66,57 @@ type Client struct {
 	up      chan struct{} // closed while connected; replaced when the link drops
 	isUp    bool
 	lastErr error
+
+	store    *resumeStore
+	connects int // OnConnect calls so far
+}
+
+// resumeStore is paho's memory store, counting the calls of All. paho
+// (v1.5.1) resends stored messages after every connect in resume(), which
+// starts with All() and marks each stored publish as a duplicate; a
+// message published between the connection coming up and that All() is
+// stored, sent, and then modified while paho's writer may be encoding it:
+// a data race inside paho (upstream issue #703) and a needless resend. So
+// the client counts itself connected only once resume has taken its
+// snapshot. The first All() comes from Connect itself
+// (reserveStoredPublishIDs, with ConnectRetry and a persistent session).
+type resumeStore struct {
+	*mqtt.MemoryStore
+	mu   sync.Mutex
+	cond *sync.Cond
+	alls int
+}
+
+func newResumeStore() *resumeStore {
+	s := &resumeStore{MemoryStore: mqtt.NewMemoryStore()}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+func (s *resumeStore) All() []string {
+	keys := s.MemoryStore.All()
+	s.mu.Lock()
+	s.alls++
+	s.mu.Unlock()
+	s.cond.Broadcast()
+	return keys
+}
+
+// waitResume waits until resume() has listed the store for connection
+// number n (1 for the first), or timeout passes.
+func (s *resumeStore) waitResume(n int, timeout time.Duration) bool {
+	stop := time.AfterFunc(timeout, s.cond.Broadcast)
+	defer stop.Stop()
+	deadline := time.Now().Add(timeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.alls < n+1 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		s.cond.Wait()
+	}
+	return true
 }
 
 // maxPayload caps incoming messages handed to OnMessage.
@@ -87,8 +138,9 @@ func New(o Options) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cl := &Client{opts: o, log: log, up: make(chan struct{})}
+	cl := &Client{opts: o, log: log, up: make(chan struct{}), store: newResumeStore()}
 	po := mqtt.NewClientOptions()
+	po.SetStore(cl.store)
 	switch u.Scheme {
 	case "tcp", "mqtt":
 		po.AddBroker("tcp://" + u.Host)
@@ -162,6 +214,13 @@ func tlsConfig(host string, o Options) (*tls.Config, error) {
 // connected runs on every (re)connect: status, then subscriptions.
 func (cl *Client) connected(c mqtt.Client) {
 	o := cl.opts
+	cl.mu.Lock()
+	cl.connects++
+	n := cl.connects
+	cl.mu.Unlock()
+	if !cl.store.waitResume(n, 2*time.Second) {
+		cl.log.Debug("mqtt: paho's resume not seen; publishing anyway")
+	}
 	if o.Status.Topic != "" {
 		c.Publish(o.Status.Topic, o.QoS, o.Status.Retain, o.Status.Payload) // completes on its own
 	}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMatch(t *testing.T) {
@@ -58,4 +59,29 @@ func FuzzMatch(f *testing.F) {
 			t.Fatalf("%q does not match itself", topic)
 		}
 	})
+}
+
+// The client counts itself connected only after paho's resume has listed
+// the store for that connection (the first listing is Connect's own).
+func TestResumeStoreWait(t *testing.T) {
+	s := newResumeStore()
+	s.Open()
+	if s.waitResume(1, 10*time.Millisecond) {
+		t.Fatal("no listing yet, but waitResume(1) returned true")
+	}
+	s.All() // Connect: reserveStoredPublishIDs
+	done := make(chan bool)
+	go func() { done <- s.waitResume(1, 5*time.Second) }()
+	select {
+	case <-done:
+		t.Fatal("returned before resume listed the store")
+	case <-time.After(20 * time.Millisecond):
+	}
+	s.All() // resume of connection 1
+	if !<-done {
+		t.Fatal("waitResume(1) timed out after resume")
+	}
+	if s.waitResume(2, 10*time.Millisecond) {
+		t.Fatal("connection 2 has had no resume yet")
+	}
 }
