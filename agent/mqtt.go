@@ -39,6 +39,7 @@ type mqttMap struct {
 	caller  Caller
 	cmds    chan bridge.Message
 	virtual []mqttFeed
+	devs    []*mqttDevice // the virtual devices, each once, in config order
 	refused strangerLog
 }
 
@@ -71,6 +72,7 @@ func newMQTT(a *Agent, cfg *config.MQTT, log *slog.Logger) (*mqttMap, error) {
 		if d == nil {
 			d = &mqttDevice{name: sc.Device, in: make(chan mqttIn, 64)}
 			byName[sc.Device] = d
+			m.devs = append(m.devs, d)
 		}
 		d.topics = append(d.topics, sc.Topic)
 		p, err := devices.NewParser(sc.Parse, "")
@@ -109,7 +111,7 @@ func (a *Agent) addMQTT(cfg *config.Config, log *slog.Logger) error {
 	for _, d := range a.devs {
 		names = append(names, d.Name())
 	}
-	for _, d := range m.devices() {
+	for _, d := range m.devs {
 		a.devs = append(a.devs, d)
 		a.byName[d.name] = d
 	}
@@ -124,17 +126,6 @@ func (a *Agent) addMQTT(cfg *config.Config, log *slog.Logger) error {
 	}
 	a.sinks = append(a.sinks, s)
 	return nil
-}
-
-// devices returns the virtual devices fed by foreign topics.
-func (m *mqttMap) devices() []*mqttDevice {
-	var out []*mqttDevice
-	for _, f := range m.virtual {
-		if len(out) == 0 || out[len(out)-1] != f.dev {
-			out = append(out, f.dev)
-		}
-	}
-	return out
 }
 
 // receive hands incoming messages to the command worker or to virtual

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/bridge"
 	"github.com/stanzad/stanzad/devices"
 )
 
@@ -96,5 +99,67 @@ func BenchmarkMQTTMessages(b *testing.B) {
 		if len(ms.messages(log)) != 3 {
 			b.Fatal("want 3 messages")
 		}
+	}
+}
+
+// A virtual device fed by several topics is one device, however the
+// subscriptions are ordered; garbage on its topic is an error reading,
+// and read says so too.
+func TestMQTTVirtualDevices(t *testing.T) {
+	cfg := &config.Config{
+		XMPP:    config.XMPP{JID: "device@iot.test/agent"},
+		Agent:   config.Agent{StateDir: t.TempDir(), OutboxMax: 1 << 20},
+		Devices: []config.Device{{Name: "t", Kind: "sim"}},
+		MQTT: &config.MQTT{Broker: "tcp://127.0.0.1:1", QoS: 1, TopicPrefix: "stanzad/{node}", Subscribe: []config.MQTTSubscribe{
+			{Topic: "a/temp", Device: "outside", Parse: "kv"},
+			{Topic: "b/#", Device: "shed", Parse: "line"},
+			{Topic: "c/temp", Device: "outside", Parse: "json"},
+		}},
+	}
+	a, err := New(Options{Config: cfg, Devices: []devices.Device{devices.NewSwitch(devices.SwitchConfig{Name: "t"})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeState()
+	var names []string
+	for _, d := range a.devs {
+		names = append(names, d.Name())
+	}
+	if strings.Join(names, " ") != "t outside shed" {
+		t.Fatalf("devices %v, want t outside shed", names)
+	}
+	if s := a.sinks[len(a.sinks)-1]; s.mq == nil || s.wants("outside") || !s.wants("t") {
+		t.Errorf("the MQTT sink must take t and not the virtual devices: %v", s.devices)
+	}
+
+	out := a.byName["outside"].(*mqttDevice)
+	if _, err := out.Read(context.Background()); !errors.Is(err, errNoMessage) {
+		t.Errorf("read before any message: %v", err)
+	}
+	got := make(chan devices.Reading, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- out.Run(ctx, func(r devices.Reading) { got <- r }) }()
+	recv := a.mqtt.receive(slog.New(slog.DiscardHandler))
+	recv(bridge.Message{Topic: "c/temp", Payload: []byte(`{"temp": `)}) // cut JSON
+	if r := <-got; r.Err == nil || r.Device != "outside" {
+		t.Errorf("garbage payload: %+v, want an error reading", r)
+	}
+	if _, err := out.Read(context.Background()); err == nil {
+		t.Error("read after garbage: no error")
+	}
+	recv(bridge.Message{Topic: "a/temp", Payload: []byte("temp=12.5")})
+	if r := <-got; r.Err != nil || len(r.Fields) != 1 || r.Fields[0].Num != 12.5 {
+		t.Errorf("good payload: %+v", r)
+	}
+	recv(bridge.Message{Topic: "stanzad/device/t/set", Payload: []byte("on"), Retain: true})
+	select {
+	case m := <-a.mqtt.cmds:
+		t.Errorf("retained command queued: %+v", m)
+	default:
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
 	}
 }

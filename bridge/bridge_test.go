@@ -85,3 +85,31 @@ func TestResumeStoreWait(t *testing.T) {
 		t.Fatal("connection 2 has had no resume yet")
 	}
 }
+
+// fakeMessage is an incoming paho message.
+type fakeMessage struct {
+	topic   string
+	payload []byte
+}
+
+func (m fakeMessage) Duplicate() bool   { return false }
+func (m fakeMessage) Qos() byte         { return 1 }
+func (m fakeMessage) Retained() bool    { return false }
+func (m fakeMessage) Topic() string     { return m.topic }
+func (m fakeMessage) MessageID() uint16 { return 1 }
+func (m fakeMessage) Payload() []byte   { return m.payload }
+func (m fakeMessage) Ack()              {}
+
+// A message over 64 KiB never reaches the agent; one at the limit does.
+func TestMessageSizeLimit(t *testing.T) {
+	var got []Message
+	cl, err := New(Options{Broker: "tcp://127.0.0.1:1", OnMessage: func(m Message) { got = append(got, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.message(nil, fakeMessage{"a", make([]byte, maxPayload+1)})
+	cl.message(nil, fakeMessage{"b", make([]byte, maxPayload)})
+	if len(got) != 1 || got[0].Topic != "b" {
+		t.Fatalf("delivered %d messages (%v), want only the one at the limit", len(got), got)
+	}
+}
