@@ -28,11 +28,6 @@ type peer struct {
 
 func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
 	t.Helper()
-	testserver.MustRegister(t, srv, user, "pw-"+user)
-	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &peer{msgs: make(chan *xmpp.Element, 1024), pres: make(chan *xmpp.Element, 256)}
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc", Name: "test"}, xmpp.Software{Name: "test"})
 	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
@@ -48,10 +43,24 @@ func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
 		default:
 		}
 	}
+	p.sess = dialTest(t, srv, user, "test", mux)
+	return p
+}
+
+// dialTest registers user, logs in as user@host/resource with mux as the
+// handler, serves the session until the test ends, and sends available
+// presence, which makes the full JID routable for the agent's messages.
+func dialTest(t testing.TB, srv *testserver.Server, user, resource string, mux *xmpp.Mux) *xmpp.Session {
+	t.Helper()
+	testserver.MustRegister(t, srv, user, "pw-"+user)
+	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	p.sess, err = xmpp.Dial(ctx, xmpp.Config{
-		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/test"), Password: "pw-" + user,
+	s, err := xmpp.Dial(ctx, xmpp.Config{
+		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/" + resource), Password: "pw-" + user,
 		Server: srv.Addr, TLS: tc, Handler: mux,
 	})
 	if err != nil {
@@ -59,13 +68,12 @@ func newPeer(t testing.TB, srv *testserver.Server, user string) *peer {
 	}
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.sess.Serve(sctx) }()
+	go func() { done <- s.Serve(sctx) }()
 	t.Cleanup(func() { stop(); <-done })
-	// Presence makes the peer's full JID routable for the agent's replies.
-	if err := p.sess.SendRaw(ctx, []byte("<presence/>")); err != nil {
+	if err := s.SendRaw(ctx, []byte("<presence/>")); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return s
 }
 
 func (p *peer) say(t *testing.T, to, body string) {

@@ -39,11 +39,6 @@ type tally struct {
 
 func newTally(tb testing.TB, srv *testserver.Server, user string) *tally {
 	tb.Helper()
-	testserver.MustRegister(tb, srv, user, "pw-"+user)
-	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	y := &tally{more: make(chan struct{}, 1), jid: user + "@" + srv.Host}
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "tally"})
 	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
@@ -66,20 +61,7 @@ func newTally(tb testing.TB, srv *testserver.Server, user string) *tally {
 		default:
 		}
 	}
-	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
-	defer cancel()
-	s, err := xmpp.Dial(ctx, xmpp.Config{JID: xmpp.MustParseJID(y.jid + "/tally"), Password: "pw-" + user,
-		Server: srv.Addr, TLS: tc, Handler: mux})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx) }()
-	tb.Cleanup(func() { stop(); <-done })
-	if err := s.SendRaw(ctx, []byte("<presence/>")); err != nil {
-		tb.Fatal(err)
-	}
+	dialTest(tb, srv, user, "tally", mux)
 	return y
 }
 
