@@ -609,7 +609,7 @@ func (s *Session) Send(ctx context.Context, st *Element) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.wbuf = st.Append(s.wbuf[:0])
-	return s.sendLocked(s.wbuf, 0)
+	return s.sendLocked(s.wbuf, 0, false)
 }
 
 // SendRaw writes one pre-encoded stanza. b must be exactly one complete,
@@ -626,13 +626,39 @@ func (s *Session) SendRaw(ctx context.Context, b []byte) error {
 // With stream management, a stanza whose write fails is still kept for
 // resending when the stream is resumed; if resumption fails, it is
 // dropped and the owner must send it again on the new stream.
+//
+// A tracked stanza is telemetry: it is paced (see pacer), waiting until
+// the server has acknowledged enough of what was sent before it, so
+// that untracked stanzas — answers, presence — never queue behind much
+// of it.
 func (s *Session) SendTracked(ctx context.Context, b []byte, tag uint64) error {
+	return s.send(ctx, b, tag, tag != 0)
+}
+
+// send writes one pre-encoded stanza, after waiting for the pacing
+// window if paced.
+func (s *Session) send(ctx context.Context, b []byte, tag uint64, paced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if paced && s.sm != nil {
+		if err := s.sm.pace.wait(ctx, len(b), s.served); err != nil {
+			return err
+		}
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.sendLocked(b, tag)
+	return s.sendLocked(b, tag, paced && s.sm != nil)
+}
+
+// Link returns how telemetry is paced on this stream: the delivery rate
+// the server allows and the window in flight. Without stream management
+// nothing is paced and the zero LinkStats is returned.
+func (s *Session) Link() LinkStats {
+	if s.sm == nil {
+		return LinkStats{}
+	}
+	return s.sm.pace.stats(time.Now())
 }
 
 // ackEvery is how many untracked stanzas (IQ answers, presence) may wait
@@ -641,11 +667,11 @@ func (s *Session) SendTracked(ctx context.Context, b []byte, tag uint64) error {
 // an <r/> after each would double the server's work per command.
 const ackEvery = 16
 
-func (s *Session) sendLocked(b []byte, tag uint64) error {
+func (s *Session) sendLocked(b []byte, tag uint64, paced bool) error {
 	queued, pending := false, 0
 	if s.sm != nil && !s.closed {
 		s.sm.mu.Lock()
-		err := s.sm.sent(b, tag)
+		err := s.sm.sent(b, tag, paced)
 		pending = len(s.sm.unacked)
 		if err != nil {
 			s.sm.id = "" // what was not queued cannot be resumed: start afresh
@@ -667,7 +693,7 @@ func (s *Session) sendLocked(b []byte, tag uint64) error {
 	}
 	s.sent.Add(1)
 	switch {
-	case s.sm != nil && (tag != 0 || pending >= ackEvery):
+	case s.sm != nil && (tag != 0 || paced || pending >= ackEvery):
 		s.requestAckLocked()
 	case tag != 0 && s.cfg.sm != nil && s.cfg.sm.onAck != nil:
 		s.cfg.sm.onAck([]uint64{tag})
@@ -729,10 +755,20 @@ func (s *Session) SendIQFunc(ctx context.Context, iq *Element, done func(res *El
 // SendRawIQ is SendIQFunc for a pre-encoded IQ get or set: b is the whole
 // <iq/>, with id and to (empty for the account itself) as given.
 func (s *Session) SendRawIQ(ctx context.Context, b []byte, id, to string, done func(res *Element, err error)) error {
+	return s.sendRawIQ(ctx, b, id, to, false, done)
+}
+
+// SendTelemetryIQ is SendRawIQ for telemetry (a pubsub publish): paced
+// like SendTracked, so that commands and their answers pass it.
+func (s *Session) SendTelemetryIQ(ctx context.Context, b []byte, id, to string, done func(res *Element, err error)) error {
+	return s.sendRawIQ(ctx, b, id, to, true, done)
+}
+
+func (s *Session) sendRawIQ(ctx context.Context, b []byte, id, to string, paced bool, done func(res *Element, err error)) error {
 	if err := s.expect(id, to, done); err != nil {
 		return err
 	}
-	if err := s.SendRaw(ctx, b); err != nil {
+	if err := s.send(ctx, b, 0, paced); err != nil {
 		s.forget(id)
 		return err
 	}
@@ -966,7 +1002,7 @@ func (s *Session) Close(ctx context.Context) error {
 	if !s.closed {
 		// The presence is a stanza the server counts in its final ack
 		// (XEP-0198 §4): it must be counted here too.
-		if err = s.sendLocked([]byte("<presence type='unavailable'/>"), 0); err == nil {
+		if err = s.sendLocked([]byte("<presence type='unavailable'/>"), 0, false); err == nil {
 			err = s.writeLocked([]byte("</stream:stream>"))
 		}
 	}

@@ -443,7 +443,7 @@ func TestSessionStreamManagement(t *testing.T) {
 func TestSMStateAck(t *testing.T) {
 	m := &smState{acked: ^uint32(0) - 1} // about to wrap
 	for i := uint64(1); i <= 4; i++ {
-		m.sent([]byte("x"), i)
+		m.sent([]byte("x"), i, false)
 	}
 	tags, err := m.ack(0) // 2^32-2 + 2 wraps to 0
 	if err != nil || fmt.Sprint(tags) != "[1 2]" || len(m.unacked) != 2 {

@@ -27,12 +27,15 @@ type smState struct {
 	unacked  []smEntry
 	// acks receives the tags of acknowledged tracked stanzas in order.
 	onAck func(tags []uint64)
+	// pace bounds paced stanzas in flight (see pacer).
+	pace pacer
 }
 
 // smEntry is one outbound stanza not yet acknowledged. tag 0 is untracked.
 type smEntry struct {
-	b   []byte
-	tag uint64
+	b     []byte
+	tag   uint64
+	paced bool
 }
 
 // reset forgets the stream: after a failed resumption or when starting
@@ -43,15 +46,19 @@ func (m *smState) reset() {
 	m.inH, m.acked = 0, 0
 	clear(m.unacked)
 	m.unacked = m.unacked[:0]
+	m.pace.reset()
 }
 
 // sent records an outbound stanza. b is copied only when it may have to be
 // resent.
-func (m *smState) sent(b []byte, tag uint64) error {
+func (m *smState) sent(b []byte, tag uint64, paced bool) error {
 	if len(m.unacked) >= maxUnacked {
 		return fmt.Errorf("xmpp: %d stanzas unacknowledged by the server", len(m.unacked))
 	}
-	m.unacked = append(m.unacked, smEntry{b: append([]byte(nil), b...), tag: tag})
+	m.unacked = append(m.unacked, smEntry{b: append([]byte(nil), b...), tag: tag, paced: paced})
+	if paced {
+		m.pace.add(len(b), time.Now())
+	}
 	return nil
 }
 
@@ -67,14 +74,19 @@ func (m *smState) ack(h uint32) ([]uint64, error) {
 		return nil, fmt.Errorf("xmpp: server acknowledged %d stanzas, only %d were outstanding", n, len(m.unacked))
 	}
 	var tags []uint64
+	paced := 0
 	for _, e := range m.unacked[:n] {
 		if e.tag != 0 {
 			tags = append(tags, e.tag)
+		}
+		if e.paced {
+			paced += len(e.b)
 		}
 	}
 	clear(m.unacked[:n])
 	m.unacked = m.unacked[n:]
 	m.acked = h
+	m.pace.release(paced, time.Now())
 	return tags, nil
 }
 

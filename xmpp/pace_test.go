@@ -1,0 +1,147 @@
+package xmpp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPacerWindow(t *testing.T) {
+	var p pacer
+	ctx := context.Background()
+	t0 := time.Unix(1000, 0)
+	// Nothing in flight: one stanza always goes, however large.
+	if err := p.wait(ctx, 64<<10, nil); err != nil {
+		t.Fatalf("wait with nothing in flight = %v", err)
+	}
+	p.add(1500, t0)
+	if err := p.wait(ctx, 500, nil); err != nil {
+		t.Fatalf("wait within the window = %v", err)
+	}
+	p.add(500, t0)
+	// 2000 of the 2048-byte minimum window in flight: 100 more must wait
+	// until the server acknowledges.
+	waited := make(chan error, 1)
+	go func() { waited <- p.wait(ctx, 100, nil) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("wait past the window returned %v before any ack", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The server acknowledges 1500 bytes after a second, while a sender
+	// waited: 1500 B/s is what it takes, so the window is about a
+	// second of it (the minimum, 2048).
+	p.release(1500, t0.Add(time.Second))
+	if err := <-waited; err != nil {
+		t.Fatalf("wait after the ack = %v", err)
+	}
+	st := p.stats(t0.Add(time.Second))
+	if st.Rate != 1500 || st.Window != minWindow || st.InFlight != 500 || !st.Limited {
+		t.Errorf("after a slow ack: %+v, want rate 1500, window %d, 500 in flight, limited", st, minWindow)
+	}
+	// A fast server: 400 kB acknowledged in 250 ms while senders wait
+	// makes the window grow to a second of that rate.
+	p.release(500, t0.Add(time.Second))
+	p.add(400_000, t0.Add(2*time.Second))
+	go p.wait(ctx, 1, nil) // marks the sample as window-bound
+	time.Sleep(20 * time.Millisecond)
+	p.release(400_000, t0.Add(2*time.Second+250*time.Millisecond))
+	st = p.stats(t0.Add(3 * time.Second))
+	if want := (1500 + 1_600_000) / 2; st.Rate != float64(want) || st.Window != min(maxWindow, want) {
+		t.Errorf("after a fast ack: %+v, want rate %d and the window a second of it", st, want)
+	}
+	if st := p.stats(t0.Add(3*time.Second + limitedRecent)); st.Limited {
+		t.Errorf("Limited a minute after the last wait: %+v", st)
+	}
+}
+
+func TestPacerWaitEnds(t *testing.T) {
+	var p pacer
+	p.add(minWindow, time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.wait(ctx, 1, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait with a cancelled ctx = %v", err)
+	}
+	closed := make(chan struct{})
+	close(closed)
+	if err := p.wait(context.Background(), 1, closed); !errors.Is(err, ErrClosed) {
+		t.Errorf("wait on a closed session = %v, want ErrClosed", err)
+	}
+	// A new stream forgets what was in flight: waiters go on.
+	waited := make(chan error, 1)
+	go func() { waited <- p.wait(context.Background(), 1, nil) }()
+	time.Sleep(20 * time.Millisecond)
+	p.reset()
+	if err := <-waited; err != nil {
+		t.Errorf("wait across a reset = %v", err)
+	}
+}
+
+// Telemetry that the server has not acknowledged holds back further
+// telemetry, never an answer: the peer sees the untracked stanza before
+// the tracked one that waited for the window.
+func TestSessionPacesTelemetry(t *testing.T) {
+	reading := []byte("<message to='b@iot.test'><body>" + strings.Repeat("x", 900) + "</body></message>")
+	order := make(chan string, 16)
+	release := make(chan struct{})
+	cfg, done := scriptedPeer(t, &peer{sm: true}, "secret", func(p *peer) error {
+		n := 0
+		for {
+			el, _, err := p.element()
+			if err != nil {
+				return err
+			}
+			switch el.Name {
+			case "r":
+				continue
+			case "message":
+				n++
+				order <- fmt.Sprintf("reading %d", n)
+			case "iq":
+				order <- "answer"
+				<-release
+				p.send("<a xmlns='urn:xmpp:sm:3' h='3'/>") // two readings and the answer
+			}
+			if n == 3 {
+				return nil
+			}
+		}
+	})
+	cfg.sm = &smState{}
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background())
+	defer s.Close(context.Background())
+	for i := uint64(1); i <= 2; i++ {
+		if err := s.SendTracked(context.Background(), reading, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := make(chan error, 1)
+	go func() { third <- s.SendTracked(context.Background(), reading, 3) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.SendRaw(context.Background(), []byte("<iq type='result' id='x'/>")); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-third; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("peer: %v", err)
+	}
+	close(order)
+	var got []string
+	for o := range order {
+		got = append(got, o)
+	}
+	if want := "reading 1, reading 2, answer, reading 3"; strings.Join(got, ", ") != want {
+		t.Errorf("peer saw %s, want %s", strings.Join(got, ", "), want)
+	}
+}
