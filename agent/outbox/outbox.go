@@ -38,12 +38,24 @@ type Options struct {
 	// SyncEvery is the fsync interval for appends. Default 1 s.
 	SyncEvery time.Duration
 	Logger    *slog.Logger
+	// Retain keeps acknowledged records in memory this long (at most
+	// RetainBytes of them, default 128 KiB), so that Rewind can take
+	// back an acknowledgement: a message the server accepted and then
+	// bounced. Zero keeps none.
+	Retain      time.Duration
+	RetainBytes int64
 }
 
 // Record is one queued payload.
 type Record struct {
 	ID      uint64
 	Payload []byte
+}
+
+// retained is an acknowledged record kept for Rewind.
+type retained struct {
+	Record
+	at time.Time // when it was acknowledged
 }
 
 // Outbox is a persistent FIFO. It is safe for concurrent use.
@@ -58,8 +70,10 @@ type Outbox struct {
 	size     int64 // bytes in the log file
 	ackBytes int64 // bytes of acknowledged records at the head of the log
 	pending  []Record
-	bytes    int64  // payload bytes in pending
-	next     uint64 // id of the next append
+	retained []retained // acknowledged records kept for Rewind, oldest first
+	retBytes int64      // payload bytes in retained
+	bytes    int64      // payload bytes in pending
+	next     uint64     // id of the next append
 	acked    uint64
 	dropped  uint64
 	dirty    bool
@@ -74,6 +88,9 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	}
 	if opts.SyncEvery <= 0 {
 		opts.SyncEvery = time.Second
+	}
+	if opts.RetainBytes <= 0 {
+		opts.RetainBytes = 128 << 10
 	}
 	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1}
 	if o.log == nil {
@@ -235,17 +252,86 @@ func (o *Outbox) Ack(id uint64) {
 		return
 	}
 	n := 0
+	now := time.Now()
 	for n < len(o.pending) && o.pending[n].ID <= id {
 		o.bytes -= int64(len(o.pending[n].Payload))
 		o.ackBytes += headerSize + int64(len(o.pending[n].Payload))
+		if o.opts.Retain > 0 {
+			o.retained = append(o.retained, retained{o.pending[n], now})
+			o.retBytes += int64(len(o.pending[n].Payload))
+		}
 		n++
 	}
+	o.trimRetained(now)
 	clear(o.pending[:n])
 	o.pending = o.pending[n:]
 	o.setAcked(id)
 	if len(o.pending) == 0 {
 		o.compact() // cheap: truncates an all-acknowledged log
 	}
+}
+
+// trimRetained lets go of retained records that are too old or too
+// many. o.mu is held.
+func (o *Outbox) trimRetained(now time.Time) {
+	n := 0
+	for n < len(o.retained) && (o.retBytes > o.opts.RetainBytes || now.Sub(o.retained[n].at) > o.opts.Retain) {
+		o.retBytes -= int64(len(o.retained[n].Payload))
+		n++
+	}
+	if n > 0 {
+		clear(o.retained[:n])
+		o.retained = o.retained[n:]
+	}
+}
+
+// Rewind takes back the acknowledgement of records from id on: they are
+// pending again, first in line, with their ids, and on disk again (the
+// log is rewritten). It returns how many records were restored, and how
+// many acknowledged records from id on it no longer had (too old, or
+// dropped because the outbox was full): those are lost. Rewinding to a
+// record still pending does nothing.
+func (o *Outbox) Rewind(id uint64) (restored, lost int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || id > o.acked || id == 0 {
+		return 0, 0
+	}
+	o.trimRetained(time.Now())
+	i := len(o.retained)
+	for i > 0 && o.retained[i-1].ID >= id {
+		i--
+	}
+	// Only an unbroken run up to the cursor can be restored: ids are
+	// contiguous in the outbox.
+	back := o.retained[i:]
+	for j := len(back) - 1; j >= 0; j-- {
+		if back[j].ID != o.acked-uint64(len(back)-1-j) {
+			back = back[j+1:]
+			break
+		}
+	}
+	if len(back) == 0 {
+		return 0, int(o.acked - id + 1)
+	}
+	first := back[0].ID
+	lost = int(first - id)
+	i = len(o.retained) - len(back)
+	restore := make([]Record, 0, len(back)+len(o.pending))
+	for _, r := range back {
+		restore = append(restore, r.Record)
+		o.bytes += int64(len(r.Payload))
+		o.retBytes -= int64(len(r.Payload))
+	}
+	o.pending = append(restore, o.pending...)
+	clear(o.retained[i:])
+	o.retained = o.retained[:i]
+	o.setAcked(first - 1)
+	if o.f != nil {
+		o.rewrite()
+	}
+	o.log.Info("outbox: acknowledged records taken back", "from_id", first, "records", len(restore), "lost", lost)
+	return len(restore), lost
 }
 
 // setAcked persists the ack cursor. o.mu is held.
@@ -276,6 +362,12 @@ func (o *Outbox) compact() {
 	if o.ackBytes*2 < o.size {
 		return
 	}
+	o.rewrite()
+}
+
+// rewrite writes the pending records to a new log that replaces the old
+// one atomically. o.mu is held and o.f is open.
+func (o *Outbox) rewrite() {
 	tmp := filepath.Join(o.dir, "log.tmp")
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {

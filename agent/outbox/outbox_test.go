@@ -255,3 +255,87 @@ func TestRunCompacts(t *testing.T) {
 		t.Fatalf("after compaction: %d records from %d", len(ids), ids[0].ID)
 	}
 }
+
+// A bounce after the acknowledgement takes records back: they are
+// pending again with their ids, first in line, and survive a restart.
+func TestRewind(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, Options{Retain: time.Minute})
+	appendN(t, o, 1, 10)
+	o.Ack(8)
+	if restored, lost := o.Rewind(9); restored != 0 || lost != 0 {
+		t.Fatalf("Rewind of a pending record = %d, %d; want nothing done", restored, lost)
+	}
+	if restored, lost := o.Rewind(5); restored != 4 || lost != 0 {
+		t.Fatalf("Rewind(5) = %d restored, %d lost; want 4, 0", restored, lost)
+	}
+	ids(t, o, 5, 10)
+	if st := o.Stats(); st.Acked != 4 || st.Pending != 6 {
+		t.Fatalf("after Rewind(5): %+v", st)
+	}
+	appendN(t, o, 11, 11) // ids go on from where they were
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, dir, Options{Retain: time.Minute})
+	defer o.Close()
+	ids(t, o, 5, 11)
+	// Acknowledged again and taken back again: the same records.
+	o.Ack(11)
+	if restored, _ := o.Rewind(10); restored != 2 {
+		t.Fatalf("second Rewind(10) restored %d, want 2", restored)
+	}
+	ids(t, o, 10, 11)
+}
+
+// Records the outbox no longer holds are reported lost, never invented.
+func TestRewindLost(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		opts         Options
+		ack, rewind  uint64
+		restored     int
+		lost         int
+		pendingFirst int
+	}{
+		{"nothing retained", Options{}, 6, 3, 0, 4, 7},
+		{"retained bytes bound", Options{Retain: time.Minute, RetainBytes: 20}, 6, 3, 2, 2, 5},
+		{"rewind before the first id", Options{Retain: time.Minute}, 6, 1, 6, 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := open(t, t.TempDir(), tt.opts)
+			defer o.Close()
+			appendN(t, o, 1, 8)
+			o.Ack(tt.ack)
+			restored, lost := o.Rewind(tt.rewind)
+			if restored != tt.restored || lost != tt.lost {
+				t.Fatalf("Rewind(%d) = %d restored, %d lost; want %d, %d", tt.rewind, restored, lost, tt.restored, tt.lost)
+			}
+			ids(t, o, tt.pendingFirst, 8)
+		})
+	}
+	// Records dropped because the outbox was full leave a hole: only
+	// the unbroken run up to the cursor comes back.
+	o := open(t, t.TempDir(), Options{Retain: time.Minute, Max: 40})
+	defer o.Close()
+	appendN(t, o, 1, 3)
+	o.Ack(2)
+	appendN(t, o, 4, 8) // 10 bytes each: 3 and 4 are dropped as the outbox fills
+	o.Ack(7)
+	if restored, lost := o.Rewind(1); restored != 3 || lost != 4 {
+		t.Fatalf("Rewind across dropped records = %d restored, %d lost; want 3 (5-7), 4 (1-4)", restored, lost)
+	}
+	ids(t, o, 5, 8)
+}
+
+// Retained records are let go after Retain.
+func TestRetainExpires(t *testing.T) {
+	o := open(t, t.TempDir(), Options{Retain: 30 * time.Millisecond})
+	defer o.Close()
+	appendN(t, o, 1, 4)
+	o.Ack(4)
+	time.Sleep(60 * time.Millisecond)
+	if restored, lost := o.Rewind(3); restored != 0 || lost != 2 {
+		t.Fatalf("Rewind after Retain = %d restored, %d lost; want 0, 2", restored, lost)
+	}
+}
