@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -88,6 +89,7 @@ func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 		resultField("uptime", "Uptime", rep.Uptime.Round(time.Second).String()),
 		resultField("session", "Session", session),
 		resultField("dropped", "Readings dropped (bus full)", strconv.FormatUint(rep.Dropped, 10)),
+		resultField("link", "Link", cmp.Or(rep.LinkText(), "telemetry flows as it comes")),
 		resultMulti("outboxes", "Sinks", outboxes),
 		resultMulti("devices", "Devices", devs),
 		resultMulti("actions", "Actions", rep.Actions),

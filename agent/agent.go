@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,8 @@ type Agent struct {
 	strangers    strangerLog
 	limited      strangerLog // rate-limited senders, logged once a minute
 	hidden       strangerLog // room occupants whose real JID the agent cannot see
+	bounces      strangerLog // bounced readings, logged once a minute per sink and condition
+	contacts     contacts
 	health       deviceHealth
 	calls        deviceCalls
 }
@@ -171,6 +174,7 @@ func (a *Agent) xmppConfig() (xmpp.Config, error) {
 	a.mux.Message = a.handleMessage
 	a.mux.Presence = a.handlePresence
 	a.mux.Allow = a.allowIQ
+	a.mux.HandleIQ("set", xmpp.NSRoster, "query", a.rosterPush)
 	a.registerCommands()
 	return xmpp.Config{
 		JID:       a.self,
@@ -295,10 +299,26 @@ func (a *Agent) WaitConnected(ctx context.Context) (*xmpp.Session, error) {
 // Summary is a one-line status for service managers (systemd STATUS=).
 func (a *Agent) Summary() string {
 	state := "offline, reconnecting"
-	if s := a.client.Session(); s != nil {
+	s := a.client.Session()
+	if s != nil {
 		state = "online as " + s.JID().String()
 	}
-	return fmt.Sprintf("%s; %d readings queued", state, a.Queued())
+	line := fmt.Sprintf("%s; %d readings queued", state, a.Queued())
+	if s != nil {
+		if l := s.Link(); l.Limited && l.Rate > 0 {
+			line += fmt.Sprintf("; server accepts ~%.1f KB/s", l.Rate/1000)
+		}
+	}
+	held := 0
+	for _, sk := range a.sinks {
+		if sk.dl != nil && sk.held(a) != 0 {
+			held++
+		}
+	}
+	if held > 0 {
+		line += fmt.Sprintf("; %d sinks held (recipient offline or readings bounced)", held)
+	}
+	return line
 }
 
 // Healthy reports whether the agent's pipeline moves: readings are being
@@ -331,7 +351,11 @@ func (a *Agent) onAck(tags []uint64) {
 		for i > 0 && int(tags[i-1]>>tagBits) == sink { // earlier tags of this run
 			i--
 		}
-		a.sinks[sink].box.Ack(last)
+		if s := a.sinks[sink]; s.dl != nil {
+			s.dl.acked(last, time.Now())
+		} else {
+			s.box.Ack(last)
+		}
 	}
 }
 
@@ -385,6 +409,12 @@ func (a *Agent) closeState() {
 func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
 	if s.Resumed() {
 		return nil // the resumed stream keeps its presence
+	}
+	// RFC 6121 §2.2: the roster before initial presence, so the contacts'
+	// presence that follows is understood.
+	a.contacts.newStream()
+	if err := a.loadRoster(ctx, s); err != nil {
+		return err
 	}
 	return s.Send(ctx, a.presence())
 }
@@ -487,6 +517,9 @@ func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Ele
 		a.handleRoomMessage(ctx, s, st, from)
 		return
 	case "error":
+		if a.handleBounce(ctx, s, st, from) {
+			return
+		}
 		// A room that bounces our groupchat no longer has us in it.
 		if r := a.roomFor(from); r != nil && xmpp.ParseStanzaError(st).Condition == "not-acceptable" && r.joinedOn(s) {
 			r.log.Warn("the room refused a message: no longer in the room; rejoining")
@@ -590,6 +623,9 @@ func (r StatusReport) Text() string {
 		b.WriteString("session: offline\n")
 	}
 	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", r.Dropped)
+	if l := r.LinkText(); l != "" {
+		b.WriteString(l + "\n")
+	}
 	for _, o := range r.Outboxes {
 		b.WriteString("sink " + o.String() + "\n")
 	}
@@ -607,6 +643,26 @@ func (r StatusReport) Text() string {
 		b.WriteString("\nactions: " + strings.Join(r.Actions, ", "))
 	}
 	return b.String()
+}
+
+// LinkText says how the server takes telemetry while it sets the pace:
+// "link: the server accepts ~2.9 KB/s of telemetry; 1,204 readings
+// waiting". Empty while telemetry flows as fast as it comes.
+func (r StatusReport) LinkText() string {
+	if !r.Online || !r.Link.Limited || r.Link.Rate <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("link: the server accepts ~%.1f KB/s of telemetry; %s readings waiting",
+		r.Link.Rate/1000, thousands(r.Queued))
+}
+
+// thousands formats n with commas: 1,204.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // Text is the human report of an action run.
@@ -644,7 +700,14 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 		}
 		return
 	}
-	if st.Attr("type") != "subscribe" {
+	switch st.Attr("type") {
+	case "", "unavailable":
+		if from.BareKey() != a.self.BareKey() && a.contacts.presence(from, st.Attr("type") == "") {
+			a.wakeChatSinks(from.BareKey())
+		}
+		return
+	case "subscribe":
+	default:
 		return
 	}
 	to := from.Bare().String()

@@ -121,7 +121,7 @@ func (a *Agent) addMQTT(cfg *config.Config, log *slog.Logger) error {
 	}
 	s := &sink{index: len(a.sinks), kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker, devices: names,
 		wake: make(chan struct{}, 1), mq: &mqttSender{m: m}}
-	if s.box, err = openBox(cfg, "mqtt-"+m.caller.JID.Domain, s.name, log); err != nil {
+	if s.box, err = openBox(cfg, "mqtt-"+m.caller.JID.Domain, s.name, 0, log); err != nil {
 		return err
 	}
 	a.sinks = append(a.sinks, s)

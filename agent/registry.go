@@ -70,11 +70,15 @@ func (a *Agent) admit(ctx context.Context, c Caller) error {
 
 // StatusReport is what the status command shows.
 type StatusReport struct {
-	Version  string
-	Uptime   time.Duration
-	Online   bool
-	JID      string // the bound full JID while online
-	Dropped  uint64 // readings dropped before queueing (bus full)
+	Version string
+	Uptime  time.Duration
+	Online  bool
+	JID     string // the bound full JID while online
+	Dropped uint64 // readings dropped before queueing (bus full)
+	// Link is how the server takes telemetry: when it set the pace within
+	// the last minute (Link.Limited), the rate it allows.
+	Link     xmpp.LinkStats
+	Queued   int // readings waiting in all outboxes
 	Outboxes []OutboxStatus
 	Devices  []DeviceInfo
 	Actions  []string
@@ -86,7 +90,9 @@ type OutboxStatus struct {
 	Pending, Dropped int
 	Degraded         bool   // disk failed: queued in memory only
 	Filtered         uint64 // readings skipped by deadband or min_interval
-	Rejected         uint64 // readings the server refused for good (pubsub)
+	Rejected         uint64 // readings the server refused for good
+	Bounced          uint64 // reading messages the server answered with an error
+	Lost             uint64 // bounced after the outbox had let them go
 	Note             string // e.g. "not in the room"
 }
 
@@ -96,8 +102,14 @@ func (o OutboxStatus) String() string {
 	if o.Filtered > 0 {
 		line += fmt.Sprintf(", %d filtered", o.Filtered)
 	}
+	if o.Bounced > 0 {
+		line += fmt.Sprintf(", %d bounced by the server", o.Bounced)
+	}
 	if o.Rejected > 0 {
 		line += fmt.Sprintf(", %d refused by the server", o.Rejected)
+	}
+	if o.Lost > 0 {
+		line += fmt.Sprintf(", %d lost (bounced after leaving the outbox)", o.Lost)
 	}
 	if o.Degraded {
 		line += ", in memory only: disk failed"
@@ -126,14 +138,22 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 		return rep, ErrForbidden
 	}
 	rep = StatusReport{Version: a.version, Uptime: time.Since(a.started), Dropped: a.dropped.Load()}
-	if s := a.client.Session(); s != nil {
-		rep.Online, rep.JID = true, s.JID().String()
-	}
 	sess := a.client.Session()
+	if sess != nil {
+		rep.Online, rep.JID = true, sess.JID().String()
+		rep.Link = sess.Link()
+	}
+	now := time.Now()
 	for _, s := range a.sinks {
 		st := s.box.Stats()
+		rep.Queued += st.Pending
 		o := OutboxStatus{Sink: s.name, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil,
-			Filtered: s.filtered.Load(), Rejected: s.rejected.Load()}
+			Filtered: s.filtered.Load(), Rejected: s.rejected.Load(), Bounced: s.bounced.Load(), Lost: s.lost.Load()}
+		if wait, why := s.hold.left(now); wait > 0 {
+			o.Note = fmt.Sprintf("held: %s; sending again in %s", why, wait.Round(time.Second))
+		} else if s.dl != nil && s.held(a) < 0 {
+			o.Note = "held: " + s.to + " is offline; sent when they are back"
+		}
 		if s.mq != nil && !s.mq.m.client.IsConnected() {
 			o.Note = "broker unreachable"
 		}

@@ -60,7 +60,12 @@ type sink struct {
 	mq   *mqttSender // the MQTT bridge's sink only
 
 	filtered atomic.Uint64 // readings skipped by deadband or min_interval
-	rejected atomic.Uint64 // readings the server refused for good (pubsub)
+	rejected atomic.Uint64 // readings the server refused for good
+	bounced  atomic.Uint64 // reading messages the server answered with an error
+	lost     atomic.Uint64 // bounced after the outbox had let them go
+
+	dl   *deliveries // chat and muc only: bounces put readings back
+	hold sinkHold    // chat and muc only: not sending until then
 
 	// Used only by the sender goroutine.
 	buf   []byte
@@ -111,17 +116,26 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 	default:
 		return nil, fmt.Errorf("kind %q is not supported", sc.Kind)
 	}
-	box, err := openBox(cfg, dir, s.name, log)
+	// Message sinks keep what the server acknowledged for a while: it
+	// may still bounce it.
+	var retain time.Duration
+	if s.pub == nil {
+		retain = deliveryRetain
+	}
+	box, err := openBox(cfg, dir, s.name, retain, log)
 	if err != nil {
 		return nil, err
 	}
 	s.box = box
+	if s.pub == nil {
+		s.dl = newDeliveries(box)
+	}
 	return s, nil
 }
 
 // openBox opens a sink's outbox under state_dir/outbox/dir; the sinks
 // share outbox_max.
-func openBox(cfg *config.Config, dir, name string, log *slog.Logger) (*outbox.Outbox, error) {
+func openBox(cfg *config.Config, dir, name string, retain time.Duration, log *slog.Logger) (*outbox.Outbox, error) {
 	n := len(cfg.Sinks)
 	if cfg.MQTT != nil {
 		n++
@@ -129,6 +143,7 @@ func openBox(cfg *config.Config, dir, name string, log *slog.Logger) (*outbox.Ou
 	box, err := outbox.Open(filepath.Join(cfg.Agent.StateDir, "outbox", safeName(dir)), outbox.Options{
 		Max:    int64(cfg.Agent.OutboxMax) / int64(max(1, n)),
 		Logger: log.With("component", "outbox", "sink", name),
+		Retain: retain,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
@@ -236,15 +251,18 @@ func (s *sink) run(ctx context.Context, a *Agent) {
 		s.mq.run(ctx, s, log)
 		return
 	}
-	s.runMessages(ctx, a.client, log)
+	s.runMessages(ctx, a, log)
 }
 
 // runMessages sends records as chat or groupchat messages on the live
 // session. On a new stream everything not yet acknowledged is sent again,
 // in order; on a resumed stream the session itself resends what the
 // server missed, so it carries on where it was. A room sink sends only
-// while the agent is in the room.
-func (s *sink) runMessages(ctx context.Context, c *xmpp.Client, log *slog.Logger) {
+// while the agent is in the room; a chat sink holds while its recipient
+// is known to be offline, and any message sink holds for a while after
+// the server bounced a reading (see deliveries).
+func (s *sink) runMessages(ctx context.Context, a *Agent, log *slog.Logger) {
+	c := a.client
 	var sess *xmpp.Session
 	var cursor uint64 // highest id sent on sess
 	for {
@@ -269,21 +287,55 @@ func (s *sink) runMessages(ctx context.Context, c *xmpp.Client, log *slog.Logger
 			sess = cur
 			if !cur.Resumed() {
 				cursor = s.box.Stats().Acked
+				s.dl.newStream()
 			}
 		}
-		cursor = s.sendPending(ctx, sess, cursor, log)
+		if s.dl.takeMoved() {
+			cursor = s.box.Stats().Acked // bounced records are due again
+		}
+		var retry *time.Timer
+		var retryC <-chan time.Time
+		if wait := s.held(a); wait > 0 {
+			retry = time.NewTimer(wait)
+			retryC = retry.C
+		} else if wait == 0 {
+			cursor = s.sendPending(ctx, sess, cursor, log)
+		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-s.wake:
 		case <-sess.Done():
 		case <-roomChanged:
+		case <-retryC:
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
 
+// held reports how long the sink must not send: 0 to send now, the rest
+// of a hold after a bounce, or -1 while the recipient is offline (until
+// its presence changes).
+func (s *sink) held(a *Agent) time.Duration {
+	if wait, _ := s.hold.left(time.Now()); wait > 0 {
+		return wait
+	}
+	if s.kind == "chat" {
+		if to, err := xmpp.ParseJID(s.to); err == nil && a.contacts.offline(to) {
+			return -1
+		}
+	}
+	return 0
+}
+
 // sendPending sends records after cursor until the outbox is drained or
-// the session fails, and returns the new cursor.
+// the session fails, and returns the new cursor. Records the server
+// already has (delivered before an earlier one bounced, or in flight)
+// are passed over.
 func (s *sink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint64, log *slog.Logger) uint64 {
 	for {
 		rs := s.box.Pending(cursor, sendBatch)
@@ -291,15 +343,25 @@ func (s *sink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint6
 			return cursor
 		}
 		for _, rec := range rs {
+			if !s.dl.due(rec.ID) {
+				cursor = rec.ID
+				continue
+			}
 			if err := decodeRecord(rec.Payload, &s.rec); err != nil {
 				log.Error("outbox record unreadable; skipped", "id", rec.ID, "err", err)
+				s.dl.skip(rec.ID, time.Now())
 				cursor = rec.ID
 				continue
 			}
 			s.encode(&s.rec, rec.ID, time.Now())
+			// Marked before the write: without stream management the
+			// write itself is the acknowledgement, reported at once.
+			s.dl.sent(rec.ID)
 			if err := sess.SendTracked(ctx, s.buf, s.tag(rec.ID)); err != nil {
 				if errors.Is(err, xmpp.ErrQueuedForResume) {
 					cursor = rec.ID // a resumed stream resends it itself
+				} else {
+					s.dl.unsent(rec.ID)
 				}
 				log.Debug("reading not sent; waiting for the next session", "id", rec.ID, "err", err)
 				return cursor
