@@ -103,7 +103,7 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 					}
 				}
 				p.encode(s, rec.ID)
-				err := sess.SendRawIQ(ctx, p.buf, p.publishID(s, rec.ID), p.service, func(_ *xmpp.Element, err error) {
+				err := sess.SendTelemetryIQ(ctx, p.buf, p.publishID(s, rec.ID), p.service, func(_ *xmpp.Element, err error) {
 					results <- flightResult{f, err}
 				})
 				if err != nil {
