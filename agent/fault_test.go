@@ -68,6 +68,15 @@ func newReceiver(t *testing.T, srv *testserver.Server, user string) *receiver {
 func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver {
 	t.Helper()
 	r := &receiver{more: make(chan struct{}, 1)}
+	t.Cleanup(r.connect(t, srv, user))
+	return r
+}
+
+// connect logs the receiver in as user@host/rx until the returned stop is
+// called. It approves presence subscription requests, as a person's
+// client does for a device they operate.
+func (r *receiver) connect(t testing.TB, srv *testserver.Server, user string) (stop func()) {
+	t.Helper()
 	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "test"})
 	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
@@ -90,6 +99,11 @@ func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver 
 		default:
 		}
 	}
+	mux.Presence = func(ctx context.Context, s *xmpp.Session, p *xmpp.Element) {
+		if p.Attr("type") == "subscribe" {
+			s.Send(ctx, xmpp.Stanza("presence", "subscribed", p.Attr("from"), ""))
+		}
+	}
 	c := xmpp.NewClient(xmpp.Config{
 		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/rx"), Password: "pw-" + user,
 		Server: srv.Addr, TLS: tc, Handler: mux, Timeout: 5 * time.Second,
@@ -104,11 +118,13 @@ func newReceiverTB(t testing.TB, srv *testserver.Server, user string) *receiver 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
 	if _, err := c.WaitConnected(t.Context()); err != nil {
+		cancel()
+		<-done
 		t.Fatal(err)
 	}
-	return r
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }
 }
 
 // expect waits until n counter readings have arrived and checks that
