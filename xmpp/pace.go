@@ -26,7 +26,10 @@ const (
 	minWindow     = 2 << 10
 	maxWindow     = 1 << 20
 	paceSample    = 250 * time.Millisecond
-	limitedRecent = time.Minute
+	limitedRecent = 10 * time.Second
+	// slowWait: a sender that waited this long for the window waited
+	// for the server, not for an ack round trip.
+	slowWait = 100 * time.Millisecond
 )
 
 // pacer is the window of paced bytes in flight. It belongs to the
@@ -40,7 +43,8 @@ type pacer struct {
 	sampleStart time.Time // start of the current rate sample
 	sampleBytes int       // paced bytes acknowledged in it
 	limited     bool      // a sender waited for the window during the sample
-	lastLimited time.Time // when a sample last ended with senders waiting
+	lastSlow    time.Time // when a sender last waited slowWait or longer
+	idleSince   time.Time // when the last paced bytes were acknowledged
 	freed       chan struct{}
 }
 
@@ -55,11 +59,13 @@ func (p *pacer) wake() {
 // windowLocked is the window in bytes; the zero pacer has the minimum.
 func (p *pacer) windowLocked() int { return max(minWindow, p.window) }
 
-// add counts n paced bytes as sent. A busy period starts a new sample:
-// time with nothing in flight says nothing about the server's rate.
+// add counts n paced bytes as sent. A busy period after a pause starts
+// a new sample: time with nothing to send says nothing about the
+// server's rate. (A window that empties between two stanzas is no
+// pause: that is a window-bound sender.)
 func (p *pacer) add(n int, now time.Time) {
 	p.mu.Lock()
-	if p.inflight == 0 {
+	if p.inflight == 0 && now.Sub(p.idleSince) > paceSample {
 		p.sampleStart, p.sampleBytes, p.limited = now, 0, false
 	}
 	p.inflight += n
@@ -75,6 +81,9 @@ func (p *pacer) release(n int, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.inflight = max(0, p.inflight-n)
+	if p.inflight == 0 {
+		p.idleSince = now
+	}
 	p.sampleBytes += n
 	if el := now.Sub(p.sampleStart); el >= paceSample {
 		sample := float64(p.sampleBytes) / el.Seconds()
@@ -87,7 +96,6 @@ func (p *pacer) release(n int, now time.Time) {
 			} else {
 				p.rate = (p.rate + sample) / 2
 			}
-			p.lastLimited = now
 		case sample > p.rate:
 			// Not window-bound, yet faster than believed: a lower bound.
 			p.rate = sample
@@ -109,11 +117,20 @@ func (p *pacer) reset() {
 // wait blocks until n more paced bytes fit in the window (one stanza is
 // always allowed when nothing is in flight), ctx is done or done closes.
 func (p *pacer) wait(ctx context.Context, n int, done <-chan struct{}) error {
+	var start time.Time
 	for {
 		p.mu.Lock()
 		if p.inflight == 0 || p.inflight+n <= p.windowLocked() {
+			if !start.IsZero() {
+				if now := time.Now(); now.Sub(start) >= slowWait {
+					p.lastSlow = now
+				}
+			}
 			p.mu.Unlock()
 			return nil
+		}
+		if start.IsZero() {
+			start = time.Now()
 		}
 		p.limited = true
 		if p.freed == nil {
@@ -139,14 +156,15 @@ type LinkStats struct {
 	// Window is the paced bytes allowed in flight; InFlight those sent
 	// and not yet acknowledged.
 	Window, InFlight int
-	// Limited reports whether telemetry waited for the server within
-	// the last minute: the server, not the devices, sets the pace.
+	// Limited reports whether telemetry waited for the server (longer
+	// than an ack round trip) within the last 10 s: the server, not
+	// the devices, sets the pace.
 	Limited bool
 }
 
 func (p *pacer) stats(now time.Time) LinkStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	limited := p.limited || !p.lastLimited.IsZero() && now.Sub(p.lastLimited) < limitedRecent
+	limited := !p.lastSlow.IsZero() && now.Sub(p.lastSlow) < limitedRecent
 	return LinkStats{Rate: p.rate, Window: p.windowLocked(), InFlight: p.inflight, Limited: limited}
 }

@@ -271,13 +271,20 @@ func (s *Session) handleSM(el *Element) error {
 		if err == nil {
 			m.report(tags)
 		}
-		more := len(m.unacked) > 0
 		m.mu.Unlock()
 		if err != nil {
 			return &StreamError{Condition: "undefined-condition", Text: err.Error(), Local: true}
 		}
+		// What is still unacknowledged is counted under wmu, after the
+		// request flag is cleared: a sender woken by this ack may have
+		// sent meanwhile and found a request still "outstanding". Missing
+		// its stanza here would leave it unacknowledged for good, and a
+		// paced sender waiting on it stuck.
 		s.wmu.Lock()
 		s.rPending = false
+		m.mu.Lock()
+		more := len(m.unacked) > 0
+		m.mu.Unlock()
 		if more {
 			s.requestAckLocked()
 		}
