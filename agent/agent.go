@@ -443,6 +443,16 @@ func (a *Agent) presenceStatus() (show, status string) {
 			status = fmt.Sprintf("1 of %d devices failing: %s", len(a.devs), failing[0])
 		}
 	}
+	var bounced []string
+	now := time.Now()
+	for _, sk := range a.sinks {
+		if wait, _ := sk.hold.left(now); wait > 0 {
+			bounced = append(bounced, sk.to)
+		}
+	}
+	if len(bounced) > 0 {
+		status += "; readings bounced by the server, retrying: " + strings.Join(bounced, ", ")
+	}
 	if p := a.policy().presence; p != "" {
 		status = p + ": " + status
 	}

@@ -156,11 +156,9 @@ func (a *Agent) handleBounce(ctx context.Context, s *xmpp.Session, st *xmpp.Elem
 			}
 		} else {
 			wait = sk.hold.set(now, bounceWhy(e))
+			signal(a.health.changed) // presence says so
 		}
-		select {
-		case sk.wake <- struct{}{}:
-		default:
-		}
+		signal(sk.wake)
 	}
 	// One line per sink and condition a minute, with the running count.
 	if a.bounces.first(sk.name + "\x00" + e.Condition) {

@@ -171,9 +171,6 @@ func (a *Agent) wakeChatSinks(bare string) {
 				sk.hold.lift(now)
 			}
 		}
-		select {
-		case sk.wake <- struct{}{}:
-		default:
-		}
+		signal(sk.wake)
 	}
 }
