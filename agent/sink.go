@@ -307,6 +307,7 @@ func (s *sink) runMessages(ctx context.Context, a *Agent, log *slog.Logger) {
 		case <-sess.Done():
 		case <-roomChanged:
 		case <-retryC:
+			signal(a.health.changed) // the hold is over: presence drops it
 		}
 		if retry != nil {
 			retry.Stop()
