@@ -12,7 +12,7 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'github.com/gorilla/websocket=-l' -gcflags 'net/http/...=-l' -gcflags 'golang.org/x/net/...=-l'
 BUILD     = CGO_ENABLED=0 $(GO) build -trimpath $(GCFLAGS) -ldflags '$(LDFLAGS)'
 # Debian packages the tests, the demo and the benchmarks run against.
-PACKAGES  = prosody mosquitto python3-slixmpp
+PACKAGES  = prosody mosquitto python3-slixmpp ejabberd
 
 .PHONY: all build deps demo test bench cross clean
 
@@ -22,12 +22,12 @@ build:
 	$(BUILD) -o bin/stanzad ./cmd/stanzad
 	$(BUILD) -o bin/stanzactl ./cmd/stanzactl
 
-# deps installs Prosody, mosquitto and slixmpp from Debian when missing,
+# deps installs Prosody, mosquitto, slixmpp and ejabberd from Debian when missing,
 # without starting their system services (policy-rc.d exits 101 during the
 # install). Quick and silent when everything is present.
 deps:
 	@if ! dpkg-query -W -f='$${Status}\n' $(PACKAGES) 2>/dev/null | grep -qv 'install ok installed' \
-	    && [ "$$(dpkg-query -W -f='$${Status}\n' $(PACKAGES) 2>/dev/null | wc -l)" -eq 3 ]; then \
+	    && [ "$$(dpkg-query -W -f='$${Status}\n' $(PACKAGES) 2>/dev/null | wc -l)" -eq $(words $(PACKAGES)) ]; then \
 	  exit 0; \
 	fi; \
 	if [ "$$(id -u)" != 0 ]; then \

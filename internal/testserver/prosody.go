@@ -3,7 +3,6 @@ package testserver
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -43,25 +42,6 @@ type Options struct {
 	Log io.Writer
 }
 
-// Server is a private Prosody instance. Its exported fields are set by
-// Configure and must not be changed.
-type Server struct {
-	Host          string // virtual host, e.g. "iot.test"
-	Addr          string // c2s (STARTTLS) address, "127.0.0.1:port"
-	DirectTLSAddr string // direct TLS c2s address; empty unless Options.DirectTLS
-	CAFile        string // PEM file of the private CA that signed the server certificate
-	Dir           string // private directory holding config, data, log and certificates
-
-	ConfigFile string // the generated prosody configuration
-	LogFile    string // prosody's log, also its stdout and stderr
-
-	ctl       string // prosodyctl
-	roots     *x509.CertPool
-	removeDir bool
-	progress  io.Writer
-	proc      process
-}
-
 // Configure prepares a server without starting it: it creates the
 // directory, the CA and server certificate, picks free ports and writes the
 // configuration. Accounts may be registered before Start.
@@ -88,7 +68,7 @@ func Configure(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("testserver: password hash %q: want SHA-256 or SHA-1", opts.PasswordHash)
 	}
 
-	s := &Server{Host: opts.Host, ctl: ctl, progress: opts.Log}
+	s := &Server{Host: opts.Host}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "stanzad-prosody-")
 		if err != nil {
@@ -101,7 +81,7 @@ func Configure(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("testserver: %w", err)
 	}
 	s.Dir = dir
-	if err := s.configure(bin, opts); err != nil {
+	if err := s.configure(bin, ctl, opts); err != nil {
 		if s.removeDir {
 			os.RemoveAll(dir)
 		}
@@ -110,7 +90,7 @@ func Configure(opts Options) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) configure(bin string, opts Options) error {
+func (s *Server) configure(bin, ctl string, opts Options) error {
 	dataDir := filepath.Join(s.Dir, "data")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
@@ -171,16 +151,22 @@ func (s *Server) configure(bin string, opts Options) error {
 		return err
 	}
 	s.LogFile = cfg.LogFile
-	s.proc = process{
-		name: "prosody",
-		bin:  bin,
-		// -F: stay in the foreground (0.12 deprecates the "daemonize"
-		// option in favour of -D/-F), so the PID we start is the server.
-		args:     []string{"--config", s.ConfigFile, "-F"},
-		dir:      s.Dir,
-		logFile:  cfg.LogFile,
-		addrs:    addrs,
-		progress: opts.Log,
+	s.eng = &prosody{
+		process: process{
+			name: "prosody",
+			bin:  bin,
+			// -F: stay in the foreground (0.12 deprecates the "daemonize"
+			// option in favour of -D/-F), so the PID we start is the server.
+			args:     []string{"--config", s.ConfigFile, "-F"},
+			dir:      s.Dir,
+			logFile:  cfg.LogFile,
+			addrs:    addrs,
+			progress: opts.Log,
+		},
+		ctl:        ctl,
+		configFile: s.ConfigFile,
+		dir:        s.Dir,
+		host:       s.Host,
 	}
 	return nil
 }
@@ -197,79 +183,31 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Start runs prosody and waits until its ports accept TCP connections
-// (at most 15 s). ctx bounds only that wait. On failure the error includes
-// the tail of the prosody log.
-func (s *Server) Start(ctx context.Context) error {
-	if err := s.proc.start(ctx); err != nil {
-		return fmt.Errorf("testserver: %w", err)
-	}
-	return nil
+// prosody is the Prosody engine: a foreground child process.
+type prosody struct {
+	process
+	ctl        string // prosodyctl
+	configFile string
+	dir        string
+	host       string
 }
 
-// Restart stops the server if it runs, then starts it again with the same
-// configuration, ports and data, so accounts persist.
-func (s *Server) Restart(ctx context.Context) error {
-	if err := s.Stop(); err != nil {
-		return err
-	}
-	return s.Start(ctx)
-}
-
-// Stop sends SIGTERM (and SIGCONT, in case it is stopped), waits up to
-// 5 s, then sends SIGKILL, and reaps the process. Stopping a server that
-// does not run is a no-op. The directory stays; see Close.
-func (s *Server) Stop() error { return s.proc.stop() }
-
-// Kill sends SIGKILL and reaps the process.
-func (s *Server) Kill() error { return s.proc.kill() }
-
-// Signal sends sig to the server process, for tests that SIGSTOP, SIGCONT
-// or SIGKILL it behind the harness's back.
-func (s *Server) Signal(sig os.Signal) error { return s.proc.signal(sig) }
-
-// PID returns the server's process ID, or 0 if it does not run.
-func (s *Server) PID() int { return s.proc.pid() }
-
-// RootCAs returns a pool holding only the private CA, for tls.Config.
-func (s *Server) RootCAs() *x509.CertPool { return s.roots }
-
-// LogTail returns the last n lines of the prosody log.
-func (s *Server) LogTail(n int) string { return logTail(s.LogFile, n) }
-
-// Close stops the server and removes the directory if Configure created
-// it.
-func (s *Server) Close() error {
-	err := s.Stop()
-	if s.removeDir {
-		err = errors.Join(err, os.RemoveAll(s.Dir))
-	}
-	return err
-}
-
-// Register creates the account user@Host, before or after Start.
-//
-// It runs "prosodyctl --config FILE register USER HOST" and answers the
-// password prompt twice on stdin, which prosodyctl 0.12 reads without a
-// terminal (it only fails to turn off echo), so the password never appears
-// in argv. As root, prosodyctl honours run_as_root from the config and
-// does not switch to the "prosody" user. It writes the account straight
-// into data_path, so a running server sees it at once.
-func (s *Server) Register(user, password string) error {
-	if user == "" || strings.ContainsAny(user, " \t\r\n@/") {
-		return fmt.Errorf("testserver: register %q: invalid user name", user)
-	}
-	if password == "" || strings.ContainsAny(password, "\r\n") {
-		return fmt.Errorf("testserver: register %s: password must be non-empty, without line breaks", user)
-	}
+// register runs "prosodyctl --config FILE register USER HOST" and answers
+// the password prompt twice on stdin, which prosodyctl 0.12 reads without
+// a terminal (it only fails to turn off echo), so the password never
+// appears in argv. As root, prosodyctl honours run_as_root from the config
+// and does not switch to the "prosody" user. It writes the account straight
+// into data_path, so a running server sees it at once, and a stopped one
+// at its next start.
+func (p *prosody) register(user, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.ctl, "--config", s.ConfigFile, "register", user, s.Host)
-	cmd.Dir = s.Dir
+	cmd := exec.CommandContext(ctx, p.ctl, "--config", p.configFile, "register", user, p.host)
+	cmd.Dir = p.dir
 	cmd.Stdin = strings.NewReader(password + "\n" + password + "\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("testserver: prosodyctl register %s@%s: %w: %s", user, s.Host, err, bytes.TrimSpace(out))
+		return fmt.Errorf("testserver: prosodyctl register %s@%s: %w: %s", user, p.host, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -36,6 +36,36 @@ func New(tb testing.TB, opts Options) *Server {
 	return s
 }
 
+// NewEjabberd starts an ejabberd node for the test and stops it in
+// tb.Cleanup, with the same defaults and CI rule as New. It returns the
+// same *Server as New, so helpers written for Prosody run against it.
+// ejabberd must run as root (or as the "ejabberd" user); see
+// ConfigureEjabberd.
+func NewEjabberd(tb testing.TB, opts EjabberdOptions) *Server {
+	tb.Helper()
+	if opts.Dir == "" {
+		opts.Dir = tb.TempDir()
+	}
+	if opts.Log == nil {
+		opts.Log = tbWriter{tb}
+	}
+	s, err := ConfigureEjabberd(opts)
+	if err != nil {
+		notInstalled(tb, err)
+		tb.Fatalf("%v", err)
+	}
+	// Registered after TempDir's cleanup, so it runs before the removal.
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			tb.Errorf("stop ejabberd: %v", err)
+		}
+	})
+	if err := s.Start(tb.Context()); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	return s
+}
+
 // MustRegister registers user@s.Host or fails the test.
 func MustRegister(tb testing.TB, s *Server, user, password string) {
 	tb.Helper()
