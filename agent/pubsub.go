@@ -24,6 +24,7 @@ type publisher struct {
 	service string // "" for PEP: the account's own service
 	node    string // template
 	config  xmpp.NodeConfig
+	acc     *accessControl // who may read the nodes (access.go)
 
 	// Used only by the sender goroutine.
 	ensured map[string]bool // nodes known to exist
@@ -56,6 +57,7 @@ func (p *publisher) nodeFor(device string) string {
 }
 
 func (p *publisher) run(ctx context.Context, a *Agent, s *sink, log *slog.Logger) {
+	p.acc.policy = a.policy
 	for {
 		sess, err := a.client.WaitConnected(ctx)
 		if err != nil {
@@ -82,6 +84,10 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 	defer stall.Stop()
 	cursor := s.box.Stats().Acked
 	for {
+		// The ACL changed (a reload wakes the sink): whitelist members follow.
+		if err := p.acc.resync(ctx, sess, log); err != nil {
+			return
+		}
 		for len(inflight) < pubWindow {
 			rs := s.box.Pending(cursor, pubWindow-len(inflight))
 			if len(rs) == 0 {
@@ -170,24 +176,13 @@ func (p *publisher) encode(s *sink, seq uint64) {
 		string(strconv.AppendUint(id[:0], seq, 10)), p.payload)
 }
 
-// ensure creates node with the sink's configuration unless it exists. A
-// node that exists is left as it is: its owner configured it.
+// ensure creates node with the sink's configuration and access model
+// unless it exists; a node that exists is checked for who may read it
+// (access.go).
 func (p *publisher) ensure(ctx context.Context, sess *xmpp.Session, node string, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := sess.SendIQ(ctx, xmpp.PubSubCreate(p.service, node, p.config))
-	var se *xmpp.StanzaError
-	switch {
-	case err == nil:
-		log.Info("pubsub node created", "node", node, "max_items", p.config.MaxItems)
-	case errors.As(err, &se) && se.Condition == "conflict":
-		// It exists.
-	case errors.As(err, &se):
-		// Not allowed to create (on Prosody's pubsub component only
-		// admins may), or creation unsupported: the node may still exist
-		// and accept our items; the publish will tell.
-		log.Debug("pubsub node not created", "node", node, "err", err)
-	default:
+	if err := p.acc.ensure(ctx, sess, node, p.config, log); err != nil {
 		return err
 	}
 	if p.ensured == nil {

@@ -163,6 +163,9 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 				o.Note = g
 			}
 		}
+		if s.pub != nil {
+			o.Note = appendNote(o.Note, s.pub.acc.status()) // nodes looser than access_model
+		}
 		rep.Outboxes = append(rep.Outboxes, o)
 	}
 	for _, d := range a.devs {
@@ -294,6 +297,9 @@ func (a *Agent) Reload(ctx context.Context, c Caller) (rep ReloadReport, err err
 	next.XMPP.PresenceStatus, next.Agent.LogLevel = cfg.XMPP.PresenceStatus, cfg.Agent.LogLevel
 	a.running = &next
 	a.pol.Store(newPolicy(a.self, &next, a.policy()))
+	if !reflect.DeepEqual(old.ACL, cfg.ACL) {
+		a.wakePublishers() // whitelist nodes' members follow the ACL
+	}
 	if presence {
 		if s := a.client.Session(); s != nil {
 			if err := s.Send(ctx, a.presence()); err != nil {

@@ -112,7 +112,7 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 		}
 		s.pub = &publisher{service: sc.Service, node: sc.Node, config: xmpp.NodeConfig{
 			PersistItems: true, MaxItems: sc.MaxItems,
-		}}
+		}, acc: newAccessControl(sc, self)}
 	default:
 		return nil, fmt.Errorf("kind %q is not supported", sc.Kind)
 	}

@@ -114,6 +114,11 @@ type Sink struct {
 	Service      string   `toml:"service"`   // pubsub
 	Node         string   `toml:"node"`      // pubsub, pep; default urn:xmpp:iot:sensordata/{device}
 	MaxItems     int      `toml:"max_items"` // pubsub, pep: items a node keeps when stanzad creates it; default 10
+	// AccessModel is who may read the nodes stanzad creates (XEP-0060
+	// §4.5): open, presence, roster, authorize or whitelist. Default
+	// whitelist for pubsub (the ACL's operators and viewers are the
+	// members), presence for pep.
+	AccessModel string `toml:"access_model"`
 	// Batch is the most readings one chat or groupchat stanza carries when
 	// they arrive together; default 32, 1 sends each on its own.
 	Batch int `toml:"batch"`
@@ -322,6 +327,7 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 		case "pubsub", "pep":
 			dflt(has, p+"node", &s.Node, "urn:xmpp:iot:sensordata/{device}")
 			dflt(has, p+"max_items", &s.MaxItems, 10)
+			dflt(has, p+"access_model", &s.AccessModel, map[string]string{"pubsub": "whitelist", "pep": "presence"}[s.Kind])
 		}
 	}
 	for i := range cfg.Alerts {

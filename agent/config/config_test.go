@@ -134,7 +134,7 @@ device = "outside"
 	}
 	wantSinks := []Sink{
 		{Kind: "muc", Room: "room@conference.iot.test", Nick: "device", Batch: 32, Devices: []string{"*"}},
-		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 10, Devices: []string{"*"}},
+		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 10, AccessModel: "presence", Devices: []string{"*"}},
 	}
 	if !reflect.DeepEqual(cfg.Sinks, wantSinks) {
 		t.Errorf("Sinks = %+v, want %+v", cfg.Sinks, wantSinks)
@@ -321,6 +321,9 @@ func TestParseErrors(t *testing.T) {
 		{"alert without sink", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[alert]]\ndevice = \"t\"\nfield = \"humidity\"\nabove = 30\n", "alert[0].sinks", 8, "no chat or muc sink"},
 		{"decimals", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\ndecimals = 12\n", "device[0].decimals", 8, "want 0 to 9"},
 		{"max_items", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"pep\"\nmax_items = 0\n", "sink[0].max_items", 10, "want 1 to 10000"},
+		{"access_model", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"pubsub\"\nservice = \"pubsub.iot.test\"\naccess_model = \"closed\"\n", "sink[0].access_model", 11, `"closed" is not one of open, presence, roster, authorize, whitelist`},
+		{"access_model empty", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"pep\"\naccess_model = \"\"\n", "sink[0].access_model", 10, "is not one of"},
+		{"access_model on muc", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"muc\"\nroom = \"r@c.b\"\naccess_model = \"open\"\n", "sink[0].access_model", 11, "does not apply"},
 		{"max_items on chat", dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"chat\"\nto = \"a@b\"\nmax_items = 3\n", "sink[0].max_items", 11, "does not apply"},
 	}
 	for _, tt := range tests {
@@ -684,7 +687,7 @@ above = 30
 	if s := cfg.Sinks[1]; s.MaxSilence.Duration != 0 || s.Batch != 32 || s.Nick != "device" {
 		t.Errorf("muc sink: %+v", s)
 	}
-	if s := cfg.Sinks[2]; s.Batch != 0 || s.MaxItems != 10 {
+	if s := cfg.Sinks[2]; s.Batch != 0 || s.MaxItems != 10 || s.AccessModel != "whitelist" {
 		t.Errorf("pubsub sink: %+v", s)
 	}
 	if al := cfg.Alerts[0]; al.Holdoff.Duration != 30*time.Second || !slices.Equal(al.Sinks, []string{"chat", "muc"}) {

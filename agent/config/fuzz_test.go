@@ -22,6 +22,7 @@ func FuzzParse(f *testing.F) {
 		"xmpp = {jid = \"a@b\", password = \"p\"}\ndevice = [{name = \"x\", kind = \"sim\"}]\n",
 		"[xmpp]\njid = 1\nkeepalive = 30\ntls = \"plain\"\n[[device]]\nkind = \"sim-switch\"\nbaud = true\n",
 		"[[device]]\n[[device.x]]\n[device]\n",
+		dev + "[[device]]\nname = \"t\"\nkind = \"sim\"\n[[sink]]\nkind = \"pubsub\"\nservice = \"pubsub.iot.test\"\naccess_model = \"presence\"\n[[sink]]\nkind = \"pep\"\naccess_model = \"roster\"\n",
 		"[a.b]\n[[a]]\n",
 		"[xmpp]\njid = \"a@b\"\npassword_file = \"p\"\n[agent]\noutbox_max = \"1.5MiB\"\n[acl]\noperators = [\"A@B\", [1]]\n",
 		"x = \"\\u0000\"\n\"\" = 1\n",

@@ -43,9 +43,12 @@ const kindList = "gpio-in, gpio-out, i2c-bme280, i2c-sht3x, onewire-ds18b20, sys
 var sinkKeys = map[string][]string{
 	"chat":   {"to", "batch"},
 	"muc":    {"room", "nick", "password", "password_file", "batch"},
-	"pubsub": {"service", "node", "max_items"},
-	"pep":    {"node", "max_items"},
+	"pubsub": {"service", "node", "max_items", "access_model"},
+	"pep":    {"node", "max_items", "access_model"},
 }
+
+// accessModels are the XEP-0060 §4.5 access models, loosest first.
+var accessModels = []string{"open", "presence", "roster", "authorize", "whitelist"}
 
 // The rates Linux termios has a B constant for.
 var baudRates = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600,
@@ -412,6 +415,9 @@ func (s *Sink) check(c *checker, i int, kinds map[string]string) {
 	}
 	if (s.Kind == "pubsub" || s.Kind == "pep") && (s.MaxItems < 1 || s.MaxItems > 10000) {
 		c.add(k("max_items"), "%d: want 1 to 10000", s.MaxItems)
+	}
+	if (s.Kind == "pubsub" || s.Kind == "pep") && !slices.Contains(accessModels, s.AccessModel) {
+		c.add(k("access_model"), "%q is not one of %s", s.AccessModel, strings.Join(accessModels, ", "))
 	}
 	if (s.Kind == "chat" || s.Kind == "muc") && (s.Batch < 1 || s.Batch > 256) {
 		c.add(k("batch"), "%d: want 1 to 256 readings per stanza", s.Batch)
