@@ -31,30 +31,74 @@ func TestPacerWindow(t *testing.T) {
 		t.Fatalf("wait past the window returned %v before any ack", err)
 	case <-time.After(slowWait + 50*time.Millisecond):
 	}
-	// The server acknowledges 1500 bytes after a second, while a sender
-	// waited: 1500 B/s is what it takes, so the window is about a
-	// second of it (the minimum, 2048).
+	// The server acknowledges the first 1500 bytes after a second, while
+	// a sender waited: 1500 B/s over a 1 s round trip, a window of
+	// bdpFactor times that product.
 	p.release(1500, t0.Add(time.Second))
 	if err := <-waited; err != nil {
 		t.Fatalf("wait after the ack = %v", err)
 	}
 	st := p.stats(time.Now())
-	if st.Rate != 1500 || st.Window != minWindow || st.InFlight != 500 || !st.Limited {
-		t.Errorf("after a slow ack: %+v, want rate 1500, window %d, 500 in flight, limited", st, minWindow)
+	if st.Rate != 1500 || st.RTT != time.Second || st.Window != bdpFactor*1500 || st.InFlight != 500 || !st.Limited {
+		t.Errorf("after a slow ack: %+v, want rate 1500, RTT 1s, window %d, 500 in flight, limited", st, bdpFactor*1500)
 	}
-	// A fast server: 400 kB acknowledged in 250 ms while senders wait
-	// makes the window grow to a second of that rate.
+	// A fast server: 400 kB acknowledged 250 ms after they were sent,
+	// while senders wait: the rate follows, the round trip is shorter.
 	p.release(500, t0.Add(time.Second))
 	p.add(400_000, t0.Add(2*time.Second))
 	go p.wait(ctx, 1, nil) // marks the sample as window-bound
 	time.Sleep(20 * time.Millisecond)
 	p.release(400_000, t0.Add(2*time.Second+250*time.Millisecond))
 	st = p.stats(time.Now())
-	if want := (1500 + 1_600_000) / 2; st.Rate != float64(want) || st.Window != min(maxWindow, want) {
-		t.Errorf("after a fast ack: %+v, want rate %d and the window a second of it", st, want)
+	if want := (1500 + 1_600_000) / 2; st.Rate != float64(want) || st.RTT != 250*time.Millisecond || st.Window != bdpFactor*want/4 {
+		t.Errorf("after a fast ack: %+v, want rate %d, RTT 250ms, window %d", st, want, bdpFactor*want/4)
 	}
 	if st := p.stats(time.Now().Add(limitedRecent)); st.Limited {
 		t.Errorf("Limited a minute after the last slow wait: %+v", st)
+	}
+}
+
+// A shaper's burst: the server takes 100 kB/s with a 20 ms round trip,
+// then 3000 B/s. The window during the burst is a few kB, not a second
+// of the burst's rate, and it shrinks to the minimum once the slow rate
+// is measured: what queues in front of a command stays small.
+func TestPacerAfterBurst(t *testing.T) {
+	var p pacer
+	now := time.Unix(2000, 0)
+	p.add(2000, now)
+	p.limited = true
+	now = now.Add(20 * time.Millisecond)
+	p.release(2000, now) // RTT 20 ms
+	for range 13 {       // 260 ms at 100 kB/s, window-bound
+		p.add(2000, now)
+		p.limited = true
+		now = now.Add(20 * time.Millisecond)
+		p.release(2000, now)
+	}
+	burst := p.stats(now)
+	if burst.RTT != 20*time.Millisecond || burst.Window > bdpFactor*2000+500 {
+		t.Fatalf("during the burst: %+v, want RTT 20ms and a window of a few kB", burst)
+	}
+	for range 8 { // the shaper: 3000 B/s
+		p.add(750, now)
+		p.limited = true
+		now = now.Add(250 * time.Millisecond)
+		p.release(750, now)
+	}
+	if st := p.stats(now); st.Window != minWindow || st.Rate > 4000 {
+		t.Errorf("after the burst: %+v, want the minimum window and ~3000 B/s", st)
+	}
+	// Queueing makes later round trips long; the minimum stays, so the
+	// window does not grow with the queue. A new stream measures afresh.
+	p.add(750, now)
+	now = now.Add(10 * time.Second)
+	p.release(750, now)
+	if st := p.stats(now); st.RTT != 20*time.Millisecond || st.Window != minWindow {
+		t.Errorf("after a queued round trip: %+v, want RTT 20ms, minimum window", st)
+	}
+	p.reset()
+	if st := p.stats(now); st.RTT != 0 {
+		t.Errorf("after reset: RTT %v, want unmeasured", st.RTT)
 	}
 }
 
