@@ -92,6 +92,7 @@ func New(opts Options) (*Agent, error) {
 		cfg:     cfg,
 		log:     log,
 		version: opts.Version,
+		started: time.Now(), // not in Run: Status may be called while Run starts
 		self:    self,
 		byName:  make(map[string]devices.Device),
 		bus:     make(chan devices.Reading, busSize),
@@ -193,7 +194,6 @@ func (a *Agent) xmppConfig() (xmpp.Config, error) {
 // synced. It returns an error only when the agent cannot run at all, such
 // as an authentication failure at startup.
 func (a *Agent) Run(ctx context.Context) error {
-	a.started = time.Now()
 	defer a.closeState()
 
 	devCtx, stopDevices := context.WithCancel(ctx)
@@ -712,7 +712,8 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 	}
 	switch st.Attr("type") {
 	case "", "unavailable":
-		if from.BareKey() != a.self.BareKey() && a.contacts.presence(from, st.Attr("type") == "") {
+		if from.BareKey() != a.self.BareKey() && a.follows(from) {
+			a.contacts.presence(from, st.Attr("type") == "")
 			a.wakeChatSinks(from.BareKey())
 		}
 		return

@@ -38,15 +38,16 @@ func (c *contacts) offline(to xmpp.JID) bool {
 	return len(res) == 0
 }
 
-// presence records an available or unavailable presence from a contact
-// and reports whether it was one the agent follows.
-func (c *contacts) presence(from xmpp.JID, available bool) bool {
+// presence records an available or unavailable presence from a contact.
+// The caller passes only people it follows (its ACL, its sinks'
+// recipients), so strangers cannot grow the map. Presence is kept even
+// before the roster says the agent sees it: a roster push and the
+// presence after an approved subscription are handled concurrently, in
+// either order.
+func (c *contacts) presence(from xmpp.JID, available bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := from.BareKey()
-	if !c.sees[key] {
-		return false // only contacts are followed: strangers cannot grow the map
-	}
 	if available {
 		if c.online == nil {
 			c.online = make(map[string]map[string]bool)
@@ -63,7 +64,6 @@ func (c *contacts) presence(from xmpp.JID, available bool) bool {
 			delete(c.online, key)
 		}
 	}
-	return true
 }
 
 // roster applies roster items (the whole roster, or a push).
@@ -140,6 +140,22 @@ func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) error {
 		a.wakeChatSinks("")
 	})
 	return err
+}
+
+// follows reports whether the agent keeps track of from's presence: an
+// operator or viewer, or a chat sink's recipient.
+func (a *Agent) follows(from xmpp.JID) bool {
+	if a.policy().acl.role(from) != RoleNone {
+		return true
+	}
+	for _, sk := range a.sinks {
+		if sk.kind == "chat" {
+			if to, err := xmpp.ParseJID(sk.to); err == nil && to.BareKey() == from.BareKey() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rosterPush applies a roster push from the server (RFC 6121 §2.1.6).
