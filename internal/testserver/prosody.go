@@ -37,6 +37,15 @@ type Options struct {
 	// Admins are bare JIDs with server admin rights (on Prosody's pubsub
 	// component only admins may create nodes).
 	Admins []string
+	// NoOffline leaves mod_offline out: a chat message to an account
+	// with no online resource bounces with service-unavailable, as on a
+	// server without offline storage.
+	NoOffline bool
+	// C2SRateKB, if > 0, loads mod_limits: Prosody reads each client
+	// connection at that many kB/s (bursts of a second), like
+	// ejabberd's c2s_shaper. (mod_limits' "b/s" unit is off by ten in
+	// 0.12, so the rate is given in kB/s.)
+	C2SRateKB int
 	// Log, if set, receives one line per harness step (started, ready,
 	// stopped). The server's own log is in Dir; see Server.LogTail.
 	Log io.Writer
@@ -129,6 +138,8 @@ func (s *Server) configure(bin, ctl string, opts Options) error {
 		MUC:          opts.MUC,
 		PubSub:       opts.PubSub,
 		Admins:       opts.Admins,
+		NoOffline:    opts.NoOffline,
+		C2SRateKB:    opts.C2SRateKB,
 	}
 	if cfg.C2SPort, err = freePort(); err != nil {
 		return err
@@ -229,6 +240,8 @@ type prosodyConfig struct {
 	MUC           bool
 	PubSub        bool
 	Admins        []string
+	NoOffline     bool
+	C2SRateKB     int
 }
 
 var prosodyTemplate = template.Must(template.New("prosody").Funcs(template.FuncMap{"lua": luaQuote}).Parse(
@@ -268,14 +281,22 @@ password_hash = {{lua .PasswordHash}}
 storage = "internal"
 admins = { {{range .Admins}}{{lua .}}; {{end}}}
 
--- mod_limits is deliberately absent: no c2s rate limiting under load tests.
+-- mod_limits is absent unless asked for: no c2s rate limiting under load tests.
 modules_enabled = {
 	"roster"; "saslauth"; "tls"; "disco"; "ping"; "time"; "version";
 	"smacks"; "carbons"; "pep"; "private"; "blocklist"; "vcard4"; "vcard_legacy";
+{{- if not .NoOffline}}
 	"offline"; -- chat to an offline account is stored, as on a real server
+{{- end}}
+{{- if .C2SRateKB}}
+	"limits";
+{{- end}}
 }
--- s2s and s2s_auth_certs are autoloaded unless disabled.
-modules_disabled = { "s2s"; "s2s_auth_certs" }
+{{- if .C2SRateKB}}
+limits = { c2s = { rate = "{{.C2SRateKB}}kb/s"; burst = "1s" } }
+{{- end}}
+-- s2s, s2s_auth_certs and offline are autoloaded unless disabled.
+modules_disabled = { "s2s"; "s2s_auth_certs"{{if .NoOffline}}; "offline"{{end}} }
 
 VirtualHost {{lua .Host}}
 {{- if .MUC}}
