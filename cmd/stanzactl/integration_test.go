@@ -37,22 +37,8 @@ func TestIntegrationStanzactl(t *testing.T) {
 			{Name: "fail", Argv: []string{"/bin/false"}, Timeout: config.Duration{Duration: 5 * time.Second}},
 		},
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer wcancel()
-	if _, err := a.WaitConnected(wctx); err != nil {
-		t.Fatal(err)
-	}
-	op := filepath.Join(dir, "op.toml")
-	os.WriteFile(op, []byte(fmt.Sprintf("to = \"device@%s/agent\"\n[xmpp]\njid = \"operator@%s/ctl\"\npassword = \"pw-operator\"\nserver = %q\nca_file = %q\n",
-		srv.Host, srv.Host, srv.Addr, srv.CAFile)), 0o600)
+	runAgent(t, agent.Options{Config: cfg, Version: "test"})
+	op := operatorConfig(t, srv, dir)
 
 	tests := []ctlCase{
 		{[]string{"ping"}, 0, []string{"pong from device@"}},
@@ -113,4 +99,37 @@ type ctlCase struct {
 	args []string
 	code int
 	want []string
+}
+
+// runAgent runs an agent for the rest of the test and returns it once it
+// is online.
+func runAgent(t *testing.T, opts agent.Options) *agent.Agent {
+	t.Helper()
+	a, err := agent.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer wcancel()
+	if _, err := a.WaitConnected(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// operatorConfig writes stanzactl's config for operator@host, aimed at
+// device@host/agent, into dir and returns its path.
+func operatorConfig(t *testing.T, srv *testserver.Server, dir string) string {
+	t.Helper()
+	op := filepath.Join(dir, "op.toml")
+	err := os.WriteFile(op, []byte(fmt.Sprintf("to = \"device@%s/agent\"\n[xmpp]\njid = \"operator@%s/ctl\"\npassword = \"pw-operator\"\nserver = %q\nca_file = %q\n",
+		srv.Host, srv.Host, srv.Addr, srv.CAFile)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
 }

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -85,22 +84,8 @@ func testWatchReplay(t *testing.T, srv *testserver.Server, replays map[string]bo
 		},
 	}
 	dev := make(pushed)
-	a, err := agent.New(agent.Options{Config: cfg, Devices: []devices.Device{dev}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wctx, wcancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer wcancel()
-	if _, err := a.WaitConnected(wctx); err != nil {
-		t.Fatal(err)
-	}
-	op := filepath.Join(dir, "op.toml")
-	os.WriteFile(op, []byte(fmt.Sprintf("to = \"device@%s/agent\"\n[xmpp]\njid = \"operator@%s/ctl\"\npassword = \"pw-operator\"\nserver = %q\nca_file = %q\n",
-		srv.Host, srv.Host, srv.Addr, srv.CAFile)), 0o600)
+	a := runAgent(t, agent.Options{Config: cfg, Devices: []devices.Device{dev}})
+	op := operatorConfig(t, srv, dir)
 
 	// Two readings published before the watch: item 2 is each node's last.
 	dev <- 20
