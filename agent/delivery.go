@@ -59,11 +59,23 @@ func newDeliveries(box *outbox.Outbox) *deliveries {
 	return &deliveries{box: box, base: box.Stats().Acked + 1}
 }
 
+// lookup returns the state of id, or nil if the window does not hold it.
+func (d *deliveries) lookup(id uint64) *delivery {
+	if id < d.base || id-d.base >= uint64(len(d.state)) {
+		return nil
+	}
+	return &d.state[id-d.base]
+}
+
 // at returns the state of id, growing the window to hold it; nil for an
-// id before the window.
-func (d *deliveries) at(id uint64) *delivery {
+// id before the window. Records the outbox let go (dropped while it was
+// full) are forgotten first, so the window never spans them.
+func (d *deliveries) at(id uint64, now time.Time) *delivery {
 	if id < d.base {
 		return nil
+	}
+	if id-d.base > uint64(len(d.state)) {
+		d.settle(now)
 	}
 	for id-d.base >= uint64(len(d.state)) {
 		d.state = append(d.state, delivery{})
@@ -77,7 +89,7 @@ func (d *deliveries) at(id uint64) *delivery {
 func (d *deliveries) due(id uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e := d.at(id)
+	e := d.lookup(id)
 	return e == nil || e.st == dUnsent || e.st == dBounced
 }
 
@@ -85,7 +97,7 @@ func (d *deliveries) due(id uint64) bool {
 func (d *deliveries) sent(id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.at(id); e != nil {
+	if e := d.at(id, time.Now()); e != nil {
 		e.st = dSent
 	}
 	d.order = append(d.order, id)
@@ -96,7 +108,7 @@ func (d *deliveries) sent(id uint64) {
 func (d *deliveries) unsent(id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.at(id); e != nil && e.st == dSent {
+	if e := d.lookup(id); e != nil && e.st == dSent {
 		e.st = dUnsent
 	}
 	if n := len(d.order); n > 0 && d.order[n-1] == id {
@@ -108,7 +120,7 @@ func (d *deliveries) unsent(id uint64) {
 func (d *deliveries) skip(id uint64, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.at(id); e != nil {
+	if e := d.at(id, now); e != nil {
 		e.st, e.at = dRefused, now
 	}
 	d.settle(now)
@@ -124,7 +136,7 @@ func (d *deliveries) acked(id uint64, now time.Time) {
 	for n < len(d.order) {
 		got := d.order[n]
 		n++
-		if e := d.at(got); e != nil && e.st == dSent {
+		if e := d.lookup(got); e != nil && e.st == dSent {
 			e.st, e.at = dDone, now
 		}
 		if got == id {
@@ -158,6 +170,9 @@ func (d *deliveries) settle(now time.Time) {
 	if drop > 0 {
 		d.state = d.state[:copy(d.state, d.state[drop:])]
 		d.base += uint64(drop)
+	}
+	if len(d.state) == 0 {
+		d.base = max(d.base, cursor+1)
 	}
 }
 

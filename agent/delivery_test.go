@@ -227,3 +227,29 @@ func TestDeliveriesUnsent(t *testing.T) {
 		t.Fatalf("sent %s, want [2]", got)
 	}
 }
+
+// Records the outbox dropped while it was full (a long hold) are not
+// followed: the window starts at the outbox's cursor, not at the first
+// record the sink ever saw.
+func TestDeliveriesAfterDrops(t *testing.T) {
+	box, err := outbox.Open(t.TempDir(), outbox.Options{Retain: time.Minute, Max: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	d := newDeliveries(box)
+	box.Append([]byte("r1"))
+	d.sent(1)
+	for range 5000 {
+		box.Append([]byte("0123456789")) // ten bytes: ten fit, the rest push the oldest out
+	}
+	first := box.Pending(box.Stats().Acked, 1)[0].ID
+	d.sent(first)
+	if n := len(d.state); n > 2 {
+		t.Fatalf("following %d records after the outbox dropped all but ten; want the window at its cursor", n)
+	}
+	d.acked(first, time.Now())
+	if st := box.Stats(); st.Acked != first {
+		t.Fatalf("acked %d, want %d", st.Acked, first)
+	}
+}
