@@ -44,7 +44,14 @@ type Options struct {
 	// bounced. Zero keeps none.
 	Retain      time.Duration
 	RetainBytes int64
+	// HealFirst is how long after a disk failure the outbox first tries
+	// the disk again (default 10 s); each failed try doubles the wait, up
+	// to 5 minutes.
+	HealFirst time.Duration
 }
+
+// healMax bounds the wait between tries of a failed disk.
+const healMax = 5 * time.Minute
 
 // Record is one queued payload.
 type Record struct {
@@ -78,6 +85,9 @@ type Outbox struct {
 	dropped  uint64
 	dirty    bool
 	degraded error // why the outbox is memory-only, if it is
+	failedAt time.Time     // degraded: since when
+	healAt   time.Time     // degraded: when to try the disk again
+	healWait time.Duration // degraded: the wait after the next failed try
 	closed   bool
 }
 
@@ -91,6 +101,9 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	}
 	if opts.RetainBytes <= 0 {
 		opts.RetainBytes = 128 << 10
+	}
+	if opts.HealFirst <= 0 {
+		opts.HealFirst = 10 * time.Second
 	}
 	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1}
 	if o.log == nil {
@@ -233,15 +246,94 @@ func (o *Outbox) Append(payload []byte) (uint64, error) {
 	return id, nil
 }
 
-// degrade switches to memory-only operation. o.mu is held.
+// degrade switches to memory-only operation until heal succeeds. o.mu
+// is held.
 func (o *Outbox) degrade(err error) {
 	if o.f == nil {
 		return
 	}
-	o.log.Error("outbox: cannot write to disk; keeping readings in memory only (they will not survive a restart)", "dir", o.dir, "err", err)
+	o.log.Error("outbox: cannot write to disk; keeping readings in memory only until it works again (they will not survive a restart)",
+		"dir", o.dir, "err", err, "retry_in", o.opts.HealFirst)
 	o.degraded = err
 	o.f.Close()
 	o.f = nil
+	// The cursor file too: it may be on a filesystem going read-only, or
+	// in a deleted directory. Heal writes it afresh.
+	o.ackFile.Close()
+	o.ackFile = nil
+	o.failedAt = time.Now()
+	o.healAt, o.healWait = o.failedAt.Add(o.opts.HealFirst), min(2*o.opts.HealFirst, healMax)
+}
+
+// heal tries the disk again once its time has come: a fresh log holding
+// everything pending, in order and with its ids, and the cursor, both
+// synced; then the outbox is on disk again. A failed try leaves it in
+// memory and doubles the wait. o.mu is held.
+func (o *Outbox) heal(now time.Time) {
+	if o.f != nil || o.closed || now.Before(o.healAt) {
+		return
+	}
+	if err := o.reopen(); err != nil {
+		o.log.Warn("outbox: disk still not writable; readings stay in memory", "dir", o.dir, "err", err, "retry_in", o.healWait)
+		o.healAt, o.healWait = now.Add(o.healWait), min(2*o.healWait, healMax)
+		return
+	}
+	o.log.Info("outbox: disk writable again; queued readings are back on disk", "dir", o.dir, "pending", len(o.pending),
+		"failed_for", now.Sub(o.failedAt).Round(time.Second))
+	o.degraded = nil
+}
+
+// reopen recreates the directory if it is gone and writes the log and the
+// cursor afresh. o.mu is held; o.f is nil.
+func (o *Outbox) reopen() error {
+	if err := os.MkdirAll(o.dir, 0o750); err != nil {
+		return err
+	}
+	// The log first: a crash before the cursor is written leaves a new
+	// log of pending records and an older cursor, which load reads right.
+	f, size, err := o.writeLog()
+	if err != nil {
+		return err
+	}
+	ack, err := os.OpenFile(filepath.Join(o.dir, "acked"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err == nil {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], o.acked)
+		if _, err = ack.WriteAt(b[:], 0); err == nil {
+			err = ack.Sync()
+		}
+		if err != nil {
+			ack.Close()
+		}
+	}
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if o.ackFile != nil {
+		o.ackFile.Close()
+	}
+	o.ackFile = ack
+	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, false
+	return nil
+}
+
+// lost reports whether the log on disk is no longer the file the outbox
+// writes to: its directory was deleted or replaced, so writes that
+// succeed go nowhere anyone will read. o.mu is held; o.f is open.
+func (o *Outbox) lost() error {
+	fi, err := o.f.Stat()
+	if err != nil {
+		return err
+	}
+	onDisk, err := os.Stat(filepath.Join(o.dir, "log"))
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(fi, onDisk) {
+		return fmt.Errorf("%s was replaced", filepath.Join(o.dir, "log"))
+	}
+	return nil
 }
 
 // Ack marks every record with an id up to id as delivered.
@@ -334,9 +426,13 @@ func (o *Outbox) Rewind(id uint64) (restored, lost int) {
 	return len(restore), lost
 }
 
-// setAcked persists the ack cursor. o.mu is held.
+// setAcked persists the ack cursor (in memory only while degraded).
+// o.mu is held.
 func (o *Outbox) setAcked(id uint64) {
 	o.acked = id
+	if o.ackFile == nil {
+		return
+	}
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], id)
 	if _, err := o.ackFile.WriteAt(b[:], 0); err != nil && o.f != nil {
@@ -368,11 +464,22 @@ func (o *Outbox) compact() {
 // rewrite writes the pending records to a new log that replaces the old
 // one atomically. o.mu is held and o.f is open.
 func (o *Outbox) rewrite() {
-	tmp := filepath.Join(o.dir, "log.tmp")
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, size, err := o.writeLog()
 	if err != nil {
 		o.degrade(err)
 		return
+	}
+	o.f.Close()
+	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, false
+}
+
+// writeLog writes the pending records to log.tmp, syncs it and renames it
+// to log, and returns it open at its end. o.mu is held.
+func (o *Outbox) writeLog() (*os.File, int64, error) {
+	tmp := filepath.Join(o.dir, "log.tmp")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return nil, 0, err
 	}
 	w := bufio.NewWriter(f)
 	var size int64
@@ -389,15 +496,15 @@ func (o *Outbox) rewrite() {
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(o.dir, "log"))
 	}
+	if err == nil {
+		_, err = f.Seek(size, io.SeekStart)
+	}
 	if err != nil {
 		f.Close()
 		os.Remove(tmp)
-		o.degrade(err)
-		return
+		return nil, 0, err
 	}
-	o.f.Close()
-	f.Seek(size, io.SeekStart)
-	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, true
+	return f, size, nil
 }
 
 // Pending returns up to max pending records with ids greater than after,
@@ -441,20 +548,60 @@ func (o *Outbox) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			o.Sync()
-			// Rewriting the log happens here, not in Ack: Ack runs on the
-			// XMPP session's reader and must stay quick.
-			o.mu.Lock()
-			if !o.closed {
-				o.compact()
-			}
-			o.mu.Unlock()
+		case now := <-t.C:
+			o.tick(now)
 		}
 	}
 }
 
-// Sync flushes appended records to stable storage.
+// tick is Run's work every SyncEvery: on disk, an all-acknowledged log is
+// emptied, appended records are synced and the log compacted, and a log
+// whose directory was deleted is noticed; in memory, the disk is tried
+// again when its time has come. Rewriting the log happens here, not in
+// Ack: Ack runs on the XMPP session's reader and must stay quick.
+func (o *Outbox) tick(now time.Time) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	if o.f == nil {
+		o.heal(now)
+		o.mu.Unlock()
+		return
+	}
+	if err := o.lost(); err != nil {
+		o.degrade(err)
+		o.healAt = now
+		o.heal(now) // at once: a deleted directory is simply made again
+		o.mu.Unlock()
+		return
+	}
+	if len(o.pending) == 0 && o.size > 0 {
+		// Everything written since the last tick is acknowledged: drop
+		// it before it is synced. Truncating cancels the page cache's
+		// unwritten pages, so a board that is online writes almost
+		// nothing to its SD card.
+		if err := o.f.Truncate(0); err != nil {
+			o.degrade(err)
+			o.mu.Unlock()
+			return
+		}
+		o.f.Seek(0, io.SeekStart)
+		o.size, o.ackBytes, o.dirty = 0, 0, false
+	}
+	o.mu.Unlock()
+	o.Sync()
+	o.mu.Lock()
+	if !o.closed {
+		o.compact()
+	}
+	o.mu.Unlock()
+}
+
+// Sync flushes appended records to stable storage. A failed sync means
+// the kernel may have lost them (ENOSPC, EIO): the outbox goes to memory
+// and writes them out afresh when the disk works again.
 func (o *Outbox) Sync() error {
 	o.mu.Lock()
 	f, dirty := o.f, o.dirty
@@ -466,7 +613,11 @@ func (o *Outbox) Sync() error {
 	// fsync outside the lock: appends continue meanwhile. A concurrent
 	// compaction may close f; the error is then harmless.
 	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-		o.log.Warn("outbox: fsync failed", "err", err)
+		o.mu.Lock()
+		if o.f == f {
+			o.degrade(err)
+		}
+		o.mu.Unlock()
 		return err
 	}
 	return nil
@@ -485,6 +636,8 @@ func (o *Outbox) Close() error {
 	if o.f != nil {
 		errs = append(errs, o.f.Sync(), o.f.Close())
 	}
-	errs = append(errs, o.ackFile.Sync(), o.ackFile.Close())
+	if o.ackFile != nil {
+		errs = append(errs, o.ackFile.Sync(), o.ackFile.Close())
+	}
 	return errors.Join(errs...)
 }

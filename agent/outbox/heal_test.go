@@ -1,0 +1,165 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// healed ticks the outbox until it is back on disk, or fails.
+func healed(t *testing.T, o *Outbox) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for o.Stats().Degraded != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("still in memory only: %v", o.Stats().Degraded)
+		}
+		time.Sleep(10 * time.Millisecond)
+		o.tick(time.Now())
+	}
+}
+
+// reopened closes o and returns the outbox read back from dir: what a
+// restart after a crash would find.
+func reopened(t *testing.T, o *Outbox, dir string) *Outbox {
+	t.Helper()
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return open(t, dir, Options{})
+}
+
+// A deleted state directory: writes to the open log would go to a file
+// nobody reads again. The outbox notices, makes the directory again and
+// writes what is pending there, with the same ids.
+func TestHealDeletedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
+	appendN(t, o, 1, 5)
+	o.Ack(2)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, o, 6, 7) // written to the deleted log without an error
+	o.tick(time.Now())
+	if st := o.Stats(); st.Degraded != nil {
+		t.Fatalf("a deleted directory is not made again at once: %v", st.Degraded)
+	}
+	o = reopened(t, o, dir)
+	defer o.Close()
+	ids(t, o, 3, 7)
+}
+
+// mountTmpfs mounts a tmpfs of size bytes for the test (root only; CI
+// runs as root and must not skip).
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount tmpfs: %v: %s (CI=true: needs root)", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here (%v: %s): needs root", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// fill writes a file into dir until the filesystem is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling %s: %v", dir, err)
+			}
+			return path
+		}
+	}
+}
+
+// A full disk: the outbox keeps readings in memory, tries the disk again
+// with backoff, and when space comes back writes them all out, in order,
+// with their ids — also when a try fails in between.
+func TestHealFullDisk(t *testing.T) {
+	mnt := mountTmpfs(t, 64<<10)
+	dir := filepath.Join(mnt, "outbox")
+	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
+	appendN(t, o, 1, 10)
+	o.Ack(3)
+	filler := fill(t, mnt)
+	n := 10
+	for o.Stats().Degraded == nil {
+		n++
+		appendN(t, o, n, n)
+		if n > 10000 {
+			t.Fatal("appends to a full disk never failed")
+		}
+	}
+	appendN(t, o, n+1, n+20) // in memory
+	n += 20
+	time.Sleep(30 * time.Millisecond)
+	o.tick(time.Now()) // a try while the disk is still full
+	if st := o.Stats(); st.Degraded == nil {
+		t.Fatal("healed while the disk is still full")
+	}
+	if o.healWait <= 20*time.Millisecond {
+		t.Errorf("the wait after a failed try is %v; want it to grow", o.healWait)
+	}
+	os.Remove(filler)
+	o.Ack(5)
+	healed(t, o)
+	appendN(t, o, n+1, n+5) // on disk again
+	o = reopened(t, o, dir)
+	defer o.Close()
+	ids(t, o, 6, n+5)
+}
+
+// A filesystem that is read-only when the outbox tries again (the
+// kernel remounts one read-only after an I/O error): it stays in memory
+// until the filesystem is writable again. (A tmpfs cannot be remounted
+// read-only under an open writer, as the kernel does after an error;
+// the outbox holds no file open while in memory, so the remount here
+// happens after a full disk put it there. A write that fails with EROFS
+// takes the same path as one that fails with ENOSPC.)
+func TestHealReadOnly(t *testing.T) {
+	mnt := mountTmpfs(t, 64<<10)
+	dir := filepath.Join(mnt, "outbox")
+	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
+	appendN(t, o, 1, 5)
+	filler := fill(t, mnt)
+	n := 5
+	for o.Stats().Degraded == nil && n < 10000 {
+		n++
+		appendN(t, o, n, n)
+	}
+	os.Remove(filler)
+	if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro (the outbox must hold no file open for writing while in memory): %v: %s", err, out)
+	}
+	time.Sleep(30 * time.Millisecond)
+	o.tick(time.Now())
+	if err := o.Stats().Degraded; err == nil {
+		t.Fatal("healed on a read-only filesystem")
+	}
+	if out, err := exec.Command("mount", "-o", "remount,rw", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount rw: %v: %s", err, out)
+	}
+	healed(t, o)
+	o = reopened(t, o, dir)
+	defer o.Close()
+	ids(t, o, 1, n)
+}
