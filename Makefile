@@ -53,12 +53,14 @@ test: deps
 # bench prints the Go benchmarks (codec, outbox; allocations included) and,
 # against a private Prosody: the fault benchmark (time from the server
 # accepting again to the session being back, readings lost and duplicated),
-# the command round trip and sustained telemetry, each beside a slixmpp peer.
+# the command round trip and sustained telemetry, each beside a slixmpp peer,
+# and the outbox's storage writes per reading (SD-card wear).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) test -tags integration -run '^$$' -bench IntegrationReconnect -benchtime 3x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationCommandRTT -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationTelemetry -benchtime 1x ./agent/
+	$(GO) test -tags integration -run '^$$' -bench IntegrationOutboxWear -benchtime 1x ./agent/
 
 # cross builds static binaries for the boards stanzad targets.
 cross:
