@@ -84,7 +84,7 @@ type Outbox struct {
 	acked    uint64
 	dropped  uint64
 	dirty    bool
-	degraded error // why the outbox is memory-only, if it is
+	degraded error         // why the outbox is memory-only, if it is
 	failedAt time.Time     // degraded: since when
 	healAt   time.Time     // degraded: when to try the disk again
 	healWait time.Duration // degraded: the wait after the next failed try
