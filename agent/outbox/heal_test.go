@@ -163,3 +163,18 @@ func TestHealReadOnly(t *testing.T) {
 	defer o.Close()
 	ids(t, o, 1, n)
 }
+
+// In memory, the outbox is bounded like on disk: oldest dropped, counted.
+func TestDegradedBounded(t *testing.T) {
+	o := open(t, t.TempDir(), Options{Max: 100, HealFirst: time.Hour})
+	defer o.Close()
+	o.mu.Lock()
+	o.degrade(errors.New("test: disk gone"))
+	o.mu.Unlock()
+	appendN(t, o, 1, 50) // "reading NN": 10 bytes each
+	st := o.Stats()
+	if st.Degraded == nil || st.Bytes > 100 || st.Pending != 10 || st.Dropped != 40 {
+		t.Fatalf("degraded after 50 appends of 10 bytes with Max 100: %+v; want 10 pending, 40 dropped", st)
+	}
+	ids(t, o, 41, 50)
+}
