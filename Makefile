@@ -3,13 +3,21 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-# Code off the hot paths — the config parser (once per start or reload),
-# periph's host drivers (set-up and GPIO calls at human rates), and the
-# HTTP/websocket code paho links for ws:// brokers — is compiled without
-# inlining: ~170 KB less on armv7, which keeps the binary in its 8 MiB
-# budget (docs/benchmarks.md, decisions §7).
+# Code off the hot paths — the config parser and its validation (once per
+# start or reload), periph's host drivers (set-up and GPIO calls at human
+# rates), the HTTP/websocket code paho links for ws:// brokers, the TLS
+# handshake's certificate and signature code (once per connection), and
+# what serial, file and action devices use at human rates (go.bug.st/serial,
+# fsnotify, regexp, os/exec) — is compiled without inlining: ~300 KB less
+# on armv7, which keeps the binary in its 8 MiB budget (docs/benchmarks.md,
+# decisions §7). The hot paths (xmpp, agent, outbox, AES/ChaCha20, paho,
+# encoding/json) keep it.
 GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.io/...=-l' \
-            -gcflags 'github.com/gorilla/websocket=-l' -gcflags 'net/http/...=-l' -gcflags 'golang.org/x/net/...=-l'
+            -gcflags 'github.com/gorilla/websocket=-l' -gcflags 'net/http/...=-l' -gcflags 'golang.org/x/net/...=-l' \
+            -gcflags 'github.com/stanzad/stanzad/agent/config=-l' -gcflags 'crypto/x509/...=-l' -gcflags 'math/big=-l' \
+            -gcflags 'crypto/rsa=-l' -gcflags 'crypto/ecdsa=-l' -gcflags 'crypto/ed25519=-l' \
+            -gcflags 'crypto/internal/fips140/rsa=-l' -gcflags 'crypto/internal/fips140/ecdsa=-l' -gcflags 'compress/...=-l' \
+            -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l'
 BUILD     = CGO_ENABLED=0 $(GO) build -trimpath $(GCFLAGS) -ldflags '$(LDFLAGS)'
 # Debian packages the tests, the demo and the benchmarks run against.
 PACKAGES  = prosody mosquitto python3-slixmpp ejabberd
