@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -33,12 +32,15 @@ func TestIntegrationStateDiskFull(t *testing.T) {
 	srv := testserver.New(t, testserver.Options{})
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	rx := newReceiver(t, srv, "operator")
-	const n = 400 // 20 s at 50 ms
 
 	child := exec.Command(os.Args[0], "-test.run=^TestChildDiskAgent$")
 	child.Env = append(os.Environ(), "STANZAD_DCHILD_STATE="+state, "STANZAD_DCHILD_SERVER="+srv.Addr,
-		"STANZAD_DCHILD_CA="+srv.CAFile, "STANZAD_DCHILD_READINGS="+strconv.Itoa(n))
+		"STANZAD_DCHILD_CA="+srv.CAFile)
 	child.Stderr = os.Stderr
+	in, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := child.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -75,15 +77,51 @@ func TestIntegrationStateDiskFull(t *testing.T) {
 	}
 	await("online", 15*time.Second)
 	time.Sleep(time.Second)
-	filler := fillUp(t, state)
+	// Keep the filesystem full: the outbox empties its log every second
+	// while everything is acknowledged, and the page it frees would let
+	// it go on writing without ever failing. The filler takes it.
+	filler := filepath.Join(state, "filler")
+	stopFill := make(chan struct{})
+	filled := make(chan struct{})
+	go func() {
+		defer close(filled)
+		for {
+			fillUp(t, filler)
+			select {
+			case <-stopFill:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 	await("degraded", 10*time.Second)
+	close(stopFill)
+	<-filled
 	time.Sleep(2 * time.Second) // readings keep flowing from memory
 	os.Remove(filler)
 	freed := time.Now()
 	await("healthy", 15*time.Second) // the first retry comes 10 s after the failure
 	t.Logf("on disk again %v after space came back", time.Since(freed).Round(100*time.Millisecond))
 
-	srv.Stop() // readings now queue on disk
+	// Readings stop, the last ones are acknowledged, the server goes
+	// away, and more readings queue — on disk now. (Stopping the server
+	// while a reading is in flight would let it arrive twice, which the
+	// design allows for what the server never acknowledged.)
+	fmt.Fprintln(in, "pause")
+	var k int
+	for k == 0 {
+		select {
+		case l := <-lines:
+			t.Logf("child: %s", l)
+			fmt.Sscanf(l, "paused %d", &k)
+		case <-time.After(10 * time.Second):
+			t.Fatal("child did not pause")
+		}
+	}
+	time.Sleep(time.Second)
+	srv.Stop()
+	const more = 100
+	fmt.Fprintln(in, "more", more)
 	await("emitted", 30*time.Second)
 	time.Sleep(1500 * time.Millisecond) // past the outbox's fsync interval
 	child.Process.Signal(syscall.SIGKILL)
@@ -93,18 +131,20 @@ func TestIntegrationStateDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAgent(t, faultConfig(srv, state, srv.Addr))
-	rx.expect(t, 1, n, 60*time.Second)
+	rx.expect(t, 1, k+more, 60*time.Second)
 }
 
 // TestChildDiskAgent is the agent process of TestIntegrationStateDiskFull.
-// It says "online" once connected, "degraded" and "healthy" as its outbox
-// leaves and comes back to the disk, and "emitted" after its last reading.
+// Its device counts a reading every 50 ms. It says "online" once
+// connected, and "degraded" and "healthy" as its outbox leaves and comes
+// back to the disk. Told "pause" on stdin, the device stops and it says
+// "paused K" (K readings taken); told "more M", the device takes M more
+// and it says "emitted".
 func TestChildDiskAgent(t *testing.T) {
 	state := os.Getenv("STANZAD_DCHILD_STATE")
 	if state == "" {
 		t.Skip("runs only as the child of TestIntegrationStateDiskFull")
 	}
-	n, _ := strconv.Atoi(os.Getenv("STANZAD_DCHILD_READINGS"))
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@iot.test/agent", Password: config.Secret("pw-device"),
 			Server: os.Getenv("STANZAD_DCHILD_SERVER"), TLS: "starttls", CAFile: os.Getenv("STANZAD_DCHILD_CA")},
@@ -112,9 +152,8 @@ func TestChildDiskAgent(t *testing.T) {
 		ACL:   config.ACL{Operators: []string{"operator@iot.test"}},
 		Sinks: []config.Sink{{Kind: "chat", To: "operator@iot.test", Devices: []string{"*"}}},
 	}
-	emitted := make(chan struct{})
-	a, err := agent.New(agent.Options{Config: cfg, Logger: testLogger(t),
-		Devices: []devices.Device{counter{n: n, every: 50 * time.Millisecond, done: emitted}}})
+	dev := &phases{pause: make(chan struct{}), paused: make(chan int), more: make(chan int), done: make(chan struct{})}
+	a, err := agent.New(agent.Options{Config: cfg, Logger: testLogger(t), Devices: []devices.Device{dev}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +162,29 @@ func TestChildDiskAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Println("online")
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+	}()
 	degraded := false
-	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+	for tick := time.NewTicker(100 * time.Millisecond); ; {
+		select {
+		case <-tick.C:
+		case c := <-cmds:
+			var m int
+			if c == "pause" {
+				dev.pause <- struct{}{}
+				fmt.Println("paused", <-dev.paused)
+			} else if _, err := fmt.Sscanf(c, "more %d", &m); err == nil {
+				dev.more <- m
+			}
+		case <-dev.done:
+			fmt.Println("emitted")
+			dev.done = nil
+		}
 		rep, err := a.Status(context.Background(), agent.Caller{Role: agent.RoleOperator})
 		if err != nil {
 			t.Fatal(err)
@@ -133,13 +193,53 @@ func TestChildDiskAgent(t *testing.T) {
 			degraded = d
 			fmt.Println(map[bool]string{true: "degraded", false: "healthy"}[d])
 		}
+	}
+}
+
+// phases is TestChildDiskAgent's device: a reading every 50 ms until
+// paused (it reports how many), then as many more as it is told, every
+// 10 ms, then done.
+type phases struct {
+	pause  chan struct{}
+	paused chan int
+	more   chan int
+	done   chan struct{}
+}
+
+func (p *phases) Name() string { return "counter" }
+
+func (p *phases) Run(ctx context.Context, emit func(devices.Reading)) error {
+	i := 0
+	reading := func() {
+		i++
+		emit(devices.Reading{Device: "counter", Time: time.Now().UTC(), Fields: []devices.Field{devices.Number("n", float64(i), 0, "")}})
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for paused := false; !paused; {
 		select {
-		case <-emitted:
-			fmt.Println("emitted")
-			emitted = nil
-		default:
+		case <-ctx.Done():
+			return nil
+		case <-p.pause:
+			paused = true
+		case <-tick.C:
+			reading()
 		}
 	}
+	p.paused <- i
+	var m int
+	select {
+	case <-ctx.Done():
+		return nil
+	case m = <-p.more:
+	}
+	for range m {
+		time.Sleep(10 * time.Millisecond)
+		reading()
+	}
+	close(p.done)
+	<-ctx.Done()
+	return nil
 }
 
 // mountTmpfs mounts a tmpfs of size bytes for the test: a filesystem
@@ -158,22 +258,21 @@ func mountTmpfs(t *testing.T, size int) string {
 	return dir
 }
 
-// fillUp writes a file into dir until its filesystem is full.
-func fillUp(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
+// fillUp appends to path until its filesystem is full.
+func fillUp(t *testing.T, path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return
 	}
 	defer f.Close()
-	chunk := make([]byte, 4096)
+	chunk := make([]byte, 1024)
 	for {
 		if _, err := f.Write(chunk); err != nil {
 			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
+				t.Errorf("filling %s: %v", path, err)
 			}
-			return path
+			return
 		}
 	}
 }
