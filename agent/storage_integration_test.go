@@ -5,7 +5,6 @@ package agent_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/internal/testserver"
+	"github.com/stanzad/stanzad/internal/tmpfs"
 )
 
 // The state directory's filesystem fills up while readings flow: the
@@ -28,7 +28,7 @@ import (
 // (this test binary) so it can really be killed; its state is on a small
 // tmpfs.
 func TestIntegrationStateDiskFull(t *testing.T) {
-	state := mountTmpfs(t, 256<<10)
+	state := tmpfs.Mount(t, 256<<10)
 	srv := testserver.New(t, testserver.Options{})
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	rx := newReceiver(t, srv, "operator")
@@ -86,7 +86,9 @@ func TestIntegrationStateDiskFull(t *testing.T) {
 	go func() {
 		defer close(filled)
 		for {
-			fillUp(t, filler)
+			if err := tmpfs.Fill(filler); err != nil {
+				t.Error(err)
+			}
 			select {
 			case <-stopFill:
 				return
@@ -240,39 +242,4 @@ func (p *phases) Run(ctx context.Context, emit func(devices.Reading)) error {
 	close(p.done)
 	<-ctx.Done()
 	return nil
-}
-
-// mountTmpfs mounts a tmpfs of size bytes for the test: a filesystem
-// that fills up. It needs root; CI runs as root and must not skip.
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v: %s (CI=true: run as root)", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (%v: %s): needs root", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-// fillUp appends to path until its filesystem is full.
-func fillUp(t *testing.T, path string) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer f.Close()
-	chunk := make([]byte, 1024)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Errorf("filling %s: %v", path, err)
-			}
-			return
-		}
-	}
 }

@@ -2,13 +2,13 @@ package outbox
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stanzad/stanzad/internal/tmpfs"
 )
 
 // healed ticks the outbox until it is back on disk, or fails.
@@ -55,52 +55,19 @@ func TestHealDeletedDir(t *testing.T) {
 	ids(t, o, 3, 7)
 }
 
-// mountTmpfs mounts a tmpfs of size bytes for the test (root only; CI
-// runs as root and must not skip).
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v: %s (CI=true: needs root)", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (%v: %s): needs root", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-// fill writes a file into dir until the filesystem is full.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
-
 // A full disk: the outbox keeps readings in memory, tries the disk again
 // with backoff, and when space comes back writes them all out, in order,
 // with their ids — also when a try fails in between.
 func TestHealFullDisk(t *testing.T) {
-	mnt := mountTmpfs(t, 64<<10)
+	mnt := tmpfs.Mount(t, 64<<10)
 	dir := filepath.Join(mnt, "outbox")
 	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
 	appendN(t, o, 1, 10)
 	o.Ack(3)
-	filler := fill(t, mnt)
+	filler := filepath.Join(mnt, "filler")
+	if err := tmpfs.Fill(filler); err != nil {
+		t.Fatal(err)
+	}
 	n := 10
 	for o.Stats().Degraded == nil {
 		n++
@@ -136,11 +103,14 @@ func TestHealFullDisk(t *testing.T) {
 // happens after a full disk put it there. A write that fails with EROFS
 // takes the same path as one that fails with ENOSPC.)
 func TestHealReadOnly(t *testing.T) {
-	mnt := mountTmpfs(t, 64<<10)
+	mnt := tmpfs.Mount(t, 64<<10)
 	dir := filepath.Join(mnt, "outbox")
 	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
 	appendN(t, o, 1, 5)
-	filler := fill(t, mnt)
+	filler := filepath.Join(mnt, "filler")
+	if err := tmpfs.Fill(filler); err != nil {
+		t.Fatal(err)
+	}
 	n := 5
 	for o.Stats().Degraded == nil && n < 10000 {
 		n++
