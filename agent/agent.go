@@ -413,9 +413,7 @@ func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
 	// RFC 6121 §2.2: the roster before initial presence, so the contacts'
 	// presence that follows is understood.
 	a.contacts.newStream()
-	if err := a.loadRoster(ctx, s); err != nil {
-		return err
-	}
+	a.loadRoster(ctx, s)
 	return s.Send(ctx, a.presence())
 }
 

@@ -113,34 +113,41 @@ func (c *contacts) shouldAsk(key string) bool {
 }
 
 // loadRoster asks for the roster on a new stream, before initial
-// presence; the answer tells whose absence means "offline". Chat sink
-// recipients in the ACL whose presence the agent does not see are asked
-// for a subscription (they are operators or viewers; their clients
-// approve or refuse it like any contact request).
-func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) error {
-	_, err := s.SendIQFunc(ctx, xmpp.RosterGet(), func(res *xmpp.Element, err error) {
-		if err != nil {
-			a.log.Debug("roster not loaded", "err", err)
-			return
+// presence (RFC 6121 §2.2): the answer tells whose absence means
+// "offline". Chat sink recipients in the ACL whose presence the agent
+// does not see are asked for a subscription (they are operators or
+// viewers; their clients approve or refuse it like any contact
+// request). It runs in OnConnect, not on the session's reader, so it may
+// wait and write; a server that does not answer within rosterWait only
+// leaves presence unknown (the sinks send as before).
+func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) {
+	ctx, cancel := context.WithTimeout(ctx, rosterWait)
+	defer cancel()
+	res, err := s.SendIQ(ctx, xmpp.RosterGet())
+	if err != nil {
+		a.log.Warn("roster not loaded; chat sinks cannot tell when their person is offline", "err", err)
+		return
+	}
+	a.contacts.roster(xmpp.ParseRoster(res), true)
+	acl := a.policy().acl
+	for _, sk := range a.sinks {
+		if sk.kind != "chat" {
+			continue
 		}
-		a.contacts.roster(xmpp.ParseRoster(res), true)
-		acl := a.policy().acl
-		for _, sk := range a.sinks {
-			if sk.kind != "chat" {
-				continue
-			}
-			to, err := xmpp.ParseJID(sk.to)
-			if err != nil || acl.role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
-				continue
-			}
-			a.log.Info("asking a chat sink's recipient for presence, to hold readings while they are offline", "to", to.Bare().String())
-			// On the reader goroutine: a write, never a wait for an answer.
-			s.Send(context.WithoutCancel(ctx), xmpp.Stanza("presence", "subscribe", to.Bare().String(), ""))
+		to, err := xmpp.ParseJID(sk.to)
+		if err != nil || acl.role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
+			continue
 		}
-		a.wakeChatSinks("")
-	})
-	return err
+		a.log.Info("asking a chat sink's recipient for presence, to hold readings while they are offline", "to", to.Bare().String())
+		if err := s.Send(ctx, xmpp.Stanza("presence", "subscribe", to.Bare().String(), "")); err != nil {
+			a.log.Debug("presence subscription not asked", "to", to.Bare().String(), "err", err)
+		}
+	}
+	a.wakeChatSinks("")
 }
+
+// rosterWait bounds the wait for the roster at connect.
+const rosterWait = 10 * time.Second
 
 // follows reports whether the agent keeps track of from's presence: an
 // operator or viewer, or a chat sink's recipient.
