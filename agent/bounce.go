@@ -92,7 +92,7 @@ func (a *Agent) sinkFor(from xmpp.JID) *sink {
 		if s.dl == nil {
 			continue
 		}
-		if to, err := xmpp.ParseJID(s.to); err == nil && to.BareKey() == key {
+		if s.dest.BareKey() == key {
 			return s
 		}
 	}

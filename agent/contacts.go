@@ -134,8 +134,8 @@ func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) {
 		if sk.kind != "chat" {
 			continue
 		}
-		to, err := xmpp.ParseJID(sk.to)
-		if err != nil || acl.role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
+		to := sk.dest
+		if acl.role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
 			continue
 		}
 		a.log.Info("asking a chat sink's recipient for presence, to hold readings while they are offline", "to", to.Bare().String())
@@ -156,10 +156,8 @@ func (a *Agent) follows(from xmpp.JID) bool {
 		return true
 	}
 	for _, sk := range a.sinks {
-		if sk.kind == "chat" {
-			if to, err := xmpp.ParseJID(sk.to); err == nil && to.BareKey() == from.BareKey() {
-				return true
-			}
+		if sk.kind == "chat" && sk.dest.BareKey() == from.BareKey() {
+			return true
 		}
 	}
 	return false
@@ -186,11 +184,10 @@ func (a *Agent) wakeChatSinks(bare string) {
 			continue
 		}
 		if bare != "" {
-			to, err := xmpp.ParseJID(sk.to)
-			if err != nil || to.BareKey() != bare {
+			if sk.dest.BareKey() != bare {
 				continue
 			}
-			if !a.contacts.offline(to) {
+			if !a.contacts.offline(sk.dest) {
 				sk.hold.lift(now)
 			}
 		}

@@ -40,11 +40,12 @@ const (
 // seqnr, so a receiver sees one contiguous sequence and any gap is a
 // real loss.
 type sink struct {
-	index   int    // position in Agent.sinks; the high bits of its ack tags
-	kind    string // chat, muc, pubsub, pep
-	name    string // for logs and status: "chat operator@iot.test"
-	to      string // chat: the JID; muc: the room; pubsub: the service
-	from    string // the agent's bare JID (XEP-0203 delay 'from')
+	index   int      // position in Agent.sinks; the high bits of its ack tags
+	kind    string   // chat, muc, pubsub, pep
+	name    string   // for logs and status: "chat operator@iot.test"
+	to      string   // chat: the JID; muc: the room; pubsub: the service
+	dest    xmpp.JID // chat: the recipient; muc: the room (parsed once)
+	from    string   // the agent's bare JID (XEP-0203 delay 'from')
 	devices []string
 	box     *outbox.Outbox
 	wake    chan struct{} // capacity 1: "the outbox has news"
@@ -96,13 +97,17 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 	var dir string
 	switch sc.Kind {
 	case "chat":
-		s.to, s.name, dir = sc.To, "chat "+sc.To, "chat-"+sc.To
+		to, err := xmpp.ParseJID(sc.To)
+		if err != nil {
+			return nil, err
+		}
+		s.to, s.dest, s.name, dir = sc.To, to, "chat "+sc.To, "chat-"+sc.To
 	case "muc":
 		room, err := xmpp.ParseJID(sc.Room)
 		if err != nil {
 			return nil, err
 		}
-		s.to, s.name, dir = room.Bare().String(), "muc "+room.Bare().String(), "muc-"+room.Bare().String()
+		s.to, s.dest, s.name, dir = room.Bare().String(), room.Bare(), "muc "+room.Bare().String(), "muc-"+room.Bare().String()
 		s.room = newRoom(room.Bare(), sc.Nick, sc.Password.Reveal(), log)
 	case "pubsub", "pep":
 		s.to = sc.Service
@@ -325,10 +330,8 @@ func (s *sink) held(a *Agent) time.Duration {
 	if wait, _ := s.hold.left(time.Now()); wait > 0 {
 		return wait
 	}
-	if s.kind == "chat" {
-		if to, err := xmpp.ParseJID(s.to); err == nil && a.contacts.offline(to) {
-			return -1
-		}
+	if s.kind == "chat" && a.contacts.offline(s.dest) {
+		return -1
 	}
 	return 0
 }
