@@ -20,20 +20,7 @@ func New(tb testing.TB, opts Options) *Server {
 		opts.Log = tbWriter{tb}
 	}
 	s, err := Configure(opts)
-	if err != nil {
-		notInstalled(tb, err)
-		tb.Fatalf("%v", err)
-	}
-	// Registered after TempDir's cleanup, so it runs before the removal.
-	tb.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			tb.Errorf("stop prosody: %v", err)
-		}
-	})
-	if err := s.Start(tb.Context()); err != nil {
-		tb.Fatalf("%v", err)
-	}
-	return s
+	return startForTest(tb, "prosody", s, err)
 }
 
 // NewEjabberd starts an ejabberd node for the test and stops it in
@@ -50,6 +37,13 @@ func NewEjabberd(tb testing.TB, opts EjabberdOptions) *Server {
 		opts.Log = tbWriter{tb}
 	}
 	s, err := ConfigureEjabberd(opts)
+	return startForTest(tb, "ejabberd", s, err)
+}
+
+// startForTest starts a configured server (err: its configure error),
+// stopped in tb.Cleanup, applying the CI rule to a missing server.
+func startForTest(tb testing.TB, name string, s *Server, err error) *Server {
+	tb.Helper()
 	if err != nil {
 		notInstalled(tb, err)
 		tb.Fatalf("%v", err)
@@ -57,7 +51,7 @@ func NewEjabberd(tb testing.TB, opts EjabberdOptions) *Server {
 	// Registered after TempDir's cleanup, so it runs before the removal.
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
-			tb.Errorf("stop ejabberd: %v", err)
+			tb.Errorf("stop %s: %v", name, err)
 		}
 	})
 	if err := s.Start(tb.Context()); err != nil {
