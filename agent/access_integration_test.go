@@ -42,19 +42,10 @@ func TestIntegrationAccess(t *testing.T) {
 }
 
 func accessConfig(srv *testserver.Server, dir, viewer string) string {
-	return fmt.Sprintf(`
-[xmpp]
-jid = "device@%[1]s/agent"
-password_file = "password"
-server = "%[2]s"
-ca_file = "%[3]s"
-
-[agent]
-state_dir = "%[4]s"
-
+	return configHead(srv, dir) + fmt.Sprintf(`
 [acl]
 operators = ["alice@%[1]s"]
-viewers = ["%[5]s@%[1]s"]
+viewers = ["%[2]s@%[1]s"]
 
 [[device]]
 name = "greenhouse"
@@ -79,7 +70,7 @@ node = "other/{device}"
 kind = "pubsub"
 service = "pubsub.%[1]s"
 node = "fresh/{device}"
-`, srv.Host, srv.Addr, srv.CAFile, filepath.Join(dir, "state"), viewer)
+`, srv.Host, viewer)
 }
 
 // condition is err's stanza error as "condition[/app-condition]".

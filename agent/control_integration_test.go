@@ -23,21 +23,12 @@ import (
 // controlConfig is the TOML of the control-plane test agent; rate and
 // burst vary so a reload can tighten the rate limit.
 func controlConfig(srv *testserver.Server, dir string, rate float64, burst int, extra string) string {
-	return fmt.Sprintf(`
-[xmpp]
-jid = "device@%[1]s/agent"
-password_file = "password"
-server = "%[2]s"
-ca_file = "%[3]s"
-
-[agent]
-state_dir = "%[4]s"
-
+	return configHead(srv, dir) + fmt.Sprintf(`
 [acl]
 operators = ["operator@%[1]s"]
 viewers = ["viewer@%[1]s"]
-command_rate = %[5]g
-command_burst = %[6]d
+command_rate = %[2]g
+command_burst = %[3]d
 
 [[device]]
 name = "greenhouse"
@@ -60,7 +51,23 @@ argv = ["/bin/sh", "-c", "echo oops >&2; exit 3"]
 name = "hang"
 argv = ["/bin/sleep", "30"]
 timeout = "500ms"
-%[7]s`, srv.Host, srv.Addr, srv.CAFile, filepath.Join(dir, "state"), rate, burst, extra)
+%[4]s`, srv.Host, rate, burst, extra)
+}
+
+// configHead is the [xmpp] and [agent] sections of a test agent's config
+// file: device@host/agent, its password in the file "password" beside
+// the config, its state in dir/state.
+func configHead(srv *testserver.Server, dir string) string {
+	return fmt.Sprintf(`
+[xmpp]
+jid = "device@%s/agent"
+password_file = "password"
+server = "%s"
+ca_file = "%s"
+
+[agent]
+state_dir = "%s"
+`, srv.Host, srv.Addr, srv.CAFile, filepath.Join(dir, "state"))
 }
 
 // iq sends an IQ from p to the agent and returns the payload of the
