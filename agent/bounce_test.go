@@ -37,7 +37,7 @@ func TestHandleBounce(t *testing.T) {
 		sk.enqueue(nil, "", []devices.Reading{r}, a.log)
 	}
 	for id := uint64(1); id <= 3; id++ {
-		sk.dl.sent(id)
+		sk.dl.claim(id)
 	}
 	a.onAck([]uint64{sk.tag(3)})
 	if st := sk.box.Stats(); st.Acked != 3 {
@@ -90,7 +90,7 @@ func TestHandleBounce(t *testing.T) {
 	if !bounce("watcher@iot.test", "r-3", "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>") {
 		t.Fatal("bounce of r-3 not handled")
 	}
-	if sk.rejected.Load() != 1 || sk.dl.due(3) {
-		t.Errorf("refused record: rejected %d, due %v; want 1, false", sk.rejected.Load(), sk.dl.due(3))
+	if sk.rejected.Load() != 1 || isDue(sk.dl, 3) {
+		t.Errorf("refused record: rejected %d, due %v; want 1, false", sk.rejected.Load(), isDue(sk.dl, 3))
 	}
 }

@@ -70,12 +70,12 @@ func (d *deliveries) lookup(id uint64) *delivery {
 // at returns the state of id, growing the window to hold it; nil for an
 // id before the window. Records the outbox let go (dropped while it was
 // full) are forgotten first, so the window never spans them.
-func (d *deliveries) at(id uint64, now time.Time) *delivery {
+func (d *deliveries) at(id uint64) *delivery {
 	if id < d.base {
 		return nil
 	}
 	if id-d.base > uint64(len(d.state)) {
-		d.settle(now)
+		d.settle(time.Now())
 	}
 	for id-d.base >= uint64(len(d.state)) {
 		d.state = append(d.state, delivery{})
@@ -83,27 +83,32 @@ func (d *deliveries) at(id uint64, now time.Time) *delivery {
 	return &d.state[id-d.base]
 }
 
-// due reports whether the sender should send id now: it was not sent on
-// this stream, or it bounced. A record delivered before an earlier one
-// bounced, or one still in flight, is not sent again.
+// due reports whether id is to be sent: not sent on this stream, or
+// bounced. d.mu is held.
 func (d *deliveries) due(id uint64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	e := d.lookup(id)
 	return e == nil || e.st == dUnsent || e.st == dBounced
 }
 
-// sent records that id was written on the current stream.
-func (d *deliveries) sent(id uint64) {
+// claim reports whether the sender should send id now — it was not sent
+// on this stream, or it bounced; a record delivered before an earlier one
+// bounced, or one still in flight, is not sent again — and if so marks
+// it sent. It is marked before the write: without stream management the
+// write itself is the acknowledgement, reported at once.
+func (d *deliveries) claim(id uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.at(id, time.Now()); e != nil {
+	if !d.due(id) {
+		return false
+	}
+	if e := d.at(id); e != nil {
 		e.st = dSent
 	}
 	d.order = append(d.order, id)
+	return true
 }
 
-// unsent takes back sent(id): the write failed before the stream had the
+// unsent takes back claim(id): the write failed before the stream had the
 // stanza (and it is not queued for a resumed stream to resend).
 func (d *deliveries) unsent(id uint64) {
 	d.mu.Lock()
@@ -120,7 +125,7 @@ func (d *deliveries) unsent(id uint64) {
 func (d *deliveries) skip(id uint64, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.at(id, now); e != nil {
+	if e := d.at(id); e != nil {
 		e.st, e.at = dRefused, now
 	}
 	d.settle(now)

@@ -24,12 +24,18 @@ func newTestDeliveries(t *testing.T, n int) (*deliveries, *outbox.Outbox) {
 	return newDeliveries(box), box
 }
 
+// isDue reports, without claiming it, whether id would be sent.
+func isDue(d *deliveries, id uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.due(id)
+}
+
 // sendAll plays the sender: every due record after the cursor is sent.
 func sendAll(d *deliveries, box *outbox.Outbox) []uint64 {
 	var sent []uint64
 	for _, r := range box.Pending(box.Stats().Acked, 1<<20) {
-		if d.due(r.ID) {
-			d.sent(r.ID)
+		if d.claim(r.ID) {
 			sent = append(sent, r.ID)
 		}
 	}
@@ -216,11 +222,12 @@ func TestSinkHoldBackoff(t *testing.T) {
 // record due: a resumed stream must not take it for in flight.
 func TestDeliveriesUnsent(t *testing.T) {
 	d, box := newTestDeliveries(t, 2)
-	d.sent(1)
-	d.sent(2)
+	if !d.claim(1) || !d.claim(2) || d.claim(1) {
+		t.Fatal("claim: a new record not claimed, or one in flight claimed twice")
+	}
 	d.unsent(2)
-	if !d.due(2) || d.due(1) {
-		t.Fatalf("due(1)=%v due(2)=%v after unsent(2); want false, true", d.due(1), d.due(2))
+	if !isDue(d, 2) || isDue(d, 1) {
+		t.Fatalf("due(1)=%v due(2)=%v after unsent(2); want false, true", isDue(d, 1), isDue(d, 2))
 	}
 	d.acked(1, time.Now())
 	if got := fmt.Sprint(sendAll(d, box)); got != "[2]" {
@@ -239,12 +246,12 @@ func TestDeliveriesAfterDrops(t *testing.T) {
 	defer box.Close()
 	d := newDeliveries(box)
 	box.Append([]byte("r1"))
-	d.sent(1)
+	d.claim(1)
 	for range 5000 {
 		box.Append([]byte("0123456789")) // ten bytes: ten fit, the rest push the oldest out
 	}
 	first := box.Pending(box.Stats().Acked, 1)[0].ID
-	d.sent(first)
+	d.claim(first)
 	if n := len(d.state); n > 2 {
 		t.Fatalf("following %d records after the outbox dropped all but ten; want the window at its cursor", n)
 	}

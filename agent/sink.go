@@ -347,7 +347,7 @@ func (s *sink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint6
 			return cursor
 		}
 		for _, rec := range rs {
-			if !s.dl.due(rec.ID) {
+			if !s.dl.claim(rec.ID) {
 				cursor = rec.ID
 				continue
 			}
@@ -358,9 +358,6 @@ func (s *sink) sendPending(ctx context.Context, sess *xmpp.Session, cursor uint6
 				continue
 			}
 			s.encode(&s.rec, rec.ID, time.Now())
-			// Marked before the write: without stream management the
-			// write itself is the acknowledgement, reported at once.
-			s.dl.sent(rec.ID)
 			if err := sess.SendTracked(ctx, s.buf, s.tag(rec.ID)); err != nil {
 				if errors.Is(err, xmpp.ErrQueuedForResume) {
 					cursor = rec.ID // a resumed stream resends it itself
