@@ -104,10 +104,12 @@ func (a *Agent) sinkFor(from xmpp.JID) *sink {
 // now (RFC 6120 §8.3.2: type wait; service-unavailable and
 // recipient-unavailable are how servers without offline storage answer
 // for a person who is offline; not-acceptable from a room means the
-// agent is no longer in it). Anything else is a refusal for good.
+// agent is no longer in it). A bounce that says nothing usable — no
+// <error/>, or undefined-condition — is retried too: dropping a reading
+// needs a reason. Anything else is a refusal for good.
 func retryable(s *sink, e *xmpp.StanzaError) bool {
 	switch {
-	case e.Type == xmpp.ErrorTypeWait:
+	case e.Type == xmpp.ErrorTypeWait || e.Condition == "undefined-condition":
 		return true
 	case e.Condition == "service-unavailable" || e.Condition == "recipient-unavailable":
 		return s.room == nil

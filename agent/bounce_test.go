@@ -86,6 +86,11 @@ func TestHandleBounce(t *testing.T) {
 	if !strings.Contains(a.Summary(), "1 sinks held") {
 		t.Errorf("summary %q does not count the held sink", a.Summary())
 	}
+	// A malformed bounce (no <error/>): the reading is kept, not dropped.
+	sk.dl.claim(2)
+	if !bounce("watcher@iot.test", "r-2", "<body>no error element</body>") || !isDue(sk.dl, 2) || sk.rejected.Load() != 0 {
+		t.Fatalf("a bounce without <error/>: due %v, rejected %d; want it queued again", isDue(sk.dl, 2), sk.rejected.Load())
+	}
 	// Refused for good: counted as refused, not sent again.
 	if !bounce("watcher@iot.test", "r-3", "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>") {
 		t.Fatal("bounce of r-3 not handled")

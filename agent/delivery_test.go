@@ -182,6 +182,8 @@ func TestRetryable(t *testing.T) {
 		{room, "modify", "not-acceptable", true},
 		{room, "cancel", "service-unavailable", false},
 		{room, "wait", "resource-constraint", true},
+		{chat, "cancel", "undefined-condition", true}, // a bounce without <error/>
+		{chat, "bogus", "undefined-condition", true},
 	} {
 		e := &xmpp.StanzaError{Type: tt.typ, Condition: tt.cond}
 		if got := retryable(tt.s, e); got != tt.want {
