@@ -472,7 +472,7 @@ func appendNote(note, more string) string {
 // wakePublishers makes the pubsub and PEP sinks look at the ACL again,
 // so whitelist members follow a reload at once.
 func (a *Agent) wakePublishers() {
-	for _, s := range a.sinks {
+	for _, s := range a.sinks() {
 		if s.pub == nil {
 			continue
 		}

@@ -3,11 +3,13 @@ package agent
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -19,27 +21,29 @@ const (
 	NodeSet    = "set"
 	NodeAction = "action"
 	NodeReload = "reload"
+	NodeConfig = "config"
 )
 
 // registerCommands installs the command surface on the mux: XEP-0050
 // ad-hoc commands, XEP-0325 control and XEP-0323 readout. All of them go
 // through the registry (registry.go) and the ACL.
-func (a *Agent) registerCommands() {
+func (a *Agent) registerCommands(mux *xmpp.Mux) {
 	viewer := func(from xmpp.JID) bool { return a.policy().acl.role(from) >= RoleViewer }
 	operator := func(from xmpp.JID) bool { return a.policy().acl.role(from) >= RoleOperator }
-	a.commands = &xmpp.Commands{}
+	commands := &xmpp.Commands{}
 	for _, cmd := range []*xmpp.Command{
 		{Node: NodeStatus, Name: "Status", Allowed: viewer, Run: a.adhocStatus},
 		{Node: NodeRead, Name: "Read sensors", Allowed: viewer, Run: a.adhocRead},
 		{Node: NodeSet, Name: "Set a device", Allowed: operator, Run: a.adhocSet},
 		{Node: NodeAction, Name: "Run an action", Allowed: operator, Run: a.adhocAction},
 		{Node: NodeReload, Name: "Reload configuration", Allowed: operator, Run: a.adhocReload},
+		{Node: NodeConfig, Name: "Edit configuration", Allowed: operator, Run: a.adhocConfig},
 	} {
-		a.commands.Add(cmd)
+		commands.Add(cmd)
 	}
-	a.commands.Register(a.mux)
-	a.mux.HandleIQ("set", xmpp.NSControl, "set", a.controlSet)
-	a.mux.HandleIQ("get", xmpp.NSSensorData, "req", a.readout)
+	commands.Register(mux)
+	mux.HandleIQ("set", xmpp.NSControl, "set", a.controlSet)
+	mux.HandleIQ("get", xmpp.NSSensorData, "req", a.readout)
 }
 
 // adhocStart resolves the caller of an ad-hoc stage and applies the rate
@@ -94,6 +98,9 @@ func (a *Agent) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 		resultMulti("devices", "Devices", devs),
 		resultMulti("actions", "Actions", rep.Actions),
 	}}
+	if rep.Config != "" {
+		f.Fields = append(f.Fields, resultField("config", "Config", rep.Config))
+	}
 	return &xmpp.CommandResponse{Form: f}, nil
 }
 
@@ -107,11 +114,9 @@ func resultMulti(v, label string, values []string) xmpp.FormField {
 
 func (a *Agent) readForm() *xmpp.Form {
 	fld := xmpp.FormField{Var: "device", Type: xmpp.FieldListMulti, Label: "Devices",
-		Desc: "Devices to read; none selected reads all."}
-	for _, d := range a.devs {
-		if _, ok := d.(devices.Reader); ok {
-			fld.Options = append(fld.Options, xmpp.FormOption{Label: d.Name(), Value: d.Name()})
-		}
+		Desc: "Devices to read; none selected reads all. Devices that report events show their last one."}
+	for _, d := range a.devices() {
+		fld.Options = append(fld.Options, xmpp.FormOption{Label: d.Name(), Value: d.Name()})
 	}
 	return &xmpp.Form{Type: xmpp.FormForm, Title: "Read sensors", Fields: []xmpp.FormField{fld}}
 }
@@ -138,6 +143,10 @@ func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Co
 	res := &xmpp.Form{Type: xmpp.FormResult, Title: "Readings"}
 	var notes []xmpp.Note
 	for _, rd := range rs {
+		if errors.Is(rd.Err, ErrNoReading) {
+			notes = append(notes, xmpp.Note{Type: "info", Text: rd.Device + ": " + rd.Err.Error()})
+			continue
+		}
 		if rd.Err != nil {
 			notes = append(notes, xmpp.Note{Type: "error", Text: rd.Device + ": " + rd.Err.Error()})
 			continue
@@ -151,6 +160,9 @@ func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Co
 			vals = append(vals, v)
 		}
 		label := rd.Device + " at " + rd.Time.UTC().Format(time.TimeOnly) + " UTC"
+		if age := time.Since(rd.Time); age >= time.Second {
+			label += " (" + age.Round(time.Second).String() + " ago)"
+		}
 		res.Fields = append(res.Fields, resultMulti(rd.Device, label, vals))
 	}
 	return &xmpp.CommandResponse{Form: res, Notes: notes}, nil
@@ -161,7 +173,7 @@ func (a *Agent) adhocRead(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.Co
 // before the form's own checks (a writable device chosen, and so on).
 func (a *Agent) checkDeviceForm(offered, sub *xmpp.Form) error {
 	for _, n := range sub.Values("device") {
-		if _, ok := a.byName[n]; !ok {
+		if _, ok := a.device(n); !ok {
 			return fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, n, a.deviceNames())
 		}
 	}
@@ -176,7 +188,7 @@ type setState struct {
 
 func (a *Agent) deviceForm() *xmpp.Form {
 	fld := xmpp.FormField{Var: "device", Type: xmpp.FieldListSingle, Label: "Device", Required: true}
-	for _, d := range a.devs {
+	for _, d := range a.devices() {
 		if _, ok := d.(devices.Setter); ok {
 			fld.Options = append(fld.Options, xmpp.FormOption{Label: d.Name(), Value: d.Name()})
 		}
@@ -193,7 +205,8 @@ func (a *Agent) deviceForm() *xmpp.Form {
 func (a *Agent) valueForm(ctx context.Context, name string) *xmpp.Form {
 	f := &xmpp.Form{Type: xmpp.FormForm, Title: "Set " + name}
 	val := xmpp.FormField{Var: "value", Type: xmpp.FieldTextSingle, Label: "New value", Required: true}
-	if rd, ok := a.byName[name].(devices.Reader); ok {
+	d, _ := a.device(name)
+	if rd, ok := d.(devices.Reader); ok {
 		// Through the bounded device calls, like every other read: a
 		// hung driver must not hang the form.
 		cur, err := a.calls.do(ctx, name, rd.Read)
@@ -333,9 +346,46 @@ func (a *Agent) adhocReload(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.
 	if err != nil {
 		return nil, wrapStanza(err)
 	}
+	return reloadResponse(rep), nil
+}
+
+// reloadResponse is the note that says what a reload or push applied: a
+// warning when part of it waits for a restart or failed.
+func reloadResponse(rep ReloadReport) *xmpp.CommandResponse {
 	typ := "info"
-	if len(rep.Restart) > 0 {
+	if len(rep.NotLive)+len(rep.Failed) > 0 {
 		typ = "warn"
 	}
-	return &xmpp.CommandResponse{Notes: []xmpp.Note{{Type: typ, Text: rep.String()}}}, nil
+	return &xmpp.CommandResponse{Notes: []xmpp.Note{{Type: typ, Text: rep.String()}}}
+}
+
+// adhocConfig shows the running config (secrets hidden) in a text-multi
+// field; submitting the field pushes it (PushConfig). stanzactl submits
+// it with the first execute.
+func (a *Agent) adhocConfig(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := a.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	if r.Form == nil {
+		text, err := a.ConfigText(ctx, c)
+		if err != nil {
+			return nil, wrapStanza(err)
+		}
+		f := &xmpp.Form{Type: xmpp.FormForm, Title: "Configuration of " + a.me().Bare().String(),
+			Instructions: []string{"Edit and submit to apply; the file is checked first and the old one kept as stanzad.toml.prev. " +
+				"Secrets show as \"" + config.Placeholder + "\": leave them so to keep them."},
+			Fields: []xmpp.FormField{{Var: "config", Type: xmpp.FieldTextMulti, Label: "stanzad.toml", Required: true,
+				Values: strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")}}}
+		return &xmpp.CommandResponse{Form: f, Next: true, Last: true}, nil
+	}
+	lines := r.Form.Values("config")
+	if len(lines) == 0 {
+		return nil, wrapStanza(fmt.Errorf("%w: the form has no config field", errBadRequest))
+	}
+	rep, err := a.PushConfig(ctx, c, configText(lines))
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	return reloadResponse(rep), nil
 }

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
@@ -24,7 +22,8 @@ type Options struct {
 	Config  *config.Config
 	Logger  *slog.Logger
 	Version string
-	// Devices, if set, replaces the devices built from Config (tests).
+	// Devices, if set, replaces the devices built from Config (tests);
+	// a reload then leaves devices alone.
 	Devices []devices.Device
 	// ConfigPath is the file Reload reads; empty disables reload.
 	ConfigPath string
@@ -36,37 +35,41 @@ type Options struct {
 // emit starts dropping (devices never block on the network).
 const busSize = 1024
 
-// Agent runs the devices, the XMPP session and the sinks.
+// Agent runs the devices, the XMPP session and the sinks, each as a unit
+// (units.go) that a reload can start and stop alone.
 type Agent struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	version string
-	started time.Time
-	self    xmpp.JID
+	log      *slog.Logger
+	version  string
+	started  time.Time
+	self     atomic.Pointer[xmpp.JID] // the configured JID; an [xmpp] reload changes it
+	injected bool                     // devices came from Options.Devices
 
-	devs   []devices.Device
-	byName map[string]devices.Device
+	u  atomic.Pointer[units] // what runs now
+	ln atomic.Pointer[link]  // the XMPP session unit
 
-	client   *xmpp.Client
-	mux      *xmpp.Mux
-	commands *xmpp.Commands
-	sinks    []*sink
-	alerts   []*alertRule
-	decimals map[string]int // device → decimals from its config
-	mqtt     *mqttMap       // nil without [mqtt]
+	// pol is replaced whole by a reload; running is the config in
+	// effect and runningText its file, guarded by reloadMu.
+	pol         atomic.Pointer[policy]
+	reloadMu    sync.Mutex
+	running     *config.Config
+	runningText []byte
+	configPath  string
+	level       *slog.LevelVar
+	push        pushState
 
-	// pol is replaced whole by Reload; running is the config in effect,
-	// guarded by reloadMu.
-	pol        atomic.Pointer[policy]
-	reloadMu   sync.Mutex
-	running    *config.Config
-	configPath string
-	level      *slog.LevelVar
+	// Set by Run, under reloadMu: the contexts units start in, and
+	// whether the agent runs (a reload before or after Run is refused).
+	devCtx, sessCtx context.Context
+	live            bool
+	pipe            chan func(*dispatcher) // pipeline edits, run by the dispatcher
+	fatal           chan error             // the first session cannot log in
 
 	bus     chan devices.Reading
 	dropped atomic.Uint64
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
+	last         lastReadings
+	sinkIDs      atomic.Uint64 // the next sink's id (its ack tags' high bits)
 	strangers    strangerLog
 	limited      strangerLog // rate-limited senders, logged once a minute
 	hidden       strangerLog // room occupants whose real JID the agent cannot see
@@ -89,103 +92,81 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:     cfg,
 		log:     log,
 		version: opts.Version,
 		started: time.Now(), // not in Run: Status may be called while Run starts
-		self:    self,
-		byName:  make(map[string]devices.Device),
 		bus:     make(chan devices.Reading, busSize),
 
 		running:    cfg,
 		configPath: opts.ConfigPath,
 		level:      opts.Level,
+		pipe:       make(chan func(*dispatcher)),
+		fatal:      make(chan error, 1),
+		injected:   opts.Devices != nil,
+	}
+	a.self.Store(&self)
+	a.health.changed = make(chan struct{}, 1)
+	if a.configPath != "" {
+		// What config get shows; the file may have been edited since it
+		// was loaded, but then a reload follows.
+		if a.runningText, err = os.ReadFile(a.configPath); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
 	}
 	a.pol.Store(newPolicy(self, cfg, nil))
-	a.devs = opts.Devices
-	if a.devs == nil {
-		if a.devs, err = BuildDevices(cfg.Devices); err != nil {
+	u := &units{}
+	devs := opts.Devices
+	if devs == nil {
+		if devs, err = BuildDevices(cfg.Devices); err != nil {
 			return nil, err
 		}
 	}
-	for _, d := range a.devs {
-		a.byName[d.Name()] = d
-	}
-	a.health.changed = make(chan struct{}, 1)
-	a.decimals = make(map[string]int)
-	for _, dc := range cfg.Devices {
-		if dc.Decimals != nil {
-			a.decimals[dc.Name] = *dc.Decimals
+	var dus []*devUnit
+	for i, d := range devs {
+		du := &devUnit{dev: d}
+		if !a.injected {
+			du.cfg = cfg.Devices[i]
 		}
+		dus = append(dus, du)
 	}
 	var errs []error
 	for i := range cfg.Sinks {
-		s, err := newSink(cfg, i, self, log)
+		s, err := a.newSink(cfg, i, self)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink[%d]: %w", i, err))
 			continue
 		}
-		s.index = len(a.sinks)
-		a.sinks = append(a.sinks, s)
+		u.sinks = append(u.sinks, s)
 	}
 	if cfg.MQTT != nil {
-		if err := a.addMQTT(cfg, log); err != nil {
+		m, err := a.newMQTT(cfg, self)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("mqtt: %w", err))
-		}
-	}
-	for _, ac := range cfg.Alerts {
-		al := &alertRule{cfg: ac, decimals: -1}
-		for _, s := range a.sinks {
-			if (s.room != nil || s.kind == "chat") && slices.Contains(ac.Sinks, s.kind) && s.wants(ac.Device) {
-				al.sinks = append(al.sinks, s)
+		} else {
+			u.mqtt = m
+			for _, d := range m.devs {
+				dus = append(dus, &devUnit{dev: d, virtual: true})
+			}
+			if m.sink, err = a.mqttSink(cfg, m, dus); err != nil {
+				errs = append(errs, fmt.Errorf("mqtt: %w", err))
+			} else if m.sink != nil {
+				u.sinks = append(u.sinks, m.sink)
 			}
 		}
-		a.alerts = append(a.alerts, al)
 	}
+	a.u.Store(u.with(dus))
 	if err := errors.Join(errs...); err != nil {
 		a.closeState()
 		return nil, err
 	}
-	xc, err := a.xmppConfig()
+	ln, err := a.newLink(cfg, self)
 	if err != nil {
 		a.closeState()
 		return nil, err
 	}
-	a.client = xmpp.NewClient(xc)
-	a.client.OnConnect = a.onConnect
-	a.client.OnAck = a.onAck
-	a.client.Keepalive = cfg.XMPP.Keepalive.Duration
+	a.ln.Store(ln)
+	a.push.load(a)
 	return a, nil
-}
-
-func (a *Agent) xmppConfig() (xmpp.Config, error) {
-	x := a.cfg.XMPP
-	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{
-		CAFile:     x.CAFile,
-		ServerName: x.ServerName,
-		PinSHA256:  x.PinSHA256,
-		CertFile:   x.ClientCert,
-		KeyFile:    x.ClientKey,
-	})
-	if err != nil {
-		return xmpp.Config{}, err
-	}
-	a.mux = xmpp.NewMux(xmpp.Identity{Category: "client", Type: "bot", Name: "stanzad"},
-		xmpp.Software{Name: "stanzad", Version: a.version})
-	a.mux.Message = a.handleMessage
-	a.mux.Presence = a.handlePresence
-	a.mux.Allow = a.allowIQ
-	a.mux.HandleIQ("set", xmpp.NSRoster, "query", a.rosterPush)
-	a.registerCommands()
-	return xmpp.Config{
-		JID:       a.self,
-		Password:  x.Password.Reveal(),
-		Server:    x.Server,
-		DirectTLS: x.TLS == "direct",
-		TLS:       tc,
-		Handler:   a.mux,
-		Logger:    a.log.With("component", "xmpp"),
-	}, nil
 }
 
 // Run runs devices, session and sinks until ctx is cancelled, then shuts
@@ -201,84 +182,67 @@ func (a *Agent) Run(ctx context.Context) error {
 	sessCtx, stopSession := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSession()
 
-	var devs sync.WaitGroup
-	for _, d := range a.devs {
-		devs.Add(1)
-		go func() {
-			defer devs.Done()
-			a.superviseDevice(devCtx, d)
-		}()
+	a.reloadMu.Lock()
+	a.devCtx, a.sessCtx, a.live = devCtx, sessCtx, true
+	u := a.now()
+	for _, d := range u.devs {
+		d.start(devCtx, a)
 	}
-	g, gctx := errgroup.WithContext(sessCtx)
-	g.Go(func() error { return a.client.Run(gctx) })
-	var senders sync.WaitGroup
-	for _, s := range a.sinks {
-		senders.Add(2)
-		go func() {
-			defer senders.Done()
-			s.run(gctx, a)
-		}()
-		go func() {
-			defer senders.Done()
-			s.box.Run(gctx)
-		}()
-		if s.room != nil {
-			senders.Add(1)
-			go func() {
-				defer senders.Done()
-				s.room.run(gctx, a)
-			}()
-		}
+	a.startLink(sessCtx, a.ln.Load(), true)
+	for _, s := range u.sinks {
+		s.start(sessCtx, a)
 	}
-	senders.Add(1)
-	go func() {
-		defer senders.Done()
-		a.followHealth(gctx)
-	}()
-	if a.mqtt != nil {
-		senders.Add(2)
-		go func() {
-			defer senders.Done()
-			a.mqtt.client.Run(gctx)
-		}()
-		go func() {
-			defer senders.Done()
-			a.mqtt.runCommands(gctx, a)
-		}()
+	if u.mqtt != nil {
+		u.mqtt.start(sessCtx, a)
 	}
+	a.reloadMu.Unlock()
+
+	var side sync.WaitGroup
+	side.Go(func() { a.followHealth(sessCtx) })
 	if a.configPath != "" {
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			a.watchConfig(gctx)
-		}()
+		side.Go(func() { a.watchConfig(sessCtx) })
 	}
+	side.Go(func() { a.push.watch(sessCtx, a) })
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
-		a.dispatch()
+		a.dispatch(u.sinks)
 	}()
 
 	// On shutdown: stop devices, queue what they produced, give the sinks
 	// a moment to get it acknowledged, then end the session. What is
 	// still unacknowledged stays in the outbox for the next start. The
-	// session failing at startup ends everything.
+	// first session failing to log in ends everything.
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case <-gctx.Done():
-		runErr = g.Wait()
+	case runErr = <-a.fatal:
 	}
+	a.reloadMu.Lock()
+	a.live = false
 	stopDevices()
-	devs.Wait()
+	for _, d := range a.now().devs {
+		d.halt()
+	}
 	close(a.bus)
 	<-dispatched
-	a.awaitAcks(gctx, 2*time.Second)
-	stopSession()
-	senders.Wait()
-	if err := g.Wait(); runErr == nil {
-		runErr = err
+	if runErr == nil {
+		a.awaitAcks(sessCtx, 2*time.Second)
 	}
+	stopSession()
+	u = a.now()
+	for _, s := range u.sinks {
+		s.cancel()
+	}
+	for _, s := range u.sinks {
+		s.wg.Wait()
+	}
+	if u.mqtt != nil {
+		u.mqtt.halt()
+	}
+	a.ln.Load().halt()
+	a.reloadMu.Unlock()
+	side.Wait()
 	return runErr
 }
 
@@ -286,20 +250,38 @@ func (a *Agent) Run(ctx context.Context) error {
 // is down, or timeout passes.
 func (a *Agent) awaitAcks(ctx context.Context, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for a.Queued() > 0 && time.Now().Before(deadline) && ctx.Err() == nil && a.client.Session() != nil {
+	for a.Queued() > 0 && time.Now().Before(deadline) && ctx.Err() == nil && a.conn().Session() != nil {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// WaitConnected blocks until the agent has a live XMPP session.
+// WaitConnected blocks until the agent has a live XMPP session, across
+// a change of account.
 func (a *Agent) WaitConnected(ctx context.Context) (*xmpp.Session, error) {
-	return a.client.WaitConnected(ctx)
+	for {
+		l := a.ln.Load()
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-l.replaced:
+				cancel()
+			case <-done:
+			}
+		}()
+		s, err := l.client.WaitConnected(wctx)
+		close(done)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return s, err
+		}
+	}
 }
 
 // Summary is a one-line status for service managers (systemd STATUS=).
 func (a *Agent) Summary() string {
 	state := "offline, reconnecting"
-	s := a.client.Session()
+	s := a.conn().Session()
 	if s != nil {
 		state = "online as " + s.JID().String()
 	}
@@ -310,7 +292,7 @@ func (a *Agent) Summary() string {
 		}
 	}
 	held := 0
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if sk.dl != nil && sk.held(a) != 0 {
 			held++
 		}
@@ -332,7 +314,7 @@ func (a *Agent) Healthy() bool {
 // acknowledged by the server.
 func (a *Agent) Queued() int {
 	n := 0
-	for _, s := range a.sinks {
+	for _, s := range a.sinks() {
 		n += s.box.Stats().Pending
 	}
 	return n
@@ -342,19 +324,22 @@ func (a *Agent) Queued() int {
 // arrive in send order, so for each sink only the last one matters: one
 // Ack (one cursor write) per sink per batch, not one per reading.
 func (a *Agent) onAck(tags []uint64) {
+	sinks := a.sinks()
 	for i := len(tags) - 1; i >= 0; i-- {
-		sink := int(tags[i] >> tagBits)
-		if sink >= len(a.sinks) {
-			continue
-		}
+		id := tags[i] >> tagBits
 		last := tags[i] & (1<<tagBits - 1)
-		for i > 0 && int(tags[i-1]>>tagBits) == sink { // earlier tags of this run
+		for i > 0 && tags[i-1]>>tagBits == id { // earlier tags of this run
 			i--
 		}
-		if s := a.sinks[sink]; s.dl != nil {
-			s.dl.acked(last, time.Now())
-		} else {
-			s.box.Ack(last)
+		for _, s := range sinks {
+			if s.id != id {
+				continue // a sink a reload replaced: its successor sends again
+			}
+			if s.dl != nil {
+				s.dl.acked(last, time.Now())
+			} else {
+				s.box.Ack(last)
+			}
 		}
 	}
 }
@@ -399,7 +384,11 @@ func (a *Agent) emit(r devices.Reading) {
 }
 
 func (a *Agent) closeState() {
-	for _, s := range a.sinks {
+	u := a.now()
+	if u == nil {
+		return
+	}
+	for _, s := range u.sinks {
 		if err := s.box.Close(); err != nil {
 			a.log.Warn("closing outbox", "sink", s.name, "err", err)
 		}
@@ -427,7 +416,7 @@ func (a *Agent) presence() *xmpp.Element {
 		p.Add(xmpp.NewElement(xmpp.NSClient, "show").SetText(show))
 	}
 	p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(status))
-	return p.Add(a.mux.Caps())
+	return p.Add(a.ln.Load().mux.Caps())
 }
 
 // presenceStatus is the health line: "ok", or how many devices fail and
@@ -436,14 +425,14 @@ func (a *Agent) presenceStatus() (show, status string) {
 	status = "ok"
 	if failing := a.health.names(); len(failing) > 0 {
 		show = "away"
-		status = fmt.Sprintf("%d of %d devices failing: %s", len(failing), len(a.devs), strings.Join(failing, ", "))
+		status = fmt.Sprintf("%d of %d devices failing: %s", len(failing), len(a.devices()), strings.Join(failing, ", "))
 		if len(failing) == 1 {
-			status = fmt.Sprintf("1 of %d devices failing: %s", len(a.devs), failing[0])
+			status = fmt.Sprintf("1 of %d devices failing: %s", len(a.devices()), failing[0])
 		}
 	}
 	var bounced []string
 	now := time.Now()
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if wait, _ := sk.hold.left(now); wait > 0 {
 			bounced = append(bounced, sk.to)
 		}
@@ -481,7 +470,7 @@ func (a *Agent) followHealth(ctx context.Context) {
 
 // updatePresence sends the current presence on the live session.
 func (a *Agent) updatePresence(ctx context.Context) {
-	s := a.client.Session()
+	s := a.conn().Session()
 	if s == nil {
 		return // the next session starts with it
 	}
@@ -490,7 +479,7 @@ func (a *Agent) updatePresence(ctx context.Context) {
 		return
 	}
 	show, status := a.presenceStatus()
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if r := sk.room; r != nil && r.joinedOn(s) {
 			occupant := r.jid
 			occupant.Resource = r.currentNick()
@@ -586,11 +575,12 @@ func (a *Agent) chat(ctx context.Context, c Caller, body string) string {
 			return chatError("read", err)
 		}
 		if len(rs) == 0 {
-			return "no readable devices"
+			return "no devices"
 		}
 		lines := make([]string, len(rs))
+		now := time.Now()
 		for i, r := range rs {
-			lines[i] = formatReading(r)
+			lines[i] = formatAged(r, now)
 		}
 		return strings.Join(lines, "\n")
 	case "set":
@@ -649,6 +639,9 @@ func (r StatusReport) Text() string {
 	}
 	if len(r.Actions) > 0 {
 		b.WriteString("\nactions: " + strings.Join(r.Actions, ", "))
+	}
+	if r.Config != "" {
+		b.WriteString("\nconfig: " + r.Config)
 	}
 	return b.String()
 }
@@ -710,7 +703,7 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 	}
 	switch st.Attr("type") {
 	case "", "unavailable":
-		if from.BareKey() != a.self.BareKey() && a.follows(from) {
+		if from.BareKey() != a.me().BareKey() && a.follows(from) {
 			a.contacts.presence(from, st.Attr("type") == "")
 			a.wakeChatSinks(from.BareKey())
 		}

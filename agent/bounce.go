@@ -88,7 +88,7 @@ func bounceID(id string) (uint64, bool) {
 // that room.
 func (a *Agent) sinkFor(from xmpp.JID) *sink {
 	key := from.BareKey()
-	for _, s := range a.sinks {
+	for _, s := range a.sinks() {
 		if s.dl == nil {
 			continue
 		}

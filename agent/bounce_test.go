@@ -31,7 +31,7 @@ func TestHandleBounce(t *testing.T) {
 	}
 	defer a.closeState()
 	a.started = time.Now()
-	sk := a.sinks[1]
+	sk := a.sinks()[1]
 	r := devices.Reading{Device: "t", Time: time.Now(), Fields: []devices.Field{devices.Number("v", 1, 0, "")}}
 	for range 3 {
 		sk.enqueue(nil, "", []devices.Reading{r}, a.log)
@@ -59,8 +59,8 @@ func TestHandleBounce(t *testing.T) {
 	if !bounce("watcher@iot.test/phone", "r-2", full) {
 		t.Fatal("bounce of r-2 not handled")
 	}
-	if sk.bounced.Load() != 1 || a.sinks[0].bounced.Load() != 0 {
-		t.Fatalf("bounces counted %d/%d, want on the watcher's sink only", a.sinks[0].bounced.Load(), sk.bounced.Load())
+	if sk.bounced.Load() != 1 || a.sinks()[0].bounced.Load() != 0 {
+		t.Fatalf("bounces counted %d/%d, want on the watcher's sink only", a.sinks()[0].bounced.Load(), sk.bounced.Load())
 	}
 	if st := sk.box.Stats(); st.Acked != 1 || st.Pending != 2 {
 		t.Fatalf("after the bounce: %+v, want 2 and 3 pending again", st)

@@ -34,7 +34,9 @@ type Caller struct {
 }
 
 // Read returns momentary readings of the named devices, or of every
-// readable device when names is empty.
+// device when names is empty. Devices that only report events (serial
+// lines, GPIO edges, file changes, MQTT topics) answer with their last
+// reading, whose Time says how old it is, or an ErrNoReading error.
 func (a *Agent) Read(ctx context.Context, c Caller, names []string) (_ []devices.Reading, err error) {
 	start := time.Now()
 	defer func() { a.audit(ctx, c, slog.LevelDebug, "read", names, err, time.Since(start)) }()
@@ -43,28 +45,28 @@ func (a *Agent) Read(ctx context.Context, c Caller, names []string) (_ []devices
 	}
 	var targets []devices.Device
 	if len(names) == 0 {
-		for _, d := range a.devs {
-			if _, ok := d.(devices.Reader); ok {
-				targets = append(targets, d)
-			}
-		}
+		targets = a.devices()
 	} else {
 		for _, n := range names {
-			d, ok := a.byName[n]
+			d, ok := a.device(n)
 			if !ok {
 				return nil, fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, n, a.deviceNames())
-			}
-			if _, ok := d.(devices.Reader); !ok {
-				return nil, fmt.Errorf("%q: %w", n, ErrNotReadable)
 			}
 			targets = append(targets, d)
 		}
 	}
 	out := make([]devices.Reading, 0, len(targets))
 	for _, d := range targets {
-		r, err := a.calls.do(ctx, d.Name(), func(ctx context.Context) (devices.Reading, error) {
-			return d.(devices.Reader).Read(ctx)
-		})
+		rd, ok := d.(devices.Reader)
+		if !ok {
+			r, ok := a.last.get(d.Name())
+			if !ok {
+				r = devices.Reading{Device: d.Name(), Time: time.Now().UTC(), Err: ErrNoReading}
+			}
+			out = append(out, r)
+			continue
+		}
+		r, err := a.calls.do(ctx, d.Name(), rd.Read)
 		if err != nil {
 			r = devices.Reading{Device: d.Name(), Time: time.Now().UTC(), Err: err}
 		}
@@ -82,7 +84,7 @@ func (a *Agent) Set(ctx context.Context, c Caller, name, value string) (r device
 	if c.Role < RoleOperator {
 		return r, ErrForbidden
 	}
-	d, ok := a.byName[name]
+	d, ok := a.device(name)
 	if !ok {
 		return r, fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, name, a.deviceNames())
 	}
@@ -181,8 +183,8 @@ func (a *Agent) audit(ctx context.Context, c Caller, level slog.Level, cmd strin
 }
 
 func (a *Agent) deviceNames() string {
-	names := make([]string, 0, len(a.devs))
-	for _, d := range a.devs {
+	names := make([]string, 0, len(a.devices()))
+	for _, d := range a.devices() {
 		names = append(names, d.Name())
 	}
 	return strings.Join(names, ", ")
@@ -190,7 +192,7 @@ func (a *Agent) deviceNames() string {
 
 func (a *Agent) writableNames() string {
 	var names []string
-	for _, d := range a.devs {
+	for _, d := range a.devices() {
 		if _, ok := d.(devices.Setter); ok {
 			names = append(names, d.Name())
 		}
@@ -211,6 +213,8 @@ func stanzaError(err error) *xmpp.StanzaError {
 	case errors.Is(err, ErrForbidden):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
 	case errors.Is(err, ErrRateLimited):
+		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
+	case errors.Is(err, ErrConfigBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrDeviceBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error() + "; try again when it has finished"}
@@ -243,6 +247,9 @@ func truncate(s string, n int) string {
 
 // formatReading is the one-line human form of a reading.
 func formatReading(r devices.Reading) string {
+	if errors.Is(r.Err, ErrNoReading) {
+		return r.Device + ": " + r.Err.Error()
+	}
 	if r.Err != nil {
 		return r.Device + ": error: " + r.Err.Error()
 	}
@@ -278,4 +285,14 @@ func sensorFields(dst []xmpp.SensorField, fs []devices.Field) []xmpp.SensorField
 		dst = append(dst, sf)
 	}
 	return dst
+}
+
+// formatAged is formatReading of a reading that may not be fresh (an
+// event device's last one): "uart: line=hello (12s ago)".
+func formatAged(r devices.Reading, now time.Time) string {
+	line := formatReading(r)
+	if age := now.Sub(r.Time); r.Err == nil && age >= time.Second {
+		line += " (" + age.Round(time.Second).String() + " ago)"
+	}
+	return line
 }

@@ -130,7 +130,7 @@ func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) {
 	}
 	a.contacts.roster(xmpp.ParseRoster(res), true)
 	acl := a.policy().acl
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if sk.kind != "chat" {
 			continue
 		}
@@ -155,7 +155,7 @@ func (a *Agent) follows(from xmpp.JID) bool {
 	if a.policy().acl.role(from) != RoleNone {
 		return true
 	}
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if sk.kind == "chat" && sk.dest.BareKey() == from.BareKey() {
 			return true
 		}
@@ -166,7 +166,7 @@ func (a *Agent) follows(from xmpp.JID) bool {
 // rosterPush applies a roster push from the server (RFC 6121 §2.1.6).
 func (a *Agent) rosterPush(_ context.Context, _ *xmpp.Session, iq *xmpp.Element) (*xmpp.Element, error) {
 	from := iq.Attr("from")
-	if from != "" && from != a.self.Bare().String() {
+	if from != "" && from != a.me().Bare().String() {
 		return nil, &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "service-unavailable"}
 	}
 	a.contacts.roster(xmpp.ParseRoster(iq), false)
@@ -179,7 +179,7 @@ func (a *Agent) rosterPush(_ context.Context, _ *xmpp.Session, iq *xmpp.Element)
 // online ends a hold after a bounce: what bounced goes out now.
 func (a *Agent) wakeChatSinks(bare string) {
 	now := time.Now()
-	for _, sk := range a.sinks {
+	for _, sk := range a.sinks() {
 		if sk.kind != "chat" {
 			continue
 		}

@@ -175,7 +175,7 @@ func TestIntegrationControl(t *testing.T) {
 			}
 			return nodes
 		}
-		if got := list(op); !slices.Equal(got, []string{"status", "read", "set", "action", "reload"}) {
+		if got := list(op); !slices.Equal(got, []string{"status", "read", "set", "action", "reload", "config"}) {
 			t.Errorf("operator's commands: %v", got)
 		}
 		if got := list(viewer); !slices.Equal(got, []string{"status", "read"}) {
@@ -449,7 +449,7 @@ func TestIntegrationControl(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if note := res.ChildText(xmpp.NSCommands, "note"); res.Attr("status") != "completed" || !strings.Contains(note, "applied: acl, actions") {
+		if note := res.ChildText(xmpp.NSCommands, "note"); res.Attr("status") != "completed" || !strings.Contains(note, "changed: acl, actions") {
 			t.Errorf("reload: %s", res)
 		}
 		// The new action exists; the operator's bucket now holds 3.

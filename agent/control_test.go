@@ -117,11 +117,11 @@ func TestPresenceCaps(t *testing.T) {
 	defer a.closeState()
 	p := a.presence()
 	c := p.Child(xmpp.NSCaps, "c")
-	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node: ok" || p.Child("", "show") != nil || c == nil || c.Attr("ver") != a.mux.CapsVer() || c.Attr("hash") != "sha-1" {
+	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node: ok" || p.Child("", "show") != nil || c == nil || c.Attr("ver") != a.ln.Load().mux.CapsVer() || c.Attr("hash") != "sha-1" {
 		t.Errorf("presence = %s", p)
 	}
 	// Health: a failing device shows in the status, with <show>away</show>.
-	a.devs = []devices.Device{devices.NewSwitch(devices.SwitchConfig{Name: "relay1"}), devices.NewSwitch(devices.SwitchConfig{Name: "bme"})}
+	a.u.Store(a.now().with([]*devUnit{{dev: devices.NewSwitch(devices.SwitchConfig{Name: "relay1"})}, {dev: devices.NewSwitch(devices.SwitchConfig{Name: "bme"})}}))
 	a.health.failed(a.log, "bme", errors.New("i2c: no ack"))
 	p = a.presence()
 	if p.ChildText(xmpp.NSClient, "status") != "greenhouse node: 1 of 2 devices failing: bme" || p.ChildText(xmpp.NSClient, "show") != "away" {
@@ -138,7 +138,7 @@ func TestPresenceCaps(t *testing.T) {
 	}
 	for _, f := range []string{xmpp.NSCommands, xmpp.NSControl, xmpp.NSSensorData, xmpp.NSData} {
 		found := false
-		for _, g := range a.mux.Features() {
+		for _, g := range a.ln.Load().mux.Features() {
 			found = found || g == f
 		}
 		if !found {

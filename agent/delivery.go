@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -108,6 +109,14 @@ func (d *deliveries) claim(id uint64) bool {
 	return true
 }
 
+// inFlight reports whether records sent on the stream await the
+// server's acknowledgement.
+func (d *deliveries) inFlight() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.order) > 0
+}
+
 // unsent takes back claim(id): the write failed before the stream had the
 // stanza (and it is not queued for a resumed stream to resend).
 func (d *deliveries) unsent(id uint64) {
@@ -137,6 +146,9 @@ func (d *deliveries) skip(id uint64, now time.Time) {
 func (d *deliveries) acked(id uint64, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !slices.Contains(d.order, id) {
+		return // not sent on this stream by this sink (a sink that was replaced)
+	}
 	n := 0
 	for n < len(d.order) {
 		got := d.order[n]

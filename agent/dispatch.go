@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"reflect"
+	"slices"
+
+	"github.com/stanzad/stanzad/agent/config"
 	"time"
 
 	"github.com/stanzad/stanzad/devices"
@@ -24,8 +28,9 @@ const gatherWindow = 10 * time.Millisecond
 // what passes in the sinks' outboxes, batched. It never waits on the
 // network. On close, readings held back by min_interval and alerts
 // waiting for their holdoff are queued too: nothing accepted is lost.
-func (a *Agent) dispatch() {
-	d := dispatcher{a: a, timer: time.NewTimer(time.Hour)}
+func (a *Agent) dispatch(sinks []*sink) {
+	d := dispatcher{a: a, timer: time.NewTimer(time.Hour), sinks: sinks}
+	d.reconfigure(a.running)
 	d.timer.Stop()
 	gather := time.NewTimer(time.Hour)
 	gather.Stop()
@@ -56,6 +61,9 @@ func (a *Agent) dispatch() {
 		case <-d.timer.C:
 			d.armed = false
 			d.release(time.Now())
+		case edit := <-a.pipe:
+			edit(&d)
+			d.release(time.Now()) // filters may have changed: work out what is due
 		}
 		d.flush()
 		d.arm()
@@ -63,7 +71,11 @@ func (a *Agent) dispatch() {
 }
 
 type dispatcher struct {
-	a       *Agent
+	a        *Agent
+	sinks    []*sink
+	alerts   []*alertRule
+	decimals map[string]int // device → decimals from its config
+
 	timer   *time.Timer
 	armed   bool
 	armedAt time.Time
@@ -81,14 +93,15 @@ func (d *dispatcher) take(r devices.Reading) {
 	if r.Err != nil {
 		return
 	}
-	if dec, ok := a.decimals[r.Device]; ok {
+	if dec, ok := d.decimals[r.Device]; ok {
 		for i := range r.Fields {
 			if r.Fields[i].Kind == devices.Numeric {
 				r.Fields[i].Decimals = dec
 			}
 		}
 	}
-	for _, s := range a.sinks {
+	a.last.note(r)
+	for _, s := range d.sinks {
 		if !s.wants(r.Device) {
 			continue
 		}
@@ -103,7 +116,7 @@ func (d *dispatcher) take(r devices.Reading) {
 			s.filtered.Add(1)
 		}
 	}
-	for _, al := range a.alerts {
+	for _, al := range d.alerts {
 		if al.check(r, now) {
 			d.alert(al, now)
 		} else if !al.due.IsZero() {
@@ -134,7 +147,7 @@ func (d *dispatcher) wake(t time.Time) {
 // works out when the next one is due.
 func (d *dispatcher) release(now time.Time) {
 	d.next = time.Time{}
-	for _, s := range d.a.sinks {
+	for _, s := range d.sinks {
 		var next time.Time
 		d.held, next = s.filter.release(d.held[:0], now)
 		for _, r := range d.held {
@@ -145,7 +158,7 @@ func (d *dispatcher) release(now time.Time) {
 		}
 	}
 	clear(d.held)
-	for _, al := range d.a.alerts {
+	for _, al := range d.alerts {
 		if al.pending(now) {
 			d.alert(al, now)
 		} else if !al.due.IsZero() {
@@ -156,7 +169,7 @@ func (d *dispatcher) release(now time.Time) {
 
 // flush queues every sink's batch.
 func (d *dispatcher) flush() {
-	for _, s := range d.a.sinks {
+	for _, s := range d.sinks {
 		d.scratch = s.flush(d.scratch, d.a.log)
 	}
 }
@@ -174,16 +187,45 @@ func (d *dispatcher) arm() {
 func (d *dispatcher) close() {
 	d.timer.Stop()
 	now := time.Now()
-	for _, s := range d.a.sinks {
+	for _, s := range d.sinks {
 		d.held = s.filter.flush(d.held[:0])
 		for _, r := range d.held {
 			d.scratch = s.add(r, d.scratch, d.a.log)
 		}
 	}
-	for _, al := range d.a.alerts {
+	for _, al := range d.alerts {
 		if al.state != al.told {
 			d.alert(al, now)
 		}
 	}
 	d.flush()
+}
+
+// reconfigure takes decimals and alerts from cfg. An alert rule that is
+// unchanged keeps its state (what it last told, its holdoff).
+func (d *dispatcher) reconfigure(cfg *config.Config) {
+	d.decimals = make(map[string]int)
+	for _, dc := range cfg.Devices {
+		if dc.Decimals != nil {
+			d.decimals[dc.Name] = *dc.Decimals
+		}
+	}
+	old := d.alerts
+	d.alerts = nil
+	for _, ac := range cfg.Alerts {
+		al := &alertRule{cfg: ac, decimals: -1}
+		for _, o := range old {
+			if reflect.DeepEqual(o.cfg, ac) {
+				al = o
+				al.sinks = nil
+				break
+			}
+		}
+		for _, s := range d.sinks {
+			if (s.room != nil || s.kind == "chat") && slices.Contains(ac.Sinks, s.kind) && s.wants(ac.Device) {
+				al.sinks = append(al.sinks, s)
+			}
+		}
+		d.alerts = append(d.alerts, al)
+	}
 }

@@ -54,15 +54,15 @@ func TestDispatchBatches(t *testing.T) {
 		a.bus <- temp(float64(i))
 	}
 	close(a.bus)
-	a.dispatch()
-	chat := records(t, a.sinks[0])
+	a.dispatch(a.sinks())
+	chat := records(t, a.sinks()[0])
 	if len(chat) != 2 || len(chat[0].readings) != defaultBatch || len(chat[1].readings) != 3 {
 		t.Fatalf("chat sink: %d records (%v), want %d + 3 readings", len(chat), sizes(chat), defaultBatch)
 	}
 	if got := chat[1].readings[2].Fields[0].Num; got != float64(defaultBatch+2) {
 		t.Errorf("order lost: last reading %v", got)
 	}
-	if pep := records(t, a.sinks[1]); len(pep) != defaultBatch+3 {
+	if pep := records(t, a.sinks()[1]); len(pep) != defaultBatch+3 {
 		t.Errorf("pep sink: %d records, want one per reading (%d)", len(pep), defaultBatch+3)
 	}
 }
@@ -84,27 +84,27 @@ func TestDispatchFiltersPerSink(t *testing.T) {
 		{Kind: "chat", To: "calm@iot.test", Devices: []string{"t"}, Deadband: 1, MinInterval: config.Duration{Duration: time.Hour}},
 		{Kind: "chat", To: "other@iot.test", Devices: []string{"u*"}},
 	}, nil, &one)
-	go a.dispatch()
+	go a.dispatch(a.sinks())
 	for _, v := range []float64{20, 20.5, 25, 26} {
 		a.bus <- temp(v)
 		time.Sleep(5 * time.Millisecond) // separate dispatch rounds
 	}
 	close(a.bus)
-	for a.lastDispatch.Load() == 0 || len(records(t, a.sinks[1])) < 2 {
+	for a.lastDispatch.Load() == 0 || len(records(t, a.sinks()[1])) < 2 {
 		time.Sleep(time.Millisecond)
 	}
-	if got := values(records(t, a.sinks[0])); got != "20.0 20.5 25.0 26.0" {
+	if got := values(records(t, a.sinks()[0])); got != "20.0 20.5 25.0 26.0" {
 		t.Errorf("unfiltered sink got %s", got)
 	}
 	// 20 passes; 20.5 is within the deadband; 25 is held for the hour and
 	// replaced by 26, which is queued at shutdown.
-	if got := values(records(t, a.sinks[1])); got != "20.0 26.0" {
+	if got := values(records(t, a.sinks()[1])); got != "20.0 26.0" {
 		t.Errorf("filtered sink got %s, want 20.0 26.0", got)
 	}
-	if got := a.sinks[1].filtered.Load(); got != 2 {
+	if got := a.sinks()[1].filtered.Load(); got != 2 {
 		t.Errorf("filtered count %d, want 2", got)
 	}
-	if got := records(t, a.sinks[2]); len(got) != 0 {
+	if got := records(t, a.sinks()[2]); len(got) != 0 {
 		t.Errorf("sink for other devices got %d records", len(got))
 	}
 }
@@ -131,19 +131,19 @@ func TestDispatchAlert(t *testing.T) {
 		{Kind: "chat", To: "op@iot.test", Devices: []string{"*"}},
 		{Kind: "pep", Node: "n/{device}", MaxItems: 1, Devices: []string{"*"}},
 	}, []config.Alert{{Device: "t", Field: "temperature", Above: &above, Hysteresis: 1, Sinks: []string{"chat"}}}, nil)
-	go a.dispatch()
+	go a.dispatch(a.sinks())
 	for _, v := range []float64{25, 31, 30.5, 28} {
 		a.bus <- temp(v)
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(a.bus)
-	for a.lastDispatch.Load() == 0 || len(a.bus) > 0 || countReadings(records(t, a.sinks[0])) < 6 {
+	for a.lastDispatch.Load() == 0 || len(a.bus) > 0 || countReadings(records(t, a.sinks()[0])) < 6 {
 		time.Sleep(time.Millisecond)
 	}
 	// One token per reading, in order, and one per alert with the reading
 	// it carries; readings that shared a stanza count one by one.
 	var tokens []string
-	for _, r := range records(t, a.sinks[0]) {
+	for _, r := range records(t, a.sinks()[0]) {
 		if r.body != "" {
 			tokens = append(tokens, r.body+" ["+values([]record{r})+"]")
 			continue
@@ -154,7 +154,7 @@ func TestDispatchAlert(t *testing.T) {
 	if got := strings.Join(tokens, "|"); got != want {
 		t.Errorf("chat sink:\n got %s\nwant %s", got, want)
 	}
-	for _, r := range records(t, a.sinks[1]) {
+	for _, r := range records(t, a.sinks()[1]) {
 		if r.body != "" {
 			t.Errorf("alert went to the pep sink: %q", r.body)
 		}

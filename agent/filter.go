@@ -150,3 +150,14 @@ func (f *filter) significant(ref, r devices.Reading) bool {
 	}
 	return false
 }
+
+// heldCount is how many readings the filter holds back for min_interval.
+func (f *filter) heldCount() int {
+	n := 0
+	for _, d := range f.dev {
+		if d.holding {
+			n++
+		}
+	}
+	return n
+}

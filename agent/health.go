@@ -94,3 +94,19 @@ func (h *deviceHealth) names() []string {
 	defer h.mu.Unlock()
 	return slices.Sorted(maps.Keys(h.fail))
 }
+
+// forget drops a device that a reload stopped: it no longer fails.
+func (h *deviceHealth) forget(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.fail[name]; ok {
+		delete(h.fail, name)
+		h.nfailing.Store(int32(len(h.fail)))
+		if h.changed != nil {
+			select {
+			case h.changed <- struct{}{}:
+			default:
+			}
+		}
+	}
+}

@@ -40,7 +40,7 @@ func (a *Agent) controlSet(ctx context.Context, _ *xmpp.Session, iq *xmpp.Elemen
 			return nil, stanzaError(fmt.Errorf("%w: parameter %q: a device takes \"state\" or \"value\"", errBadRequest, p.Name))
 		}
 		for _, t := range targets {
-			d, ok := a.byName[t]
+			d, ok := a.device(t)
 			if !ok {
 				return nil, stanzaError(fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, t, a.deviceNames()))
 			}
@@ -81,12 +81,8 @@ func (a *Agent) readout(ctx context.Context, s *xmpp.Session, iq *xmpp.Element) 
 		return nil, stanzaError(fmt.Errorf("%w: %w", errBadRequest, err))
 	}
 	for _, n := range req.Nodes {
-		d, ok := a.byName[n]
-		if !ok {
+		if _, ok := a.device(n); !ok {
 			return nil, stanzaError(fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, n, a.deviceNames()))
-		}
-		if _, ok := d.(devices.Reader); !ok {
-			return nil, stanzaError(fmt.Errorf("%q: %w", n, ErrNotReadable))
 		}
 	}
 	accepted := xmpp.NewElement(xmpp.NSSensorData, "accepted", "seqnr", iq.FirstChild().Attr("seqnr"))

@@ -41,6 +41,10 @@ type mqttMap struct {
 	virtual []mqttFeed
 	devs    []*mqttDevice // the virtual devices, each once, in config order
 	refused strangerLog
+	sink    *sink // the bridge's sink; nil when there are no devices of ours
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // mqttFeed routes a foreign topic to a virtual device.
@@ -53,8 +57,9 @@ type mqttFeed struct {
 // mqttWindow is how many records may await the broker's PUBACKs at once.
 const mqttWindow = 64
 
-func newMQTT(a *Agent, cfg *config.MQTT, log *slog.Logger) (*mqttMap, error) {
-	m := &mqttMap{cfg: cfg, prefix: strings.ReplaceAll(cfg.TopicPrefix, "{node}", a.self.Local),
+func (a *Agent) newMQTT(all *config.Config, self xmpp.JID) (*mqttMap, error) {
+	cfg, log := all.MQTT, a.log
+	m := &mqttMap{cfg: cfg, prefix: strings.ReplaceAll(cfg.TopicPrefix, "{node}", self.Local),
 		cmds: make(chan bridge.Message, 16)}
 	host := cfg.Broker
 	if u, err := url.Parse(cfg.Broker); err == nil {
@@ -63,7 +68,7 @@ func newMQTT(a *Agent, cfg *config.MQTT, log *slog.Logger) (*mqttMap, error) {
 	m.caller = Caller{JID: xmpp.JID{Local: "mqtt", Domain: host}, Role: RoleOperator, Via: "mqtt"}
 	clientID := cfg.ClientID
 	if clientID == "" {
-		clientID = "stanzad-" + a.self.Local
+		clientID = "stanzad-" + self.Local
 	}
 	subs := []string{m.prefix + "/+/set"}
 	byName := map[string]*mqttDevice{}
@@ -100,32 +105,48 @@ func newMQTT(a *Agent, cfg *config.MQTT, log *slog.Logger) (*mqttMap, error) {
 	return m, nil
 }
 
-// addMQTT sets up the bridge: its virtual devices and its sink, which
-// takes every reading of the other devices.
-func (a *Agent) addMQTT(cfg *config.Config, log *slog.Logger) error {
-	m, err := newMQTT(a, cfg.MQTT, log)
-	if err != nil {
-		return err
-	}
-	var names []string
-	for _, d := range a.devs {
-		names = append(names, d.Name())
-	}
-	for _, d := range m.devs {
-		a.devs = append(a.devs, d)
-		a.byName[d.name] = d
-	}
-	a.mqtt = m
+// mqttSink builds the bridge's sink, which takes every reading of the
+// devices that are not the bridge's own (devs: all running devices);
+// nil when there are none.
+func (a *Agent) mqttSink(cfg *config.Config, m *mqttMap, devs []*devUnit) (*sink, error) {
+	names := ownDevices(devs)
 	if len(names) == 0 {
-		return nil // only virtual devices: nothing of ours to publish
+		return nil, nil // only virtual devices: nothing of ours to publish
 	}
-	s := &sink{index: len(a.sinks), kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker, devices: names,
-		wake: make(chan struct{}, 1), mq: &mqttSender{m: m}}
-	if s.box, err = openBox(cfg, "mqtt-"+m.caller.JID.Domain, s.name, 0, log); err != nil {
-		return err
+	s := &sink{id: a.sinkIDs.Add(1), key: "mqtt-" + m.caller.JID.Domain, kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker,
+		devices: names, wake: make(chan struct{}, 1), mq: &mqttSender{m: m}}
+	var err error
+	if s.box, err = openBox(cfg, s.key, s.name, 0, a.log); err != nil {
+		return nil, err
 	}
-	a.sinks = append(a.sinks, s)
-	return nil
+	return s, nil
+}
+
+// ownDevices names the devices that are not fed by the bridge.
+func ownDevices(devs []*devUnit) []string {
+	var names []string
+	for _, d := range devs {
+		if !d.virtual {
+			names = append(names, d.dev.Name())
+		}
+	}
+	return names
+}
+
+// start connects the bridge and answers commands; the bridge's sink and
+// virtual devices are units of their own.
+func (m *mqttMap) start(ctx context.Context, a *Agent) {
+	ctx, m.cancel = context.WithCancel(ctx)
+	m.wg.Go(func() { m.client.Run(ctx) })
+	m.wg.Go(func() { m.runCommands(ctx, a) })
+}
+
+// halt disconnects the bridge (its status goes "offline").
+func (m *mqttMap) halt() {
+	if m.cancel != nil {
+		m.cancel()
+		m.wg.Wait()
+	}
 }
 
 // receive hands incoming messages to the command worker or to virtual

@@ -122,17 +122,18 @@ func TestMQTTVirtualDevices(t *testing.T) {
 	}
 	defer a.closeState()
 	var names []string
-	for _, d := range a.devs {
+	for _, d := range a.devices() {
 		names = append(names, d.Name())
 	}
 	if strings.Join(names, " ") != "t outside shed" {
 		t.Fatalf("devices %v, want t outside shed", names)
 	}
-	if s := a.sinks[len(a.sinks)-1]; s.mq == nil || s.wants("outside") || !s.wants("t") {
+	if s := a.sinks()[len(a.sinks())-1]; s.mq == nil || s.wants("outside") || !s.wants("t") {
 		t.Errorf("the MQTT sink must take t and not the virtual devices: %v", s.devices)
 	}
 
-	out := a.byName["outside"].(*mqttDevice)
+	od, _ := a.device("outside")
+	out := od.(*mqttDevice)
 	if _, err := out.Read(context.Background()); !errors.Is(err, errNoMessage) {
 		t.Errorf("read before any message: %v", err)
 	}
@@ -140,7 +141,7 @@ func TestMQTTVirtualDevices(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- out.Run(ctx, func(r devices.Reading) { got <- r }) }()
-	recv := a.mqtt.receive(slog.New(slog.DiscardHandler))
+	recv := a.now().mqtt.receive(slog.New(slog.DiscardHandler))
 	recv(bridge.Message{Topic: "c/temp", Payload: []byte(`{"temp": `)}) // cut JSON
 	if r := <-got; r.Err == nil || r.Device != "outside" {
 		t.Errorf("garbage payload: %+v, want an error reading", r)
@@ -154,7 +155,7 @@ func TestMQTTVirtualDevices(t *testing.T) {
 	}
 	recv(bridge.Message{Topic: "stanzad/device/t/set", Payload: []byte("on"), Retain: true})
 	select {
-	case m := <-a.mqtt.cmds:
+	case m := <-a.now().mqtt.cmds:
 		t.Errorf("retained command queued: %+v", m)
 	default:
 	}

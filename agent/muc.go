@@ -97,7 +97,7 @@ func (r *room) run(ctx context.Context, a *Agent) {
 	ping := time.NewTicker(selfPingEvery)
 	defer ping.Stop()
 	for {
-		sess, err := a.client.WaitConnected(ctx)
+		sess, err := a.conn().WaitConnected(ctx)
 		if err != nil {
 			return
 		}
@@ -395,7 +395,7 @@ func (a *Agent) handleRoomMessage(ctx context.Context, s *xmpp.Session, st *xmpp
 
 // roomFor returns the room a stanza from 'from' belongs to, or nil.
 func (a *Agent) roomFor(from xmpp.JID) *room {
-	for _, s := range a.sinks {
+	for _, s := range a.sinks() {
 		if s.room != nil && s.room.jid.BareKey() == from.BareKey() {
 			return s.room
 		}

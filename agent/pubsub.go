@@ -59,7 +59,7 @@ func (p *publisher) nodeFor(device string) string {
 func (p *publisher) run(ctx context.Context, a *Agent, s *sink, log *slog.Logger) {
 	p.acc.policy = a.policy
 	for {
-		sess, err := a.client.WaitConnected(ctx)
+		sess, err := a.conn().WaitConnected(ctx)
 		if err != nil {
 			return
 		}
@@ -163,7 +163,7 @@ func (p *publisher) serve(ctx context.Context, sess *xmpp.Session, s *sink, log 
 // publishID is the IQ id of a publish: unique among the session's pending
 // requests (sinks share the session), the same when a publish is sent again.
 func (p *publisher) publishID(s *sink, seq uint64) string {
-	return "p" + strconv.Itoa(s.index) + "-" + strconv.FormatUint(seq, 10)
+	return "p" + strconv.FormatUint(s.id, 10) + "-" + strconv.FormatUint(seq, 10)
 }
 
 // encode fills p.buf with the publish request for the reading in s.rec.

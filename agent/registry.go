@@ -3,7 +3,6 @@ package agent
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -82,6 +81,9 @@ type StatusReport struct {
 	Outboxes []OutboxStatus
 	Devices  []DeviceInfo
 	Actions  []string
+	// Config is the outcome of the last pushed config, or the push
+	// waiting to get online; empty when there was none.
+	Config string
 }
 
 // OutboxStatus is one sink's queue.
@@ -138,13 +140,13 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 		return rep, ErrForbidden
 	}
 	rep = StatusReport{Version: a.version, Uptime: time.Since(a.started), Dropped: a.dropped.Load()}
-	sess := a.client.Session()
+	sess := a.conn().Session()
 	if sess != nil {
 		rep.Online, rep.JID = true, sess.JID().String()
 		rep.Link = sess.Link()
 	}
 	now := time.Now()
-	for _, s := range a.sinks {
+	for _, s := range a.sinks() {
 		st := s.box.Stats()
 		rep.Queued += st.Pending
 		o := OutboxStatus{Sink: s.name, Pending: st.Pending, Dropped: int(st.Dropped), Degraded: st.Degraded != nil,
@@ -168,7 +170,7 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 		}
 		rep.Outboxes = append(rep.Outboxes, o)
 	}
-	for _, d := range a.devs {
+	for _, d := range a.devices() {
 		_, r := d.(devices.Reader)
 		_, w := d.(devices.Setter)
 		info := DeviceInfo{Name: d.Name(), Readable: r, Writable: w}
@@ -176,6 +178,7 @@ func (a *Agent) Status(ctx context.Context, c Caller) (rep StatusReport, err err
 		rep.Devices = append(rep.Devices, info)
 	}
 	rep.Actions = a.policy().order
+	rep.Config = a.push.status()
 	return rep, nil
 }
 
@@ -210,105 +213,6 @@ func actionFailure(res ActionResult) error {
 		return fmt.Errorf("timed out after %v; killed", res.Duration.Round(time.Millisecond))
 	}
 	return fmt.Errorf("exit code %d", res.ExitCode)
-}
-
-// Reload errors.
-var (
-	ErrNoConfigFile = errors.New("no config file to reload (started with -demo or without -config)")
-	ErrBadConfig    = errors.New("new config rejected; still running the old one")
-)
-
-// ReloadReport says what a reload changed.
-type ReloadReport struct {
-	Applied []string // sections now in effect: acl, actions, presence_status, log_level
-	Restart []string // changed sections that take effect only after a restart
-}
-
-func (r ReloadReport) String() string {
-	s := "config reloaded"
-	if len(r.Applied) == 0 {
-		s += ": nothing changed"
-	} else {
-		s += "; applied: " + joinOrNone(r.Applied)
-	}
-	if len(r.Restart) > 0 {
-		s += "; restart stanzad to apply: " + joinOrNone(r.Restart)
-	}
-	return s
-}
-
-// Reload re-reads the config file. A file with problems changes nothing
-// and the error lists every problem. The ACL, rate limits, actions,
-// presence status and log level take effect at once, without touching
-// the session; changes to the account, devices, sinks or MQTT are
-// reported as needing a restart. Operators (and SIGHUP) only.
-func (a *Agent) Reload(ctx context.Context, c Caller) (rep ReloadReport, err error) {
-	start := time.Now()
-	defer func() { a.audit(ctx, c, slog.LevelInfo, "reload", nil, err, time.Since(start)) }()
-	if c.Role < RoleOperator {
-		return rep, ErrForbidden
-	}
-	if a.configPath == "" {
-		return rep, ErrNoConfigFile
-	}
-	cfg, err := config.Load(a.configPath)
-	if err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
-	}
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	old := a.running
-	if !reflect.DeepEqual(old.ACL, cfg.ACL) {
-		rep.Applied = append(rep.Applied, "acl")
-	}
-	if !reflect.DeepEqual(old.Actions, cfg.Actions) {
-		rep.Applied = append(rep.Applied, "actions")
-	}
-	presence := old.XMPP.PresenceStatus != cfg.XMPP.PresenceStatus
-	if presence {
-		rep.Applied = append(rep.Applied, "presence_status")
-	}
-	if old.Agent.LogLevel != cfg.Agent.LogLevel && a.level != nil {
-		var lv slog.Level
-		if lv.UnmarshalText([]byte(cfg.Agent.LogLevel)) == nil {
-			a.level.Set(lv)
-			rep.Applied = append(rep.Applied, "log_level")
-		}
-	}
-	ox, nx := old.XMPP, cfg.XMPP
-	ox.PresenceStatus, nx.PresenceStatus = "", ""
-	oa, na := old.Agent, cfg.Agent
-	oa.LogLevel, na.LogLevel = "", ""
-	for _, d := range []struct {
-		name     string
-		old, new any
-	}{
-		{"xmpp", ox, nx}, {"agent", oa, na}, {"devices", old.Devices, cfg.Devices},
-		{"sinks", old.Sinks, cfg.Sinks}, {"mqtt", old.MQTT, cfg.MQTT}, {"alerts", old.Alerts, cfg.Alerts},
-	} {
-		if !reflect.DeepEqual(d.old, d.new) {
-			rep.Restart = append(rep.Restart, d.name)
-		}
-	}
-	// What needs a restart keeps its running values, so the next reload
-	// reports it again until the restart.
-	next := *old
-	next.ACL, next.Actions = cfg.ACL, cfg.Actions
-	next.XMPP.PresenceStatus, next.Agent.LogLevel = cfg.XMPP.PresenceStatus, cfg.Agent.LogLevel
-	a.running = &next
-	a.pol.Store(newPolicy(a.self, &next, a.policy()))
-	if !reflect.DeepEqual(old.ACL, cfg.ACL) {
-		a.wakePublishers() // whitelist nodes' members follow the ACL
-	}
-	if presence {
-		if s := a.client.Session(); s != nil {
-			if err := s.Send(ctx, a.presence()); err != nil {
-				a.log.Warn("presence not updated", "err", err)
-			}
-		}
-	}
-	a.log.Info(rep.String())
-	return rep, nil
 }
 
 func joinOrNone(names []string) string {

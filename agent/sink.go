@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,15 +41,19 @@ const (
 // seqnr, so a receiver sees one contiguous sequence and any gap is a
 // real loss.
 type sink struct {
-	index   int      // position in Agent.sinks; the high bits of its ack tags
-	kind    string   // chat, muc, pubsub, pep
-	name    string   // for logs and status: "chat operator@iot.test"
-	to      string   // chat: the JID; muc: the room; pubsub: the service
-	dest    xmpp.JID // chat: the recipient; muc: the room (parsed once)
-	from    string   // the agent's bare JID (XEP-0203 delay 'from')
+	id      uint64      // unique in the agent's life: the high bits of its ack tags
+	key     string      // the outbox directory: a reload matches sinks by it
+	cfg     config.Sink // as configured (zero for the MQTT bridge's sink)
+	kind    string      // chat, muc, pubsub, pep, mqtt
+	name    string      // for logs and status: "chat operator@iot.test"
+	to      string      // chat: the JID; muc: the room; pubsub: the service
+	dest    xmpp.JID    // chat: the recipient; muc: the room (parsed once)
+	from    string      // the agent's bare JID (XEP-0203 delay 'from')
 	devices []string
 	box     *outbox.Outbox
 	wake    chan struct{} // capacity 1: "the outbox has news"
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the sink's goroutines
 
 	// Used by the dispatcher goroutine only.
 	filter   filter
@@ -73,47 +78,55 @@ type sink struct {
 	rec   record
 	nodes []xmpp.SensorNode
 	flds  []xmpp.SensorField
-	id    []byte
+	idBuf []byte
 	msg   xmpp.SensorMessage
 }
 
 // tagBits splits an ack tag into sink index and outbox id.
 const tagBits = 48
 
-func (s *sink) tag(id uint64) uint64 { return uint64(s.index)<<tagBits | id }
+func (s *sink) tag(id uint64) uint64 { return s.id<<tagBits | id }
 
 // newSink opens the sink's outbox. The outbox directory is named after
 // the destination, so reordering sinks in the config keeps each
 // receiver's sequence.
-func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink, error) {
+func (a *Agent) newSink(cfg *config.Config, i int, self xmpp.JID) (*sink, error) {
+	return a.newSinkOn(cfg, i, self, nil)
+}
+
+// newSinkOn builds the sink of cfg.Sinks[i] around box, the outbox of the
+// sink it replaces, or opens its outbox when box is nil.
+func (a *Agent) newSinkOn(cfg *config.Config, i int, self xmpp.JID, box *outbox.Outbox) (*sink, error) {
+	log := a.log
 	sc := cfg.Sinks[i]
-	s := &sink{
-		index: i, kind: sc.Kind, devices: sc.Devices, from: self.Bare().String(),
-		wake: make(chan struct{}, 1), batchMax: sc.Batch,
-		filter: filter{
-			minInterval: sc.MinInterval.Duration, maxSilence: sc.MaxSilence.Duration, deadband: sc.Deadband,
-		},
+	dir, err := sinkKey(sc)
+	if err != nil {
+		return nil, err
 	}
-	var dir string
+	s := &sink{
+		id: a.sinkIDs.Add(1), key: dir, cfg: sc, kind: sc.Kind, from: self.Bare().String(),
+		wake: make(chan struct{}, 1),
+	}
+	s.refilter(sc)
 	switch sc.Kind {
 	case "chat":
 		to, err := xmpp.ParseJID(sc.To)
 		if err != nil {
 			return nil, err
 		}
-		s.to, s.dest, s.name, dir = sc.To, to, "chat "+sc.To, "chat-"+sc.To
+		s.to, s.dest, s.name = sc.To, to, "chat "+sc.To
 	case "muc":
 		room, err := xmpp.ParseJID(sc.Room)
 		if err != nil {
 			return nil, err
 		}
-		s.to, s.dest, s.name, dir = room.Bare().String(), room.Bare(), "muc "+room.Bare().String(), "muc-"+room.Bare().String()
+		s.to, s.dest, s.name = room.Bare().String(), room.Bare(), "muc "+room.Bare().String()
 		s.room = newRoom(room.Bare(), sc.Nick, sc.Password.Reveal(), log)
 	case "pubsub", "pep":
 		s.to = sc.Service
-		s.name, dir = sc.Kind+" "+sc.Service+" "+sc.Node, sc.Kind+"-"+sc.Service+"-"+sc.Node
+		s.name = sc.Kind + " " + sc.Service + " " + sc.Node
 		if sc.Kind == "pep" {
-			s.name, dir = "pep "+sc.Node, "pep-"+sc.Node
+			s.name = "pep " + sc.Node
 		}
 		s.pub = &publisher{service: sc.Service, node: sc.Node, config: xmpp.NodeConfig{
 			PersistItems: true, MaxItems: sc.MaxItems,
@@ -127,15 +140,45 @@ func newSink(cfg *config.Config, i int, self xmpp.JID, log *slog.Logger) (*sink,
 	if s.pub == nil {
 		retain = deliveryRetain
 	}
-	box, err := openBox(cfg, dir, s.name, retain, log)
-	if err != nil {
-		return nil, err
+	if box == nil {
+		if box, err = openBox(cfg, dir, s.name, retain, log); err != nil {
+			return nil, err
+		}
 	}
 	s.box = box
 	if s.pub == nil {
 		s.dl = newDeliveries(box)
 	}
 	return s, nil
+}
+
+// sinkKey names a sink's outbox directory: its kind and destination. Two
+// sinks with one key would share an outbox; a reload matches old and new
+// sinks by it.
+func sinkKey(sc config.Sink) (string, error) {
+	switch sc.Kind {
+	case "chat":
+		return "chat-" + sc.To, nil
+	case "muc":
+		room, err := xmpp.ParseJID(sc.Room)
+		if err != nil {
+			return "", err
+		}
+		return "muc-" + room.Bare().String(), nil
+	case "pubsub":
+		return "pubsub-" + sc.Service + "-" + sc.Node, nil
+	case "pep":
+		return "pep-" + sc.Node, nil
+	}
+	return "", fmt.Errorf("kind %q is not supported", sc.Kind)
+}
+
+// refilter sets what the sink takes (devices) and lets through (filter,
+// batch) from its config. Used on the dispatcher goroutine only, once
+// the sink runs: a reload changes filters in place.
+func (s *sink) refilter(sc config.Sink) {
+	s.devices, s.batchMax = sc.Devices, sc.Batch
+	s.filter.minInterval, s.filter.maxSilence, s.filter.deadband = sc.MinInterval.Duration, sc.MaxSilence.Duration, sc.Deadband
 }
 
 // openBox opens a sink's outbox under state_dir/outbox/dir; the sinks
@@ -267,7 +310,7 @@ func (s *sink) run(ctx context.Context, a *Agent) {
 // is known to be offline, and any message sink holds for a while after
 // the server bounced a reading (see deliveries).
 func (s *sink) runMessages(ctx context.Context, a *Agent, log *slog.Logger) {
-	c := a.client
+	c := a.conn()
 	var sess *xmpp.Session
 	var cursor uint64 // highest id sent on sess
 	for {
@@ -391,7 +434,7 @@ func (s *sink) encode(rec *record, seq uint64, now time.Time) {
 	if t := rec.readings[0].Time; now.Sub(t) > lateAfter {
 		delay = t // XEP-0203: when it was taken
 	}
-	s.id = strconv.AppendUint(append(s.id[:0], "r-"...), seq, 10)
+	s.idBuf = strconv.AppendUint(append(s.idBuf[:0], "r-"...), seq, 10)
 	typ := "chat"
 	if s.room != nil {
 		typ = "groupchat"
@@ -399,7 +442,7 @@ func (s *sink) encode(rec *record, seq uint64, now time.Time) {
 	s.msg = xmpp.SensorMessage{
 		To:        s.to,
 		Type:      typ,
-		ID:        string(s.id),
+		ID:        string(s.idBuf),
 		Body:      rec.body,
 		SeqNr:     seq,
 		Nodes:     s.nodes,

@@ -165,19 +165,21 @@ func BenchmarkChatSinkEncode(b *testing.B) {
 // onAck acknowledges, per sink, everything up to the last tag it got.
 func TestOnAckRoutesToSinks(t *testing.T) {
 	a := &Agent{}
+	u := &units{}
 	for i := range 2 {
 		box, err := outbox.Open(t.TempDir(), outbox.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer box.Close()
-		s := &sink{index: i, box: box}
+		s := &sink{id: uint64(i), box: box}
 		for range 5 {
 			box.Append([]byte("r"))
 		}
-		a.sinks = append(a.sinks, s)
+		u.sinks = append(u.sinks, s)
 	}
-	s0, s1 := a.sinks[0], a.sinks[1]
+	a.u.Store(u)
+	s0, s1 := a.sinks()[0], a.sinks()[1]
 	a.onAck([]uint64{s0.tag(1), s0.tag(2), s1.tag(1), s0.tag(3), s1.tag(2), s1.tag(3), s1.tag(4), 7 << tagBits})
 	if got := s0.box.Stats(); got.Acked != 3 || got.Pending != 2 {
 		t.Errorf("sink 0: %+v, want acked 3, 2 pending", got)

@@ -52,6 +52,9 @@ func (a *Agent) watchConfig(ctx context.Context) {
 			}
 			a.log.Warn("config watch", "err", err)
 		case <-settle.C:
+			if !a.fileChanged() {
+				continue // the file a push wrote, already running
+			}
 			if _, err := a.Reload(ctx, Caller{Role: RoleOperator, Via: "file-change"}); err != nil {
 				a.log.Error("config file changed but was not reloaded", "err", err)
 			}

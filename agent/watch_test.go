@@ -19,7 +19,7 @@ func TestWatchConfigReloads(t *testing.T) {
 	write := func(operator string) {
 		t.Helper()
 		tmp := filepath.Join(dir, ".stanzad.toml.swp")
-		body := "[xmpp]\njid = \"device@iot.test/agent\"\npassword = \"x\"\n[agent]\nstate_dir = \"" + dir + "\"\n" +
+		body := "[xmpp]\njid = \"device@iot.test/agent\"\npassword = \"x\"\nserver = \"127.0.0.1:1\"\n[agent]\nstate_dir = \"" + dir + "\"\n" +
 			"[acl]\noperators = [\"" + operator + "\"]\n"
 		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
@@ -37,10 +37,10 @@ func TestWatchConfigReloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.closeState()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); a.watchConfig(ctx) }()
+	go func() { defer close(done); a.Run(ctx) }() // offline: no server
+
 	defer func() { cancel(); <-done }()
 
 	bob := xmpp.MustParseJID("bob@iot.test/phone")

@@ -35,9 +35,24 @@ type Client struct {
 	// is dropped and replaced. 0 disables it.
 	Keepalive time.Duration
 
-	mu   sync.Mutex
-	sess *Session
-	up   chan struct{} // closed and replaced on every connect
+	mu      sync.Mutex
+	sess    *Session
+	up      chan struct{} // closed and replaced on every connect
+	lastErr error         // why the last connection attempt or session failed
+}
+
+// LastError returns why the last connection attempt or session failed,
+// or nil.
+func (c *Client) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
+}
+
+func (c *Client) failed(err error) {
+	c.mu.Lock()
+	c.lastErr = err
+	c.mu.Unlock()
 }
 
 // NewClient returns a client; it does not connect until Run.
@@ -77,6 +92,7 @@ func (c *Client) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			c.failed(err)
 			if IsAuthError(err) {
 				if !everUp {
 					return err
@@ -95,6 +111,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.failed(err)
 		c.log.Warn("session lost", "err", err, "after", time.Since(started).Round(time.Second))
 		if time.Since(started) > stableSession {
 			delay = 0

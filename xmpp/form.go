@@ -39,6 +39,9 @@ const (
 	maxFormFields  = 64
 	maxFieldValues = 256
 	maxFieldOpts   = 256
+	// maxTextLines bounds a text-multi field (or one without a type, which
+	// may be one): a whole config file travels as one, a line per value.
+	maxTextLines = 16384
 )
 
 // Form is a XEP-0004 data form.
@@ -128,8 +131,8 @@ func parseField(c *Element) (FormField, error) {
 		case "required":
 			fld.Required = true
 		case "value":
-			if len(fld.Values) == maxFieldValues {
-				return fld, fmt.Errorf("%w: field %q has more than %d values", ErrForm, fld.Var, maxFieldValues)
+			if limit := fld.valueLimit(); len(fld.Values) == limit {
+				return fld, fmt.Errorf("%w: field %q has more than %d values", ErrForm, fld.Var, limit)
 			}
 			fld.Values = append(fld.Values, v.Text)
 		case "option":
@@ -145,6 +148,14 @@ func parseField(c *Element) (FormField, error) {
 		return fld, fmt.Errorf("%w: %s field %q has %d values", ErrForm, fld.kind(), fld.Var, len(fld.Values))
 	}
 	return fld, nil
+}
+
+// valueLimit is how many values the field may carry.
+func (f *FormField) valueLimit() int {
+	if f.Type == FieldTextMulti || f.Type == "" {
+		return maxTextLines
+	}
+	return maxFieldValues
 }
 
 // kind is the field's type with the XEP-0004 default applied.

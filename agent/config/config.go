@@ -51,6 +51,10 @@ type Agent struct {
 	OutboxMax Size   `toml:"outbox_max"` // default 16MiB, at least 64KiB
 	LogLevel  string `toml:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `toml:"log_format"` // text (default) or json
+	// RollbackAfter is how long a pushed config that changes [xmpp] has
+	// to get the agent online before the previous file is put back.
+	// Default 2m.
+	RollbackAfter Duration `toml:"rollback_after"`
 }
 
 // ACL lists who may do what, by bare JID (domain lower-cased).
@@ -187,7 +191,18 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, c := parse(data, path)
+	return LoadData(path, data, path)
+}
+
+// LoadData is Load of data, a document meant to be the file at path (a
+// file as read, or a config pushed to replace it): relative paths are
+// resolved and password files read as Load does; problems are reported
+// under name.
+func LoadData(path string, data []byte, name string) (*Config, error) {
+	if err := checkSize(data, name); err != nil {
+		return nil, err
+	}
+	cfg, c := parse(data, name)
 	if cfg != nil {
 		cfg.resolve(filepath.Dir(path), c)
 		if cfg.XMPP.Password != "" && c.has("xmpp.password") && worldReadable(path) {
@@ -297,6 +312,7 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 	dflt(has, "agent.outbox_max", &a.OutboxMax, 16<<20)
 	dflt(has, "agent.log_level", &a.LogLevel, "info")
 	dflt(has, "agent.log_format", &a.LogFormat, "text")
+	dflt(has, "agent.rollback_after", &a.RollbackAfter, Duration{2 * time.Minute})
 	dflt(has, "acl.command_rate", &cfg.ACL.CommandRate, 2)
 	dflt(has, "acl.command_burst", &cfg.ACL.CommandBurst, 20)
 	for _, list := range [][]string{cfg.ACL.Operators, cfg.ACL.Viewers} {

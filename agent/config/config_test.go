@@ -112,7 +112,7 @@ device = "outside"
 	if x.TLS != "starttls" || x.Keepalive.Duration != 30*s || x.PresenceStatus != "" || x.PasswordFile != "pw" {
 		t.Errorf("XMPP = %+v, want defaults", x)
 	}
-	if a := cfg.Agent; a != (Agent{StateDir: "/var/lib/stanzad", OutboxMax: 16 << 20, LogLevel: "info", LogFormat: "text"}) {
+	if a := cfg.Agent; a != (Agent{StateDir: "/var/lib/stanzad", OutboxMax: 16 << 20, LogLevel: "info", LogFormat: "text", RollbackAfter: Duration{2 * time.Minute}}) {
 		t.Errorf("Agent = %+v, want defaults", a)
 	}
 	if got := cfg.ACL.Operators[0]; got != "Op@iot.test" {

@@ -66,6 +66,7 @@ type index struct {
 	exprs   []span          // top-level key/values, for recovery
 	nl      []int           // offsets of '\n'
 	secrets []string        // inline password values, never to be shown
+	spans   []span          // where each inline password value is written
 	err     error           // syntax error
 }
 
@@ -165,6 +166,9 @@ func (ix *index) keyValue(prefix string, kv *unstable.Node, depth int) string {
 	v := kv.Value()
 	if last == "password" && v.Kind == unstable.String && len(v.Data) > 0 {
 		ix.secrets = append(ix.secrets, string(v.Data))
+		if v.Raw.Length > 0 {
+			ix.spans = append(ix.spans, span{path, int(v.Raw.Offset), int(v.Raw.Offset + v.Raw.Length)})
+		}
 	}
 	ix.value(path, v, line, depth)
 	return path

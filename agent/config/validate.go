@@ -123,6 +123,9 @@ func (cfg *Config) check(c *checker) {
 	}
 	c.oneOf("agent.log_level", a.LogLevel, "debug", "info", "warn", "error")
 	c.oneOf("agent.log_format", a.LogFormat, "text", "json")
+	if (a.RollbackAfter.Duration != 0 || c.has("agent.rollback_after")) && a.RollbackAfter.Duration < time.Second {
+		c.add("agent.rollback_after", "%v is below the minimum of 1s", a.RollbackAfter)
+	}
 	for i, s := range cfg.ACL.Operators {
 		c.checkJID("acl.operators["+itoa(i)+"]", s, true, true)
 	}

@@ -507,6 +507,18 @@ func (o *Outbox) writeLog() (*os.File, int64, error) {
 	return f, size, nil
 }
 
+// SetMax changes the bytes the outbox may hold before it drops the
+// oldest records (a reload that changes outbox_max or the number of
+// sinks sharing it). Nothing is dropped until the next Append.
+func (o *Outbox) SetMax(n int64) {
+	if n <= 0 {
+		return
+	}
+	o.mu.Lock()
+	o.opts.Max = n
+	o.mu.Unlock()
+}
+
 // Pending returns up to max pending records with ids greater than after,
 // oldest first. The payloads must not be modified.
 func (o *Outbox) Pending(after uint64, max int) []Record {

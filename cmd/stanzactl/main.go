@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/xmpp"
@@ -33,6 +34,9 @@ commands:
   set <device> <value>   switch or set a device (XEP-0325)
   run <action>           run a configured action (ad-hoc "action")
   reload                 make the agent re-read its config (ad-hoc "reload")
+  config get             print the agent's running config (secrets as "<secret>")
+  config push FILE       check, write and apply FILE on the agent ("-": stdin);
+                         "<secret>" keeps the running secret (ad-hoc "config")
   watch [device…]        print readings as the agent sends them (you need a
                          chat sink to you; -pubsub SERVICE watches the devices'
                          pubsub nodes instead), until Ctrl-C or -count readings
@@ -74,6 +78,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	case "read", "watch", "fleet":
+	case "config":
+		switch {
+		case len(cargs) == 1 && cargs[0] == "get":
+		case len(cargs) == 2 && cargs[0] == "push":
+		default:
+			fmt.Fprintln(stderr, "stanzactl: usage: config get | config push FILE")
+			return 2
+		}
 	case "set":
 		if len(cargs) != 2 {
 			fmt.Fprintln(stderr, "stanzactl: usage: set <device> <value>")
@@ -100,6 +112,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	var pushed []byte
+	if cmd == "config" && cargs[0] == "push" {
+		var err error
+		if pushed, err = readPush(cargs[1]); err != nil {
+			fmt.Fprintf(stderr, "stanzactl: config push: %v\n", err)
+			return 2
+		}
+	}
 	cc, err := config.LoadClient(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -145,6 +165,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "stanzactl: fleet: %v\n", err)
 			return 1
 		}
+		return 0
+	}
+	if cmd == "config" {
+		if cargs[0] == "get" {
+			text, err := c.configGet(ctx)
+			if err != nil {
+				fmt.Fprintf(stderr, "stanzactl: config get: %v\n", err)
+				return 1
+			}
+			fmt.Fprint(stdout, text)
+			return 0
+		}
+		out, err := c.exec(ctx, "config", nil, configForm(pushed))
+		if err != nil {
+			fmt.Fprintf(stderr, "stanzactl: config push: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, out)
 		return 0
 	}
 	out, err := c.do(ctx, cmd, cargs)
@@ -251,17 +289,17 @@ func (c *ctl) do(ctx context.Context, cmd string, args []string) (string, error)
 		}
 		return strings.TrimSuffix(b.String(), "\n"), nil
 	case "exec":
-		return c.exec(ctx, args[0], args[1:])
+		return c.exec(ctx, args[0], args[1:], nil)
 	case "status":
-		return c.exec(ctx, "status", nil)
+		return c.exec(ctx, "status", nil, nil)
 	case "run":
-		out, err := c.exec(ctx, "action", []string{"name=" + args[0]})
+		out, err := c.exec(ctx, "action", []string{"name=" + args[0]}, nil)
 		if err == nil && !strings.Contains(out, "\nExit code: 0\n") {
 			return out, errFailed // printed, and the exit status says so
 		}
 		return out, err
 	case "reload":
-		return c.exec(ctx, "reload", nil)
+		return c.exec(ctx, "reload", nil, nil)
 	case "read":
 		return c.read(ctx, args)
 	case "set":
@@ -278,11 +316,14 @@ var errFailed = errors.New("failed")
 // than the command line gave.
 var errIncomplete = errors.New("the command needs more input")
 
-// exec runs an ad-hoc command. With var=value arguments it submits them
-// with the first execute, so a command completes in one round trip.
-func (c *ctl) exec(ctx context.Context, node string, kvs []string) (string, error) {
+// exec runs an ad-hoc command. With var=value arguments (or a form) it
+// submits them with the first execute, so a command completes in one
+// round trip.
+func (c *ctl) exec(ctx context.Context, node string, kvs []string, form *xmpp.Form) (string, error) {
 	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", node, "action", "execute")
-	if len(kvs) > 0 {
+	if form != nil {
+		cmd.Add(form.Element())
+	} else if len(kvs) > 0 {
 		f := &xmpp.Form{Type: xmpp.FormSubmit}
 		for _, kv := range kvs {
 			k, v, _ := strings.Cut(kv, "=")
@@ -445,4 +486,56 @@ func (c *ctl) message(ctx context.Context) (*xmpp.Element, error) {
 			return st, nil
 		}
 	}
+}
+
+// readPush reads a config file to push ("-": stdin), with the checks the
+// agent would make first: size and UTF-8. The agent checks the rest.
+func readPush(name string) ([]byte, error) {
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, config.MaxFileSize+1))
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case len(data) > config.MaxFileSize:
+		return nil, fmt.Errorf("%s is larger than %d bytes, the limit for a config", name, config.MaxFileSize)
+	case !utf8.Valid(data):
+		return nil, fmt.Errorf("%s is not UTF-8 text", name)
+	}
+	return data, nil
+}
+
+// configForm is the ad-hoc "config" submission of a file: one
+// text-multi value per line.
+func configForm(data []byte) *xmpp.Form {
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	return &xmpp.Form{Type: xmpp.FormSubmit, Fields: []xmpp.FormField{{Var: "config", Type: xmpp.FieldTextMulti, Values: lines}}}
+}
+
+// configGet runs the first stage of ad-hoc "config" and returns the file
+// it shows; the command session is cancelled.
+func (c *ctl) configGet(ctx context.Context) (string, error) {
+	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", "config", "action", "execute")
+	res, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(cmd))
+	if err != nil {
+		return "", err
+	}
+	out := res.FirstChild()
+	if sid := out.Attr("sessionid"); out.Attr("status") == "executing" {
+		cancel := xmpp.NewElement(xmpp.NSCommands, "command", "node", "config", "action", "cancel", "sessionid", sid)
+		c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(cancel))
+	}
+	f, err := xmpp.ParseForm(out.Child(xmpp.NSData, "x"))
+	if err != nil {
+		return "", fmt.Errorf("the agent's answer has no config form: %w", err)
+	}
+	fld := f.Field("config")
+	if fld == nil {
+		return "", errors.New("the agent's answer has no config field")
+	}
+	return strings.Join(fld.Values, "\n") + "\n", nil
 }

@@ -1,0 +1,439 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// Remote configuration: an operator reads the running config (secrets
+// hidden) and pushes a new one, which is checked whole, written next to
+// the old one and applied like a reload. A push that changes [xmpp] is
+// on probation: if the agent is not online with it within
+// [agent] rollback_after, the previous file is put back and applied. The
+// probation survives a restart (a marker in state_dir), so a board that
+// crashes or is restarted with a bad account still comes back.
+
+// ErrDisk is a config that could not be written; the old one still runs.
+var ErrDisk = errors.New("config not written; still running the old one")
+
+// ConfigText returns the running config file with every inline secret
+// replaced by "<secret>". Operators only.
+func (a *Agent) ConfigText(ctx context.Context, c Caller) (text []byte, err error) {
+	start := time.Now()
+	defer func() { a.audit(ctx, c, slog.LevelInfo, "config get", nil, err, time.Since(start)) }()
+	if c.Role < RoleOperator {
+		return nil, ErrForbidden
+	}
+	if a.configPath == "" {
+		return nil, ErrNoConfigFile
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return config.Redact(a.runningText), nil
+}
+
+// PushConfig checks data as a whole config file, writes it in place of
+// the running one (the old kept as .prev) and applies it. "<secret>"
+// keeps the running secret at that key. Nothing changes when the config
+// has a problem (ErrBadConfig, with every problem and its line), when
+// another reload or push is being applied or a pushed [xmpp] change
+// waits to get online (ErrConfigBusy), or when the file cannot be
+// written (ErrDisk). Operators only; audit-logged without its content.
+func (a *Agent) PushConfig(ctx context.Context, c Caller, data []byte) (rep ReloadReport, err error) {
+	start := time.Now()
+	sum := sha256.Sum256(data)
+	defer func() {
+		a.audit(ctx, c, slog.LevelInfo, "config push",
+			[]string{fmt.Sprintf("%d bytes", len(data)), "sha256:" + hex.EncodeToString(sum[:6])}, err, time.Since(start))
+	}()
+	if c.Role < RoleOperator {
+		return rep, ErrForbidden
+	}
+	if a.configPath == "" {
+		return rep, ErrNoConfigFile
+	}
+	if !a.reloadMu.TryLock() {
+		return rep, ErrConfigBusy
+	}
+	defer a.reloadMu.Unlock()
+	if left := a.push.left(); left > 0 {
+		return rep, fmt.Errorf("%w: the last pushed config has %s left to get the agent online; push again after that", ErrConfigBusy, left.Round(time.Second))
+	}
+	switch {
+	case len(data) > config.MaxFileSize:
+		return rep, fmt.Errorf("%w: the config is %d bytes; the limit is %d", ErrBadConfig, len(data), config.MaxFileSize)
+	case !utf8.Valid(data):
+		return rep, fmt.Errorf("%w: the config is not UTF-8 text", ErrBadConfig)
+	}
+	data, err = config.Unredact(data, a.runningText, "pushed config")
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	cfg, err := config.LoadData(a.configPath, data, "pushed config")
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	if len(cfg.ACL.Operators) == 0 {
+		return rep, fmt.Errorf("%w: acl.operators is empty: nobody could control this board or push a fix to it", ErrBadConfig)
+	}
+	if _, err := BuildDevices(cfg.Devices); err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	probation := !sameXMPP(a.running.XMPP, cfg.XMPP)
+	if _, err := tlsConfig(cfg.XMPP); err != nil && probation {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	if err := writeConfig(a.configPath, data); err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
+	}
+	if probation {
+		if err := a.push.begin(a, c.JID, data); err != nil {
+			a.log.Warn("config push: probation not saved; a restart during it keeps the new config", "err", err)
+		}
+	}
+	rep, err = a.apply(ctx, cfg, data, true)
+	if err != nil {
+		// Checked above, so not expected: put the old file back.
+		if rerr := writeConfig(a.configPath, a.runningText); rerr != nil {
+			a.log.Error("config push: the previous file could not be put back", "err", rerr)
+		}
+		a.push.end(a)
+		return rep, err
+	}
+	if probation {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("if the agent is not online with the new [xmpp] settings within %s, it goes back to the previous config and tells you",
+			a.rollbackAfter()))
+	}
+	a.log.Info(rep.String(), "via", "push", "by", c.JID.String())
+	return rep, nil
+}
+
+func (a *Agent) rollbackAfter() time.Duration {
+	if d := a.running.Agent.RollbackAfter.Duration; d > 0 {
+		return d
+	}
+	return 2 * time.Minute
+}
+
+// writeConfig replaces the file at path with data atomically, keeping the
+// old file as path.prev: a crash leaves either the old or the new file,
+// never a torn one.
+func writeConfig(path string, data []byte) error {
+	mode := os.FileMode(0o640)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if cur, err := os.ReadFile(path); err == nil {
+		if err := writeAtomic(path+".prev", cur, mode); err != nil {
+			return err
+		}
+	}
+	return writeAtomic(path, data, mode)
+}
+
+// writeAtomic writes data to a temporary file next to path, syncs it and
+// renames it over path, then syncs the directory.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// pushState follows a pushed config that changed [xmpp] until the agent
+// is online with it, or rolls it back.
+type pushState struct {
+	mu      sync.Mutex
+	pending *probation
+	wake    chan struct{} // capacity 1: the watcher has news
+	note    string        // the last push's outcome, for status
+}
+
+// probation is a pushed config waiting to get the agent online.
+type probation struct {
+	By       string    `json:"by"`     // the operator's JID
+	At       time.Time `json:"at"`     // when it was pushed
+	SHA256   string    `json:"sha256"` // of the pushed file, to know it on disk
+	deadline time.Time
+	link     *link // the session of the pushed config, once it runs
+	failed   error // the login failed for good
+}
+
+func (p *pushState) marker(a *Agent) string {
+	return filepath.Join(a.running.Agent.StateDir, "config-push.json")
+}
+
+func (p *pushState) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// load picks up a probation a restart interrupted: the agent runs the
+// pushed file and has rollback_after from now to get online with it.
+func (p *pushState) load(a *Agent) {
+	p.wake = make(chan struct{}, 1)
+	if a.configPath == "" {
+		return
+	}
+	b, err := os.ReadFile(p.marker(a))
+	if err != nil {
+		return
+	}
+	var pr probation
+	sum := sha256.Sum256(a.runningText)
+	if json.Unmarshal(b, &pr) != nil || pr.SHA256 != hex.EncodeToString(sum[:]) {
+		os.Remove(p.marker(a)) // not the file that runs: the push never took
+		return
+	}
+	pr.deadline = time.Now().Add(a.rollbackAfter())
+	pr.link = a.ln.Load()
+	p.pending = &pr
+	a.log.Warn("running a pushed config that has not been online yet; rolling back if it does not get online", "pushed_by", pr.By, "within", a.rollbackAfter())
+	p.signal()
+}
+
+// begin puts a push on probation and saves the marker.
+func (p *pushState) begin(a *Agent, by xmpp.JID, data []byte) error {
+	sum := sha256.Sum256(data)
+	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: hex.EncodeToString(sum[:]), deadline: time.Now().Add(a.rollbackAfter())}
+	p.mu.Lock()
+	p.pending = pr
+	p.note = ""
+	p.mu.Unlock()
+	b, _ := json.Marshal(pr)
+	if err := os.MkdirAll(a.running.Agent.StateDir, 0o750); err != nil {
+		return err
+	}
+	return writeAtomic(p.marker(a), b, 0o640)
+}
+
+// end drops the probation.
+func (p *pushState) end(a *Agent) {
+	p.mu.Lock()
+	p.pending = nil
+	p.mu.Unlock()
+	os.Remove(p.marker(a))
+}
+
+// left is the time a pushed config has left to get online; 0 when none
+// is on probation.
+func (p *pushState) left() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending == nil {
+		return 0
+	}
+	return max(time.Until(p.pending.deadline), time.Second)
+}
+
+// linkSwapped tells the probation which session is the pushed config's.
+func (p *pushState) linkSwapped(l *link) {
+	p.mu.Lock()
+	if p.pending != nil && p.pending.link == nil {
+		p.pending.link = l
+	}
+	p.mu.Unlock()
+	p.signal()
+}
+
+// failed reports whether err (a login refused) ends a probation: then
+// the watcher rolls back at once.
+func (p *pushState) failed(err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending == nil {
+		return false
+	}
+	p.pending.failed = err
+	p.signal()
+	return true
+}
+
+// status is the last push's outcome, or the probation running now.
+func (p *pushState) status() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pr := p.pending; pr != nil {
+		return fmt.Sprintf("config pushed by %s at %s is waiting to get online (rolled back in %s if it does not)",
+			pr.By, pr.At.Format(time.TimeOnly), max(time.Until(pr.deadline), 0).Round(time.Second))
+	}
+	return p.note
+}
+
+// watch confirms or rolls back pushed configs until ctx is done.
+func (p *pushState) watch(ctx context.Context, a *Agent) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		pr := p.pending
+		p.mu.Unlock()
+		if pr == nil || pr.link == nil {
+			continue
+		}
+		wctx, cancel := context.WithDeadline(ctx, pr.deadline)
+		online := make(chan error, 1)
+		go func() {
+			_, err := pr.link.client.WaitConnected(wctx)
+			online <- err
+		}()
+		var why string
+		waited := false
+		select {
+		case err := <-online:
+			waited = true
+			if err == nil {
+				why = ""
+			} else if ctx.Err() != nil {
+				cancel()
+				return
+			} else {
+				why = fmt.Sprintf("not online within %s with it", a.rollbackAfter())
+				if err := pr.link.client.LastError(); err != nil {
+					why += " (last error: " + err.Error() + ")"
+				}
+			}
+		case <-p.wake:
+			p.mu.Lock()
+			err := pr.failed
+			p.mu.Unlock()
+			if err == nil {
+				cancel()
+				<-online
+				p.signal() // look again
+				continue
+			}
+			why = "the server refused the login: " + err.Error()
+		}
+		cancel()
+		if !waited {
+			<-online
+		}
+		if why == "" {
+			p.confirm(ctx, a, pr)
+		} else {
+			p.rollback(ctx, a, pr, why)
+		}
+	}
+}
+
+// confirm ends a probation that got online.
+func (p *pushState) confirm(ctx context.Context, a *Agent, pr *probation) {
+	p.end(a)
+	s := a.conn().Session()
+	jid := a.me().String()
+	if s != nil {
+		jid = s.JID().String()
+	}
+	p.mu.Lock()
+	p.note = fmt.Sprintf("config pushed by %s at %s is applied and online as %s", pr.By, pr.At.Format(time.TimeOnly), jid)
+	p.mu.Unlock()
+	a.log.Info("config push confirmed: online with the new [xmpp] settings", "pushed_by", pr.By, "jid", jid)
+	a.tell(ctx, pr.By, "stanzad: online with the config you pushed at "+pr.At.Format(time.RFC3339)+" (as "+jid+")")
+}
+
+// rollback puts the previous file back and applies it.
+func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why string) {
+	a.reloadMu.Lock()
+	msg := func() string {
+		defer a.reloadMu.Unlock()
+		p.end(a)
+		if !a.live {
+			return ""
+		}
+		at := pr.At.Format(time.RFC3339)
+		prev, err := os.ReadFile(a.configPath + ".prev")
+		var cfg *config.Config
+		if err == nil {
+			cfg, err = config.LoadData(a.configPath, prev, a.configPath+".prev")
+		}
+		if err == nil {
+			err = writeAtomic(a.configPath, prev, 0o640)
+		}
+		if err == nil {
+			_, err = a.apply(ctx, cfg, prev, false)
+		}
+		if err != nil {
+			a.log.Error("config push: rollback failed; still running the pushed config", "pushed_by", pr.By, "why", why, "err", err)
+			return fmt.Sprintf("the config pushed by %s at %s is %s, and going back failed: %v", pr.By, at, why, err)
+		}
+		a.log.Error("config push rolled back: the previous config runs again", "pushed_by", pr.By, "why", why)
+		return fmt.Sprintf("the config pushed by %s at %s was rolled back: %s; the previous config runs again", pr.By, at, why)
+	}()
+	if msg == "" {
+		return
+	}
+	p.mu.Lock()
+	p.note = msg
+	p.mu.Unlock()
+	a.tell(ctx, pr.By, "stanzad: "+msg)
+}
+
+// tell sends a chat message to an operator once the agent is online.
+func (a *Agent) tell(ctx context.Context, to, text string) {
+	j, err := xmpp.ParseJID(to)
+	if err != nil {
+		return
+	}
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		s, err := a.WaitConnected(wctx)
+		if err != nil {
+			return
+		}
+		m := xmpp.Stanza("message", "chat", j.Bare().String(), "")
+		m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(text))
+		if err := s.Send(wctx, m); err != nil {
+			a.log.Warn("operator not told", "to", to, "err", err)
+		}
+	}()
+}
+
+// configText joins a text-multi field's lines into a file.
+func configText(lines []string) []byte {
+	return []byte(strings.Join(lines, "\n") + "\n")
+}

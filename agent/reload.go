@@ -1,0 +1,532 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/outbox"
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// Reload errors.
+var (
+	ErrNoConfigFile = errors.New("no config file to reload (started with -demo or without -config)")
+	ErrBadConfig    = errors.New("new config rejected; still running the old one")
+	ErrConfigBusy   = errors.New("another reload or config push is being applied")
+	ErrNotRunning   = errors.New("the agent is not running")
+)
+
+// ReloadReport says what a reload (or a pushed config) changed. Entries
+// name units and settings: "device relay1", "sink chat op@iot.test",
+// "mqtt bridge", "xmpp session", "acl".
+type ReloadReport struct {
+	Added     []string
+	Removed   []string
+	Changed   []string // applied in place: settings, filters, alerts
+	Restarted []string // stopped and started again with the new settings
+	// NotLive are changed settings that take effect at the next start.
+	NotLive []string
+	// Failed are units the new config wants that could not start (an
+	// outbox directory the disk refuses); the rest is applied.
+	Failed []string
+	Notes  []string
+}
+
+// Empty reports whether nothing changed.
+func (r ReloadReport) Empty() bool {
+	return len(r.Added)+len(r.Removed)+len(r.Changed)+len(r.Restarted)+len(r.NotLive)+len(r.Failed) == 0
+}
+
+func (r ReloadReport) String() string {
+	if r.Empty() {
+		return "config reloaded: nothing changed"
+	}
+	var parts []string
+	for _, p := range []struct {
+		what  string
+		names []string
+	}{
+		{"added", r.Added}, {"removed", r.Removed}, {"changed", r.Changed}, {"restarted", r.Restarted},
+		{"failed", r.Failed}, {"restart stanzad to apply", r.NotLive},
+	} {
+		if len(p.names) > 0 {
+			parts = append(parts, p.what+": "+strings.Join(p.names, ", "))
+		}
+	}
+	s := "config applied; " + strings.Join(parts, "; ")
+	for _, n := range r.Notes {
+		s += "\n" + n
+	}
+	return s
+}
+
+// Reload re-reads the config file and applies what changed (see apply).
+// A file with problems changes nothing and the error lists every problem
+// with its line. Operators (and SIGHUP, and the file watcher) only.
+func (a *Agent) Reload(ctx context.Context, c Caller) (rep ReloadReport, err error) {
+	start := time.Now()
+	defer func() { a.audit(ctx, c, slog.LevelInfo, "reload", nil, err, time.Since(start)) }()
+	if c.Role < RoleOperator {
+		return rep, ErrForbidden
+	}
+	if a.configPath == "" {
+		return rep, ErrNoConfigFile
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	data, err := os.ReadFile(a.configPath)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	cfg, err := config.LoadData(a.configPath, data, a.configPath)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	rep, err = a.apply(ctx, cfg, data, c.Via != "sighup" && c.Via != "file-change" && c.Via != "test")
+	if err == nil {
+		a.log.Info(rep.String(), "via", c.Via)
+	}
+	return rep, err
+}
+
+// fileChanged reports whether the config file differs from what runs:
+// the watcher stays quiet about a file a push itself wrote.
+func (a *Agent) fileChanged() bool {
+	data, err := os.ReadFile(a.configPath)
+	if err != nil {
+		return true // let Reload say what is wrong
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return sha256.Sum256(data) != sha256.Sum256(a.runningText)
+}
+
+// apply makes cfg (read from text) the running config, touching only what
+// changed. Everything that can be wrong with the config itself (a device
+// driver, the TLS files, the bridge's options) is checked before anything
+// changes; ErrBadConfig then. Devices and sinks are matched by name and
+// destination:
+//   - unchanged ones keep running untouched (same goroutines, same
+//     outbox, seqnr continuing);
+//   - changed devices restart; a sink whose filters (devices, deadband,
+//     min_interval, max_silence, batch) changed keeps running with the
+//     new filter; otherwise it restarts around the same outbox;
+//   - removed ones stop (a device's pins and ports are released; a sink's
+//     outbox stays on disk and is picked up when the sink comes back);
+//   - [mqtt] reconnects the bridge only when it changed;
+//   - [xmpp] (other than presence_status) opens a new session and closes
+//     the old one; laterSession defers that by a moment, so the answer to
+//     the operator who asked still leaves on the old one.
+//
+// a.reloadMu is held.
+func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, laterSession bool) (rep ReloadReport, err error) {
+	if !a.live {
+		return rep, ErrNotRunning
+	}
+	old := a.running
+	self, err := xmpp.ParseJID(cfg.XMPP.JID)
+	if err != nil {
+		return rep, fmt.Errorf("%w: xmpp.jid: %w", ErrBadConfig, err)
+	}
+	cur := a.now()
+
+	// Build everything new before touching anything.
+	var nl *link
+	if !sameXMPP(old.XMPP, cfg.XMPP) {
+		if nl, err = a.newLink(cfg, self); err != nil {
+			return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
+	}
+	dp, err := a.planDevices(cur, cfg)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	mqttChanged := !reflect.DeepEqual(old.MQTT, cfg.MQTT) || (cfg.MQTT != nil && self.Local != a.me().Local)
+	var nm *mqttMap
+	if mqttChanged && cfg.MQTT != nil {
+		if nm, err = a.newMQTT(cfg, self); err != nil {
+			return rep, fmt.Errorf("%w: mqtt: %w", ErrBadConfig, err)
+		}
+	}
+	for i := range cfg.Sinks {
+		if _, err := sinkKey(cfg.Sinks[i]); err != nil {
+			return rep, fmt.Errorf("%w: sink[%d]: %w", ErrBadConfig, i, err)
+		}
+	}
+
+	// Who may do what.
+	a.applyPolicy(old, cfg, self, &rep)
+
+	// Devices: stop what goes, start what comes; the rest runs on.
+	var devs []*devUnit
+	for _, u := range cur.devs {
+		if u.virtual && mqttChanged {
+			u.halt()
+			continue
+		}
+		if nu, ok := dp.replace[u]; ok {
+			u.halt()
+			a.last.forget(u.dev.Name())
+			a.health.forget(u.dev.Name())
+			if nu == nil {
+				rep.Removed = append(rep.Removed, "device "+u.dev.Name())
+				continue
+			}
+			rep.Restarted = append(rep.Restarted, "device "+u.dev.Name())
+			nu.start(a.devCtx, a)
+			u = nu
+		}
+		devs = append(devs, u)
+	}
+	for _, nu := range dp.added {
+		rep.Added = append(rep.Added, "device "+nu.dev.Name())
+		nu.start(a.devCtx, a)
+		devs = insertDevice(devs, nu, cfg)
+	}
+	if nm != nil {
+		for _, d := range nm.devs {
+			u := &devUnit{dev: d, virtual: true}
+			u.start(a.devCtx, a)
+			devs = append(devs, u)
+		}
+	}
+	a.u.Store(cur.with(devs))
+
+	// Sinks, the bridge, alerts: on the dispatcher, between two readings.
+	err = a.edit(func(d *dispatcher) {
+		a.applySinks(d, cfg, self, devs, mqttChanged, nm, &rep)
+	})
+	if err != nil {
+		return rep, err
+	}
+	if mqttChanged {
+		switch {
+		case old.MQTT == nil:
+			rep.Added = append(rep.Added, "mqtt bridge")
+		case cfg.MQTT == nil:
+			rep.Removed = append(rep.Removed, "mqtt bridge")
+		default:
+			rep.Restarted = append(rep.Restarted, "mqtt bridge")
+		}
+	}
+
+	// The session last: a new account, server or TLS setting.
+	if nl != nil {
+		rep.Restarted = append(rep.Restarted, "xmpp session")
+		if laterSession {
+			rep.Notes = append(rep.Notes, "the XMPP session is replaced in a moment: the agent logs in again with the new [xmpp] settings")
+			go func() {
+				time.Sleep(sessionSwapDelay)
+				a.reloadMu.Lock()
+				defer a.reloadMu.Unlock()
+				if a.live && a.running == cfg {
+					a.swapLink(nl, self)
+				}
+			}()
+		} else {
+			a.swapLink(nl, self)
+		}
+	}
+	for _, k := range []struct {
+		name     string
+		old, new any
+	}{
+		{"agent.state_dir", old.Agent.StateDir, cfg.Agent.StateDir},
+		{"agent.log_format", old.Agent.LogFormat, cfg.Agent.LogFormat},
+	} {
+		if k.old != k.new {
+			rep.NotLive = append(rep.NotLive, k.name)
+		}
+	}
+	if old.Agent.RollbackAfter != cfg.Agent.RollbackAfter {
+		rep.Changed = append(rep.Changed, "agent.rollback_after")
+	}
+	a.running, a.runningText = cfg, text
+	if len(rep.Added)+len(rep.Removed)+len(rep.Restarted) > 0 || old.XMPP.PresenceStatus != cfg.XMPP.PresenceStatus {
+		signal(a.health.changed) // the presence status counts devices
+	}
+	return rep, nil
+}
+
+// sessionSwapDelay lets the answer to a reload asked over XMPP leave on
+// the session the reload is about to replace.
+const sessionSwapDelay = time.Second
+
+// sameXMPP reports whether two [xmpp] tables keep the session: only the
+// presence status may differ.
+func sameXMPP(a, b config.XMPP) bool {
+	a.PresenceStatus, b.PresenceStatus = "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// applyPolicy installs the ACL, rate limits, actions, presence status and
+// log level.
+func (a *Agent) applyPolicy(old, cfg *config.Config, self xmpp.JID, rep *ReloadReport) {
+	aclChanged := !reflect.DeepEqual(old.ACL, cfg.ACL)
+	if aclChanged {
+		rep.Changed = append(rep.Changed, "acl")
+	}
+	if !reflect.DeepEqual(old.Actions, cfg.Actions) {
+		rep.Changed = append(rep.Changed, "actions")
+	}
+	if old.XMPP.PresenceStatus != cfg.XMPP.PresenceStatus {
+		rep.Changed = append(rep.Changed, "presence_status")
+	}
+	if old.Agent.LogLevel != cfg.Agent.LogLevel && a.level != nil {
+		var lv slog.Level
+		if lv.UnmarshalText([]byte(cfg.Agent.LogLevel)) == nil {
+			a.level.Set(lv)
+			rep.Changed = append(rep.Changed, "log_level")
+		}
+	}
+	a.pol.Store(newPolicy(self, cfg, a.policy()))
+	if aclChanged {
+		a.wakePublishers() // whitelist nodes' members follow the ACL
+	}
+	if old.Agent.OutboxMax != cfg.Agent.OutboxMax {
+		rep.Changed = append(rep.Changed, "agent.outbox_max")
+	}
+}
+
+// devicePlan is what a reload does to devices.
+type devicePlan struct {
+	replace map[*devUnit]*devUnit // running unit → its successor, nil when removed
+	added   []*devUnit
+}
+
+// planDevices builds the drivers of new and changed devices (without
+// opening anything) and pairs them with the running units.
+func (a *Agent) planDevices(cur *units, cfg *config.Config) (devicePlan, error) {
+	p := devicePlan{replace: make(map[*devUnit]*devUnit)}
+	if a.injected {
+		return p, nil // a test's own devices
+	}
+	running := make(map[string]*devUnit)
+	for _, u := range cur.devs {
+		if !u.virtual {
+			running[u.cfg.Name] = u
+		}
+	}
+	for _, dc := range cfg.Devices {
+		u := running[dc.Name]
+		delete(running, dc.Name)
+		if u != nil && reflect.DeepEqual(u.cfg, dc) {
+			continue
+		}
+		d, err := buildDevice(dc)
+		if err != nil {
+			return p, fmt.Errorf("device %q: %w", dc.Name, err)
+		}
+		nu := &devUnit{cfg: dc, dev: d}
+		if u != nil {
+			p.replace[u] = nu
+		} else {
+			p.added = append(p.added, nu)
+		}
+	}
+	for _, u := range running {
+		p.replace[u] = nil
+	}
+	return p, nil
+}
+
+// insertDevice puts u among devs in config order (virtual devices stay
+// last).
+func insertDevice(devs []*devUnit, u *devUnit, cfg *config.Config) []*devUnit {
+	pos := make(map[string]int, len(cfg.Devices))
+	for i, dc := range cfg.Devices {
+		pos[dc.Name] = i
+	}
+	at := len(devs)
+	for i, d := range devs {
+		if d.virtual || pos[d.dev.Name()] > pos[u.dev.Name()] {
+			at = i
+			break
+		}
+	}
+	out := append(devs[:at:at], u)
+	return append(out, devs[at:]...)
+}
+
+// sameButFilters reports whether two sinks differ at most in the keys a
+// running sink takes in place.
+func sameButFilters(a, b config.Sink) bool {
+	a.Devices, a.MinInterval, a.MaxSilence, a.Deadband, a.Batch = nil, config.Duration{}, config.Duration{}, 0, 0
+	b.Devices, b.MinInterval, b.MaxSilence, b.Deadband, b.Batch = nil, config.Duration{}, config.Duration{}, 0, 0
+	return reflect.DeepEqual(a, b)
+}
+
+// edit runs f on the dispatcher goroutine, between two readings, and
+// waits for it.
+func (a *Agent) edit(f func(*dispatcher)) error {
+	done := make(chan struct{})
+	select {
+	case a.pipe <- func(d *dispatcher) { f(d); close(done) }:
+	case <-a.sessCtx.Done():
+		return ErrNotRunning
+	}
+	<-done
+	return nil
+}
+
+// applySinks is the sink half of apply, on the dispatcher: sinks that
+// leave hand what their filters hold to their outbox first.
+func (a *Agent) applySinks(d *dispatcher, cfg *config.Config, self xmpp.JID, devs []*devUnit, mqttChanged bool, nm *mqttMap, rep *ReloadReport) {
+	cur := a.now()
+	byKey := make(map[string]*sink)
+	var bridge *sink
+	for _, s := range cur.sinks {
+		if s.mq != nil {
+			bridge = s
+		} else {
+			byKey[s.key] = s
+		}
+	}
+	var next, starting []*sink
+	var leaving []*sink
+	reuse := make(map[*sink]*outbox.Outbox) // leaving sink → the box its successor keeps
+	for i, sc := range cfg.Sinks {
+		key, _ := sinkKey(sc)
+		s := byKey[key]
+		delete(byKey, key)
+		switch {
+		case s != nil && reflect.DeepEqual(s.cfg, sc):
+			next = append(next, s)
+			continue
+		case s != nil && sameButFilters(s.cfg, sc):
+			s.refilter(sc)
+			s.cfg = sc
+			rep.Changed = append(rep.Changed, "sink "+s.name+" (filters)")
+			next = append(next, s)
+			continue
+		}
+		var box *outbox.Outbox
+		if s != nil {
+			leaving = append(leaving, s)
+			box = s.box
+			reuse[s] = box
+		}
+		ns, err := a.newSinkOn(cfg, i, self, box)
+		if err != nil {
+			a.log.Error("sink not started", "sink", i, "err", err)
+			rep.Failed = append(rep.Failed, fmt.Sprintf("sink[%d] (%v)", i, err))
+			continue
+		}
+		if s != nil {
+			rep.Restarted = append(rep.Restarted, "sink "+ns.name)
+		} else {
+			rep.Added = append(rep.Added, "sink "+ns.name)
+		}
+		next = append(next, ns)
+		starting = append(starting, ns)
+	}
+	for _, s := range cur.sinks {
+		if s.mq == nil && byKey[s.key] == s {
+			leaving = append(leaving, s)
+			n := s.box.Stats().Pending + len(s.batch) + s.filter.heldCount()
+			rep.Removed = append(rep.Removed, "sink "+s.name)
+			if n > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("sink %s removed with %d readings not yet delivered: they stay in its outbox and go out when a sink to the same destination is configured again", s.name, n))
+			}
+		}
+	}
+	// The bridge's sink takes every device of ours.
+	own := ownDevices(devs)
+	m := cur.mqtt
+	if mqttChanged {
+		m = nm
+		if bridge != nil {
+			leaving = append(leaving, bridge)
+			bridge = nil
+		}
+	}
+	switch {
+	case bridge != nil && len(own) == 0:
+		leaving = append(leaving, bridge)
+	case bridge != nil:
+		bridge.devices = own
+		next = append(next, bridge)
+	case m != nil && len(own) > 0:
+		bs, err := a.mqttSink(cfg, m, devs)
+		if err != nil {
+			a.log.Error("mqtt sink not started", "err", err)
+			rep.Failed = append(rep.Failed, fmt.Sprintf("mqtt sink (%v)", err))
+			break
+		}
+		m.sink = bs
+		next = append(next, bs)
+		starting = append(starting, bs)
+	}
+
+	// Hand over: what leaving sinks hold goes to their outbox; they stop
+	// (their successors keep the box); the new set starts.
+	for _, s := range leaving {
+		s.settle(a, 2*time.Second)
+		d.held = s.filter.flush(d.held[:0])
+		for _, r := range d.held {
+			d.scratch = s.add(r, d.scratch, a.log)
+		}
+		d.scratch = s.flush(d.scratch, a.log)
+	}
+	clear(d.held)
+	a.u.Store(&units{devs: cur.devs, byName: cur.byName, sinks: next, mqtt: m})
+	for _, s := range leaving {
+		if _, kept := reuse[s]; kept {
+			s.stopRun()
+		} else {
+			s.halt(a)
+		}
+	}
+	if mqttChanged {
+		if cur.mqtt != nil {
+			cur.mqtt.halt()
+		}
+		if nm != nil {
+			nm.start(a.sessCtx, a)
+		}
+	}
+	share := int64(cfg.Agent.OutboxMax) / int64(max(1, len(next)))
+	for _, s := range next {
+		s.box.SetMax(share)
+	}
+	for _, s := range starting {
+		s.start(a.sessCtx, a)
+	}
+	d.sinks = next
+	d.reconfigure(cfg)
+	if !reflect.DeepEqual(a.running.Alerts, cfg.Alerts) {
+		rep.Changed = append(rep.Changed, "alerts")
+	}
+}
+
+// swapLink replaces the XMPP session: the message and pubsub sinks pause
+// (their outboxes keep taking readings), the old session ends cleanly,
+// the new one starts and the sinks carry on over it. a.reloadMu is held.
+func (a *Agent) swapLink(nl *link, self xmpp.JID) {
+	var paused []*sink
+	for _, s := range a.sinks() {
+		if s.mq == nil {
+			s.stopRun()
+			paused = append(paused, s)
+		}
+	}
+	old := a.ln.Load()
+	a.ln.Store(nl)
+	a.self.Store(&self)
+	old.halt()
+	a.log.Info("xmpp: new session", "jid", self.String())
+	a.startLink(a.sessCtx, nl, false)
+	for _, s := range paused {
+		s.rebind(self)
+		s.start(a.sessCtx, a)
+	}
+	a.push.linkSwapped(nl)
+}
