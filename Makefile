@@ -23,9 +23,9 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l'
 BUILD     = CGO_ENABLED=0 $(GO) build -trimpath $(GCFLAGS) -ldflags '$(LDFLAGS)'
 # Debian packages the tests, the demo and the benchmarks run against.
-PACKAGES  = prosody mosquitto python3-slixmpp ejabberd
+PACKAGES  = prosody mosquitto python3-slixmpp ejabberd lintian qemu-user-static
 
-.PHONY: all build deps demo test bench cross clean
+.PHONY: all build deps demo test bench cross package clean
 
 all: build
 
@@ -57,7 +57,7 @@ deps:
 demo: deps build
 	$(GO) run ./internal/demo -stanzad bin/stanzad -stanzactl bin/stanzactl
 
-test: deps
+test: deps package
 	$(GO) vet ./...
 	$(GO) test -race -tags integration -count=1 ./...
 
@@ -74,14 +74,25 @@ bench: deps build
 	$(GO) test -tags integration -run '^$$' -bench IntegrationOutboxWear -benchtime 1x ./agent/
 
 # cross builds static binaries for the boards stanzad targets.
+CROSS = armv6:arm:6 armv7:arm:7 arm64:arm64: riscv64:riscv64: amd64:amd64:
 cross:
 	@mkdir -p dist
-	GOOS=linux GOARCH=arm GOARM=6 $(BUILD) -o dist/stanzad-linux-armv6 ./cmd/stanzad
-	GOOS=linux GOARCH=arm GOARM=7 $(BUILD) -o dist/stanzad-linux-armv7 ./cmd/stanzad
-	GOOS=linux GOARCH=arm64 $(BUILD) -o dist/stanzad-linux-arm64 ./cmd/stanzad
-	GOOS=linux GOARCH=riscv64 $(BUILD) -o dist/stanzad-linux-riscv64 ./cmd/stanzad
-	GOOS=linux GOARCH=amd64 $(BUILD) -o dist/stanzad-linux-amd64 ./cmd/stanzad
+	@for t in $(CROSS); do \
+	  name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; arm=$${rest#*:}; \
+	  for cmd in stanzad stanzactl; do \
+	    echo "$$cmd linux/$$name"; \
+	    GOOS=linux GOARCH=$$arch GOARM=$$arm $(BUILD) -o dist/$$cmd-linux-$$name ./cmd/$$cmd || exit 1; \
+	  done; \
+	done
 	@ls -l dist/
+
+# package builds .deb packages from the cross binaries (docs/decisions.md
+# §11): armel is armv6 (Raspberry Pi 1 and Zero), armhf armv7.
+DEBARCHES = amd64:amd64 arm64:arm64 armhf:armv7 armel:armv6
+DEBVERSION = $(shell sh systemd/debian/version.sh)
+package: cross
+	@rm -f dist/*.deb
+	@for t in $(DEBARCHES); do sh systemd/debian/build-deb.sh $${t%%:*} $${t#*:} $(DEBVERSION) dist || exit 1; done
 
 clean:
 	rm -rf bin dist
