@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/control"
+	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -47,36 +48,33 @@ type Agent struct {
 	u  atomic.Pointer[units] // what runs now
 	ln atomic.Pointer[link]  // the XMPP session unit
 
-	// pol is replaced whole by a reload; running is the config in
-	// effect and runningText its file, guarded by reloadMu.
-	pol         atomic.Pointer[policy]
-	reloadMu    sync.Mutex
-	running     *config.Config
-	runningText []byte
-	configPath  string
-	level       *slog.LevelVar
-	push        pushState
+	ctl *control.Plane      // the ACL, rate limits, actions, command paths
+	tel *telemetry.Pipeline // what the sinks share
+
+	// presenceText is the configured presence_status; running is the config
+	// in effect and runningText its file, guarded by reloadMu.
+	presenceText atomic.Pointer[string]
+	reloadMu     sync.Mutex
+	running      *config.Config
+	runningText  []byte
+	configPath   string
+	level        *slog.LevelVar
+	push         pushState
 
 	// Set by Run, under reloadMu: the contexts units start in, and
 	// whether the agent runs (a reload before or after Run is refused).
 	devCtx, sessCtx context.Context
 	live            bool
-	pipe            chan func(*dispatcher) // pipeline edits, run by the dispatcher
-	fatal           chan error             // the first session cannot log in
+	pipe            chan func(*telemetry.Dispatcher) // pipeline edits, run by the dispatcher
+	fatal           chan error                       // the first session cannot log in
 
 	bus     chan devices.Reading
 	dropped atomic.Uint64
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
 	last         lastReadings
-	sinkIDs      atomic.Uint64 // the next sink's id (its ack tags' high bits)
-	strangers    strangerLog
-	limited      strangerLog // rate-limited senders, logged once a minute
-	hidden       strangerLog // room occupants whose real JID the agent cannot see
-	bounces      strangerLog // bounced readings, logged once a minute per sink and condition
 	contacts     contacts
 	health       deviceHealth
-	calls        deviceCalls
 }
 
 // New builds an agent from its configuration. It opens state files and
@@ -100,7 +98,7 @@ func New(opts Options) (*Agent, error) {
 		running:    cfg,
 		configPath: opts.ConfigPath,
 		level:      opts.Level,
-		pipe:       make(chan func(*dispatcher)),
+		pipe:       make(chan func(*telemetry.Dispatcher)),
 		fatal:      make(chan error, 1),
 		injected:   opts.Devices != nil,
 	}
@@ -113,7 +111,9 @@ func New(opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("config: %w", err)
 		}
 	}
-	a.pol.Store(newPolicy(self, cfg, nil))
+	a.ctl = control.New((*host)(a), log, self, cfg)
+	a.presenceText.Store(&cfg.XMPP.PresenceStatus)
+	a.tel = telemetry.New(log, a.hooks())
 	u := &units{}
 	devs := opts.Devices
 	if devs == nil {
@@ -131,7 +131,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	var errs []error
 	for i := range cfg.Sinks {
-		s, err := a.newSink(cfg, i, self)
+		s, err := a.tel.NewSink(cfg, i, self, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink[%d]: %w", i, err))
 			continue
@@ -190,11 +190,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.startLink(sessCtx, a.ln.Load(), true)
 	for _, s := range u.sinks {
-		s.start(sessCtx, a)
+		s.Start(sessCtx)
 	}
 	if u.mqtt != nil {
 		u.mqtt.start(sessCtx, a)
 	}
+	cfg := a.running
 	a.reloadMu.Unlock()
 
 	var side sync.WaitGroup
@@ -206,7 +207,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
-		a.dispatch(u.sinks)
+		a.tel.Dispatch(a.bus, a.pipe, cfg, u.sinks)
 	}()
 
 	// On shutdown: stop devices, queue what they produced, give the sinks
@@ -231,12 +232,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSession()
 	u = a.now()
-	for _, s := range u.sinks {
-		s.cancel()
-	}
-	for _, s := range u.sinks {
-		s.wg.Wait()
-	}
+	telemetry.Stop(u.sinks)
 	if u.mqtt != nil {
 		u.mqtt.halt()
 	}
@@ -291,13 +287,7 @@ func (a *Agent) Summary() string {
 			line += fmt.Sprintf("; server accepts ~%.1f KB/s", l.Rate/1000)
 		}
 	}
-	held := 0
-	for _, sk := range a.sinks() {
-		if sk.dl != nil && sk.held(a) != 0 {
-			held++
-		}
-	}
-	if held > 0 {
+	if held := a.tel.HeldCount(); held > 0 {
 		line += fmt.Sprintf("; %d sinks held (recipient offline or readings bounced)", held)
 	}
 	return line
@@ -312,35 +302,26 @@ func (a *Agent) Healthy() bool {
 
 // Queued returns how many readings wait in the outboxes, not yet
 // acknowledged by the server.
-func (a *Agent) Queued() int {
-	n := 0
-	for _, s := range a.sinks() {
-		n += s.box.Stats().Pending
-	}
-	return n
-}
+func (a *Agent) Queued() int { return a.tel.Queued() }
 
-// onAck routes the server's acknowledgements to the sinks' outboxes. Tags
-// arrive in send order, so for each sink only the last one matters: one
-// Ack (one cursor write) per sink per batch, not one per reading.
-func (a *Agent) onAck(tags []uint64) {
-	sinks := a.sinks()
-	for i := len(tags) - 1; i >= 0; i-- {
-		id := tags[i] >> tagBits
-		last := tags[i] & (1<<tagBits - 1)
-		for i > 0 && tags[i-1]>>tagBits == id { // earlier tags of this run
-			i--
-		}
-		for _, s := range sinks {
-			if s.id != id {
-				continue // a sink a reload replaced: its successor sends again
-			}
-			if s.dl != nil {
-				s.dl.acked(last, time.Now())
-			} else {
-				s.box.Ack(last)
-			}
-		}
+// hooks is how the telemetry pipeline reaches the agent.
+func (a *Agent) hooks() telemetry.Hooks {
+	return telemetry.Hooks{
+		Sinks:       a.sinks,
+		Conn:        a.conn,
+		Offline:     a.contacts.offline,
+		Members:     a.ctl.Members,
+		HoldChanged: func() { signal(a.health.changed) },
+		Status: func() string {
+			_, status := a.presenceStatus()
+			return status
+		},
+		RoomCommand: a.ctl.RoomCommand,
+		Seen: func(r devices.Reading, now time.Time) {
+			a.lastDispatch.Store(now.UnixNano())
+			a.health.note(a.log, r)
+		},
+		Accepted: a.last.note,
 	}
 }
 
@@ -388,11 +369,7 @@ func (a *Agent) closeState() {
 	if u == nil {
 		return
 	}
-	for _, s := range u.sinks {
-		if err := s.box.Close(); err != nil {
-			a.log.Warn("closing outbox", "sink", s.name, "err", err)
-		}
-	}
+	a.tel.Close(u.sinks)
 }
 
 func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {
@@ -430,17 +407,10 @@ func (a *Agent) presenceStatus() (show, status string) {
 			status = fmt.Sprintf("1 of %d devices failing: %s", len(a.devices()), failing[0])
 		}
 	}
-	var bounced []string
-	now := time.Now()
-	for _, sk := range a.sinks() {
-		if wait, _ := sk.hold.left(now); wait > 0 {
-			bounced = append(bounced, sk.to)
-		}
-	}
-	if len(bounced) > 0 {
+	if bounced := a.tel.Bounced(time.Now()); len(bounced) > 0 {
 		status += "; readings bounced by the server, retrying: " + strings.Join(bounced, ", ")
 	}
-	if p := a.policy().presence; p != "" {
+	if p := *a.presenceText.Load(); p != "" {
 		status = p + ": " + status
 	}
 	return show, status
@@ -479,31 +449,11 @@ func (a *Agent) updatePresence(ctx context.Context) {
 		return
 	}
 	show, status := a.presenceStatus()
-	for _, sk := range a.sinks() {
-		if r := sk.room; r != nil && r.joinedOn(s) {
-			occupant := r.jid
-			occupant.Resource = r.currentNick()
-			p := xmpp.Stanza("presence", "", occupant.String(), "")
-			if show != "" {
-				p.Add(xmpp.NewElement(xmpp.NSClient, "show").SetText(show))
-			}
-			s.Send(ctx, p.Add(xmpp.NewElement(xmpp.NSClient, "status").SetText(status)))
-		}
-	}
+	a.tel.SendRoomPresence(ctx, s, show, status)
 }
 
-// allowIQ is the ACL for every IQ get/set: the agent's own server and
-// account, operators and viewers pass; anyone else gets <forbidden/> and
-// nothing else.
-func (a *Agent) allowIQ(from xmpp.JID, iq *xmpp.Element) error {
-	acl := a.policy().acl
-	if acl.fromServer(from) || acl.role(from) >= RoleViewer {
-		return nil
-	}
-	a.strangers.log(context.Background(), a.log, from, "iq "+iq.FirstChild().Name)
-	return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
-}
-
+// handleMessage routes a message: groupchat to the rooms, errors to the
+// sinks (bounces), chat to the command paths.
 func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Element) {
 	from, err := xmpp.ParseJID(st.Attr("from"))
 	if err != nil {
@@ -511,181 +461,15 @@ func (a *Agent) handleMessage(ctx context.Context, s *xmpp.Session, st *xmpp.Ele
 	}
 	switch st.Attr("type") {
 	case "groupchat":
-		a.handleRoomMessage(ctx, s, st, from)
+		a.tel.HandleRoomMessage(ctx, s, st, from)
 		return
 	case "error":
-		if a.handleBounce(ctx, s, st, from) {
-			return
-		}
-		// A room that bounces our groupchat no longer has us in it.
-		if r := a.roomFor(from); r != nil && xmpp.ParseStanzaError(st).Condition == "not-acceptable" && r.joinedOn(s) {
-			r.log.Warn("the room refused a message: no longer in the room; rejoining")
-			r.left(s)
-			r.rejoinIn(0)
-		}
+		a.tel.HandleError(ctx, s, st, from)
 		return
 	case "headline":
 		return
 	}
-	body := st.ChildText(xmpp.NSClient, "body")
-	if body == "" {
-		return // chat states, receipts
-	}
-	c := a.caller(from, "chat")
-	if c.Role == RoleNone {
-		a.strangers.log(ctx, a.log, from, "chat")
-		return
-	}
-	reply := a.chat(ctx, c, body)
-	m := xmpp.Stanza("message", "chat", from.String(), "")
-	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(reply))
-	if th := st.ChildText(xmpp.NSClient, "thread"); th != "" {
-		m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(th))
-	}
-	if err := s.Send(ctx, m); err != nil {
-		a.log.Warn("chat reply not sent", "to", from.String(), "err", err)
-	}
-}
-
-// chat runs one chat text command and returns the reply text.
-func (a *Agent) chat(ctx context.Context, c Caller, body string) string {
-	cmd, err := ParseChatCommand(body)
-	if err != nil {
-		return err.Error()
-	}
-	if cmd.Verb == "help" {
-		if c.Role < RoleOperator {
-			return chatUsageViewer
-		}
-		return chatUsage
-	}
-	if err := a.admit(ctx, c); err != nil {
-		return "slow down: " + err.Error()
-	}
-	switch cmd.Verb {
-	case "status":
-		rep, err := a.Status(ctx, c)
-		if err != nil {
-			return chatError("status", err)
-		}
-		return rep.Text()
-	case "read":
-		rs, err := a.Read(ctx, c, cmd.Args)
-		if err != nil {
-			return chatError("read", err)
-		}
-		if len(rs) == 0 {
-			return "no devices"
-		}
-		lines := make([]string, len(rs))
-		now := time.Now()
-		for i, r := range rs {
-			lines[i] = formatAged(r, now)
-		}
-		return strings.Join(lines, "\n")
-	case "set":
-		r, err := a.Set(ctx, c, cmd.Args[0], cmd.Args[1])
-		if err != nil {
-			return chatError("set", err)
-		}
-		return "ok, " + formatReading(r)
-	case "run":
-		res, err := a.RunAction(ctx, c, cmd.Args[0])
-		if err != nil {
-			return chatError("run "+cmd.Args[0], err)
-		}
-		return res.Text(cmd.Args[0])
-	}
-	return "unknown command; try \"help\""
-}
-
-// chatError words a command error for chat: what went wrong and, where
-// the user can fix it, how.
-func chatError(what string, err error) string {
-	switch {
-	case errors.Is(err, ErrForbidden):
-		return what + ": not allowed: viewers can read and ask for status, not control"
-	case errors.Is(err, ErrBusy):
-		return what + ": " + err.Error() + "; try again when it has finished"
-	}
-	return what + ": " + err.Error()
-}
-
-// Text is the human status report.
-func (r StatusReport) Text() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "stanzad %s, up %s\n", r.Version, r.Uptime.Round(time.Second))
-	if r.Online {
-		fmt.Fprintf(&b, "session: online as %s\n", r.JID)
-	} else {
-		b.WriteString("session: offline\n")
-	}
-	fmt.Fprintf(&b, "readings dropped before queueing: %d\n", r.Dropped)
-	if l := r.LinkText(); l != "" {
-		b.WriteString(l + "\n")
-	}
-	for _, o := range r.Outboxes {
-		b.WriteString("sink " + o.String() + "\n")
-	}
-	b.WriteString("devices:")
-	for _, d := range r.Devices {
-		b.WriteString(" " + d.Name)
-		if d.Writable {
-			b.WriteString(" (writable)")
-		}
-		if d.Err != "" {
-			fmt.Fprintf(&b, " (failing since %s: %s)", d.ErrSince.UTC().Format(time.TimeOnly), d.Err)
-		}
-	}
-	if len(r.Actions) > 0 {
-		b.WriteString("\nactions: " + strings.Join(r.Actions, ", "))
-	}
-	if r.Config != "" {
-		b.WriteString("\nconfig: " + r.Config)
-	}
-	return b.String()
-}
-
-// LinkText says how the server takes telemetry while it sets the pace:
-// "link: the server accepts ~2.9 KB/s of telemetry; 1,204 readings
-// waiting". Empty while telemetry flows as fast as it comes.
-func (r StatusReport) LinkText() string {
-	if !r.Online || !r.Link.Limited || r.Link.Rate <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("link: the server accepts ~%.1f KB/s of telemetry; %s readings waiting",
-		r.Link.Rate/1000, thousands(r.Queued))
-}
-
-// thousands formats n with commas: 1,204.
-func thousands(n int) string {
-	s := strconv.Itoa(n)
-	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
-
-// Text is the human report of an action run.
-func (r ActionResult) Text(name string) string {
-	var b strings.Builder
-	switch {
-	case r.TimedOut:
-		fmt.Fprintf(&b, "%s: timed out after %v, killed", name, r.Duration.Round(time.Millisecond))
-	case r.ExitCode == 0:
-		fmt.Fprintf(&b, "%s: ok (exit code 0, %v)", name, r.Duration.Round(time.Millisecond))
-	default:
-		fmt.Fprintf(&b, "%s: failed with exit code %d (%v)", name, r.ExitCode, r.Duration.Round(time.Millisecond))
-	}
-	if out := strings.TrimRight(r.Output, "\n"); out != "" {
-		if r.Truncated {
-			b.WriteString("\noutput (last 4 KiB):\n…")
-		} else {
-			b.WriteString("\noutput:\n")
-		}
-		b.WriteString(out)
-	}
-	return b.String()
+	a.ctl.HandleChat(ctx, s, st, from)
 }
 
 // handlePresence answers subscription requests per ACL: operators and
@@ -695,17 +479,14 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 	if err != nil {
 		return
 	}
-	if r := a.roomFor(from); r != nil {
-		if p, ok := xmpp.ParseMUCPresence(st); ok {
-			r.handlePresence(ctx, a, s, p)
-		}
+	if a.tel.HandleRoomPresence(ctx, s, st, from) {
 		return
 	}
 	switch st.Attr("type") {
 	case "", "unavailable":
 		if from.BareKey() != a.me().BareKey() && a.follows(from) {
 			a.contacts.presence(from, st.Attr("type") == "")
-			a.wakeChatSinks(from.BareKey())
+			a.tel.WakeChatSinks(from.BareKey())
 		}
 		return
 	case "subscribe":
@@ -713,8 +494,8 @@ func (a *Agent) handlePresence(ctx context.Context, s *xmpp.Session, st *xmpp.El
 		return
 	}
 	to := from.Bare().String()
-	if a.policy().acl.role(from) == RoleNone {
-		a.strangers.log(ctx, a.log, from, "subscribe")
+	if a.ctl.Role(from) == RoleNone {
+		a.ctl.Stranger(ctx, from, "subscribe")
 		s.Send(ctx, xmpp.Stanza("presence", "unsubscribed", to, ""))
 		return
 	}

@@ -129,13 +129,8 @@ func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) {
 		return
 	}
 	a.contacts.roster(xmpp.ParseRoster(res), true)
-	acl := a.policy().acl
-	for _, sk := range a.sinks() {
-		if sk.kind != "chat" {
-			continue
-		}
-		to := sk.dest
-		if acl.role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
+	for _, to := range a.tel.ChatRecipients() {
+		if a.ctl.Role(to) == RoleNone || !a.contacts.shouldAsk(to.BareKey()) {
 			continue
 		}
 		a.log.Info("asking a chat sink's recipient for presence, to hold readings while they are offline", "to", to.Bare().String())
@@ -143,7 +138,7 @@ func (a *Agent) loadRoster(ctx context.Context, s *xmpp.Session) {
 			a.log.Debug("presence subscription not asked", "to", to.Bare().String(), "err", err)
 		}
 	}
-	a.wakeChatSinks("")
+	a.tel.WakeChatSinks("")
 }
 
 // rosterWait bounds the wait for the roster at connect.
@@ -152,11 +147,11 @@ const rosterWait = 10 * time.Second
 // follows reports whether the agent keeps track of from's presence: an
 // operator or viewer, or a chat sink's recipient.
 func (a *Agent) follows(from xmpp.JID) bool {
-	if a.policy().acl.role(from) != RoleNone {
+	if a.ctl.Role(from) != RoleNone {
 		return true
 	}
-	for _, sk := range a.sinks() {
-		if sk.kind == "chat" && sk.dest.BareKey() == from.BareKey() {
+	for _, to := range a.tel.ChatRecipients() {
+		if to.BareKey() == from.BareKey() {
 			return true
 		}
 	}
@@ -170,27 +165,6 @@ func (a *Agent) rosterPush(_ context.Context, _ *xmpp.Session, iq *xmpp.Element)
 		return nil, &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "service-unavailable"}
 	}
 	a.contacts.roster(xmpp.ParseRoster(iq), false)
-	a.wakeChatSinks("")
+	a.tel.WakeChatSinks("")
 	return nil, nil
-}
-
-// wakeChatSinks wakes the chat sinks to bare (all with ""), so they
-// look again whether their recipient is online. A recipient who came
-// online ends a hold after a bounce: what bounced goes out now.
-func (a *Agent) wakeChatSinks(bare string) {
-	now := time.Now()
-	for _, sk := range a.sinks() {
-		if sk.kind != "chat" {
-			continue
-		}
-		if bare != "" {
-			if sk.dest.BareKey() != bare {
-				continue
-			}
-			if !a.contacts.offline(sk.dest) {
-				sk.hold.lift(now)
-			}
-		}
-		signal(sk.wake)
-	}
 }

@@ -1,7 +1,13 @@
 // Package agent is stanzad's orchestration: it builds devices from the
-// config, carries their readings to the sinks (XMPP chat today; MUC,
-// pubsub and MQTT as they land), and runs operator commands through one
-// registry and one ACL, whatever path they arrive by.
+// config, runs them, the XMPP session, the MQTT bridge and the sinks as
+// units that a reload starts and stops alone (units.go, reload.go), takes
+// pushed configs on probation (push.go), follows its contacts' presence
+// and sends its own, and maps MQTT topics to readings and commands.
 //
-// It is the only package that knows xmpp, devices and bridge together.
+// The telemetry pipeline (dispatch, filters, alerts, sinks) is in
+// agent/telemetry and the control plane (ACL, rate limit, actions, the
+// command registry, chat, ad-hoc, XEP-0323/0325) in agent/control; agent
+// wires them together and implements what they ask of it
+// (telemetry.Hooks, control.Host). It is the only package that knows
+// xmpp, devices and bridge together.
 package agent

@@ -110,3 +110,12 @@ func (h *deviceHealth) forget(name string) {
 		}
 	}
 }
+
+// signal sends on c without blocking; c has capacity 1, so a pending
+// signal stands for any number.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,6 +15,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/control"
+	"github.com/stanzad/stanzad/agent/telemetry"
+	"github.com/stanzad/stanzad/agent/throttle"
 	"github.com/stanzad/stanzad/bridge"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
@@ -40,8 +42,8 @@ type mqttMap struct {
 	cmds    chan bridge.Message
 	virtual []mqttFeed
 	devs    []*mqttDevice // the virtual devices, each once, in config order
-	refused strangerLog
-	sink    *sink // the bridge's sink; nil when there are no devices of ours
+	refused throttle.Keys
+	sink    *telemetry.Sink // the bridge's sink; nil when there are no devices of ours
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -53,9 +55,6 @@ type mqttFeed struct {
 	dev    *mqttDevice
 	parse  devices.Parser
 }
-
-// mqttWindow is how many records may await the broker's PUBACKs at once.
-const mqttWindow = 64
 
 func (a *Agent) newMQTT(all *config.Config, self xmpp.JID) (*mqttMap, error) {
 	cfg, log := all.MQTT, a.log
@@ -108,18 +107,12 @@ func (a *Agent) newMQTT(all *config.Config, self xmpp.JID) (*mqttMap, error) {
 // mqttSink builds the bridge's sink, which takes every reading of the
 // devices that are not the bridge's own (devs: all running devices);
 // nil when there are none.
-func (a *Agent) mqttSink(cfg *config.Config, m *mqttMap, devs []*devUnit) (*sink, error) {
+func (a *Agent) mqttSink(cfg *config.Config, m *mqttMap, devs []*devUnit) (*telemetry.Sink, error) {
 	names := ownDevices(devs)
 	if len(names) == 0 {
 		return nil, nil // only virtual devices: nothing of ours to publish
 	}
-	s := &sink{id: a.sinkIDs.Add(1), key: "mqtt-" + m.caller.JID.Domain, kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker,
-		devices: names, wake: make(chan struct{}, 1), mq: &mqttSender{m: m}}
-	var err error
-	if s.box, err = openBox(cfg, s.key, s.name, 0, a.log); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return a.tel.NewMQTTSink(cfg, telemetry.MQTT{Client: m.client, Prefix: m.prefix, Retain: m.cfg.Retain, Host: m.caller.JID.Domain}, names)
 }
 
 // ownDevices names the devices that are not fed by the bridge.
@@ -203,30 +196,30 @@ func (m *mqttMap) command(ctx context.Context, a *Agent, device string, payload 
 	switch {
 	case !m.cfg.AllowCommands:
 		err = fmt.Errorf("%w: commands over MQTT are disabled (mqtt.allow_commands = false)", ErrForbidden)
-		if m.refused.first(device) {
+		if m.refused.First(device) {
 			a.log.Warn("mqtt: command refused: allow_commands is off", "device", device)
 		}
 	default:
 		if value, err = ParseSetPayload(payload); err == nil {
-			if err = a.admit(ctx, m.caller); err == nil {
+			if err = a.ctl.Admit(ctx, m.caller); err == nil {
 				r, err = a.Set(ctx, m.caller, device, value)
 			}
 		}
 	}
 	b := []byte(`{"device":`)
-	b = appendJSONString(b, device)
+	b = telemetry.AppendJSONString(b, device)
 	if err != nil {
-		se := stanzaError(err)
+		se := control.StanzaError(err)
 		b = append(b, `,"ok":false,"error":`...)
-		b = appendJSONString(b, err.Error())
+		b = telemetry.AppendJSONString(b, err.Error())
 		b = append(b, `,"condition":`...)
-		b = appendJSONString(b, se.Condition)
+		b = telemetry.AppendJSONString(b, se.Condition)
 		return append(b, '}')
 	}
 	b = append(b, `,"ok":true,"value":`...)
-	b = appendJSONString(b, value)
+	b = telemetry.AppendJSONString(b, value)
 	b = append(b, ',')
-	return append(appendReadingJSON(b, r), '}')
+	return append(telemetry.AppendReadingJSON(b, r), '}')
 }
 
 // maxSetPayload caps a command's value.
@@ -239,21 +232,21 @@ func ParseSetPayload(p []byte) (string, error) {
 	p = bytes.TrimSpace(p)
 	switch {
 	case len(p) == 0:
-		return "", fmt.Errorf("%w: empty payload; send the value, e.g. \"on\" or {\"value\": 21.5}", errBadRequest)
+		return "", fmt.Errorf("%w: empty payload; send the value, e.g. \"on\" or {\"value\": 21.5}", control.ErrBadRequest)
 	case len(p) > maxSetPayload:
-		return "", fmt.Errorf("%w: payload of %d bytes; at most %d", errBadRequest, len(p), maxSetPayload)
+		return "", fmt.Errorf("%w: payload of %d bytes; at most %d", control.ErrBadRequest, len(p), maxSetPayload)
 	case !utf8.Valid(p):
-		return "", fmt.Errorf("%w: payload is not UTF-8", errBadRequest)
+		return "", fmt.Errorf("%w: payload is not UTF-8", control.ErrBadRequest)
 	case p[0] == '{':
 		var v struct {
 			Value json.RawMessage `json:"value"`
 		}
 		if err := json.Unmarshal(p, &v); err != nil {
-			return "", fmt.Errorf("%w: payload: %v", errBadRequest, err)
+			return "", fmt.Errorf("%w: payload: %v", control.ErrBadRequest, err)
 		}
 		var any interface{}
 		if len(v.Value) == 0 || json.Unmarshal(v.Value, &any) != nil {
-			return "", fmt.Errorf("%w: payload: want {\"value\": …}", errBadRequest)
+			return "", fmt.Errorf("%w: payload: want {\"value\": …}", control.ErrBadRequest)
 		}
 		switch x := any.(type) {
 		case string:
@@ -263,220 +256,16 @@ func ParseSetPayload(p []byte) (string, error) {
 		case float64:
 			return string(v.Value), nil
 		}
-		return "", fmt.Errorf("%w: payload: value must be a string, number or boolean", errBadRequest)
+		return "", fmt.Errorf("%w: payload: value must be a string, number or boolean", control.ErrBadRequest)
 	}
 	return checkValue(string(p))
 }
 
 func checkValue(s string) (string, error) {
 	if s == "" || strings.ContainsAny(s, "\r\n\x00") {
-		return "", fmt.Errorf("%w: value must be one non-empty line", errBadRequest)
+		return "", fmt.Errorf("%w: value must be one non-empty line", control.ErrBadRequest)
 	}
 	return s, nil
-}
-
-// mqttSender publishes a sink's records: for each reading its JSON on
-// {prefix}/{device} and each field on {prefix}/{device}/{field}. A record
-// leaves the outbox when the broker has acknowledged all its messages.
-type mqttSender struct {
-	m       *mqttMap
-	rec     record
-	msgs    []bridge.Message
-	skipped map[string]bool // fields whose names clash with command topics
-}
-
-type mqttFlight struct {
-	id   uint64
-	pend []bridge.Pending
-}
-
-func (ms *mqttSender) run(ctx context.Context, s *sink, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ms.m.client.Connected():
-		}
-		ms.serve(ctx, s, log)
-		select { // the link dropped or a publish failed: pause, then start over from the last acknowledged
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (ms *mqttSender) serve(ctx context.Context, s *sink, log *slog.Logger) {
-	cursor := s.box.Stats().Acked
-	var inflight []mqttFlight
-	check := time.NewTicker(time.Second)
-	defer check.Stop()
-	for {
-		for len(inflight) < mqttWindow {
-			rs := s.box.Pending(cursor, mqttWindow-len(inflight))
-			if len(rs) == 0 {
-				break
-			}
-			for _, rec := range rs {
-				f := mqttFlight{id: rec.ID}
-				if err := decodeRecord(rec.Payload, &ms.rec); err != nil {
-					log.Error("outbox record unreadable; skipped", "id", rec.ID, "err", err)
-				} else {
-					for _, msg := range ms.messages(log) {
-						p, err := ms.m.client.Publish(msg)
-						if err != nil {
-							return // the broker is away: start over when it is back
-						}
-						f.pend = append(f.pend, p)
-					}
-				}
-				inflight = append(inflight, f)
-				cursor = rec.ID
-			}
-		}
-		// Settle in order.
-		var acked uint64
-		for len(inflight) > 0 {
-			done := true
-			for _, p := range inflight[0].pend {
-				select {
-				case <-p.Done():
-					if err := p.Err(); err != nil {
-						log.Warn("mqtt publish failed; sending again", "err", err)
-						if acked != 0 {
-							s.box.Ack(acked)
-						}
-						return
-					}
-				default:
-					done = false
-				}
-				if !done {
-					break
-				}
-			}
-			if !done {
-				break
-			}
-			acked = inflight[0].id
-			inflight = inflight[1:]
-		}
-		if acked != 0 {
-			s.box.Ack(acked)
-			continue
-		}
-		var wait <-chan struct{}
-		if len(inflight) > 0 {
-			for _, p := range inflight[0].pend {
-				wait = p.Done()
-				select {
-				case <-wait:
-					continue
-				default:
-				}
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-wait:
-		case <-check.C:
-			if !ms.m.client.IsConnected() {
-				return
-			}
-		}
-	}
-}
-
-// messages builds the MQTT messages for the record in ms.rec.
-func (ms *mqttSender) messages(log *slog.Logger) []bridge.Message {
-	ms.msgs = ms.msgs[:0]
-	retain := ms.m.cfg.Retain
-	for _, r := range ms.rec.readings {
-		base := ms.m.prefix + "/" + r.Device
-		ms.msgs = append(ms.msgs, bridge.Message{Topic: base, Payload: append(appendReadingJSON([]byte("{"), r), '}'), Retain: retain})
-		for _, f := range r.Fields {
-			if f.Name == "set" || f.Name == "result" || strings.ContainsAny(f.Name, "+#/") {
-				if ms.skipped == nil {
-					ms.skipped = map[string]bool{}
-				}
-				if !ms.skipped[r.Device+"/"+f.Name] {
-					ms.skipped[r.Device+"/"+f.Name] = true
-					log.Warn("mqtt: field has no topic of its own (its name is reserved or not a topic level); it is in the device's JSON", "device", r.Device, "field", f.Name)
-				}
-				continue
-			}
-			ms.msgs = append(ms.msgs, bridge.Message{Topic: base + "/" + f.Name, Payload: appendValue(nil, f), Retain: retain})
-		}
-	}
-	return ms.msgs
-}
-
-// appendReadingJSON appends the members of a reading's JSON object:
-// "device":…,"time":…,"fields":{"temperature":{"value":21.5,"unit":"°C"},…}.
-func appendReadingJSON(b []byte, r devices.Reading) []byte {
-	b = append(b, `"device":`...)
-	b = appendJSONString(b, r.Device)
-	b = append(b, `,"time":"`...)
-	b = xmpp.AppendTime(b, r.Time)
-	b = append(b, `","fields":{`...)
-	for i, f := range r.Fields {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, f.Name)
-		b = append(b, `:{"value":`...)
-		switch {
-		case f.Kind == devices.String:
-			b = appendJSONString(b, f.Str)
-		case f.Kind == devices.Numeric && (math.IsNaN(f.Num) || math.IsInf(f.Num, 0)):
-			b = append(b, "null"...)
-		default:
-			b = appendValue(b, f)
-		}
-		if f.Unit != "" {
-			b = append(b, `,"unit":`...)
-			b = appendJSONString(b, f.Unit)
-		}
-		b = append(b, '}')
-	}
-	return append(b, '}')
-}
-
-// appendValue appends a field's plain value: the number with its
-// decimals, true/false, or the text.
-func appendValue(b []byte, f devices.Field) []byte {
-	switch f.Kind {
-	case devices.Numeric:
-		if f.Decimals < 0 {
-			return strconv.AppendFloat(b, f.Num, 'g', -1, 64)
-		}
-		return strconv.AppendFloat(b, f.Num, 'f', f.Decimals, 64)
-	case devices.Boolean:
-		return strconv.AppendBool(b, f.Bool)
-	}
-	return append(b, f.Str...)
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r < 0x20:
-			b = append(b, `\u00`...)
-			b = append(b, "0123456789abcdef"[r>>4], "0123456789abcdef"[r&15])
-		case r == utf8.RuneError:
-			b = append(b, `\ufffd`...)
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return append(b, '"')
 }
 
 // mqttDevice is a virtual device fed by foreign MQTT topics: its readings

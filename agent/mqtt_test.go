@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"math"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/bridge"
 	"github.com/stanzad/stanzad/devices"
 )
@@ -40,32 +39,6 @@ func TestParseSetPayload(t *testing.T) {
 	}
 }
 
-// The device JSON is valid JSON with the fields, units and time, whatever
-// the names and strings hold.
-func TestReadingJSON(t *testing.T) {
-	r := devices.Reading{Device: "door", Time: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), Fields: []devices.Field{
-		devices.Number("temperature", 21.456, 1, "°C"), devices.Bool("open", true), devices.Text("line", "a\"b\\c\x01 ü"),
-		devices.Number("bad", math.NaN(), -1, ""),
-	}}
-	b := append(appendReadingJSON([]byte("{"), r), '}')
-	var got struct {
-		Device string
-		Time   string
-		Fields map[string]struct {
-			Value any
-			Unit  string
-		}
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("%s: %v", b, err)
-	}
-	if got.Device != "door" || got.Time != "2026-11-25T12:00:00Z" || got.Fields["temperature"].Value != 21.5 ||
-		got.Fields["temperature"].Unit != "°C" || got.Fields["open"].Value != true || got.Fields["line"].Value != "a\"b\\c\x01 ü" ||
-		got.Fields["bad"].Value != nil {
-		t.Errorf("%s → %+v", b, got)
-	}
-}
-
 // FuzzParseSetPayload: MQTT payloads come from anyone on the broker.
 func FuzzParseSetPayload(f *testing.F) {
 	for _, s := range []string{"on", `{"value": 1e3}`, `{"value":"x"}`, `{"value":`, "", "\xff", `{"value":{"a":1}}`} {
@@ -79,27 +52,12 @@ func FuzzParseSetPayload(f *testing.F) {
 		if v == "" || strings.ContainsAny(v, "\r\n\x00") || len(v) > maxSetPayload {
 			t.Fatalf("ParseSetPayload(%q) = %q", p, v)
 		}
-		b := appendJSONString(nil, v)
+		b := telemetry.AppendJSONString(nil, v)
 		var back string
 		if json.Unmarshal(b, &back) != nil || back != strings.ToValidUTF8(v, "\ufffd") {
 			t.Fatalf("JSON string of %q: %s", v, b)
 		}
 	})
-}
-
-// BenchmarkMQTTMessages measures one reading → its MQTT messages (device
-// JSON and one topic per field), the work per reading on the bridge.
-func BenchmarkMQTTMessages(b *testing.B) {
-	ms := &mqttSender{m: &mqttMap{cfg: &config.MQTT{Retain: true}, prefix: "stanzad/device"}}
-	ms.rec.readings = []devices.Reading{{Device: "greenhouse", Time: time.Now(), Fields: []devices.Field{
-		devices.Number("temperature", 21.5, 1, "°C"), devices.Number("humidity", 40.2, 1, "%")}}}
-	log := slog.New(slog.DiscardHandler)
-	b.ReportAllocs()
-	for b.Loop() {
-		if len(ms.messages(log)) != 3 {
-			b.Fatal("want 3 messages")
-		}
-	}
 }
 
 // A virtual device fed by several topics is one device, however the
@@ -128,8 +86,8 @@ func TestMQTTVirtualDevices(t *testing.T) {
 	if strings.Join(names, " ") != "t outside shed" {
 		t.Fatalf("devices %v, want t outside shed", names)
 	}
-	if s := a.sinks()[len(a.sinks())-1]; s.mq == nil || s.wants("outside") || !s.wants("t") {
-		t.Errorf("the MQTT sink must take t and not the virtual devices: %v", s.devices)
+	if s := a.sinks()[len(a.sinks())-1]; s.Kind() != "mqtt" || s.Wants("outside") || !s.Wants("t") {
+		t.Errorf("the MQTT sink %s must take t and not the virtual devices", s.Name())
 	}
 
 	od, _ := a.device("outside")

@@ -5,17 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/control"
 	"github.com/stanzad/stanzad/xmpp"
 )
 
@@ -27,17 +25,10 @@ import (
 // probation survives a restart (a marker in state_dir), so a board that
 // crashes or is restarted with a bad account still comes back.
 
-// ErrDisk is a config that could not be written; the old one still runs.
-var ErrDisk = errors.New("config not written; still running the old one")
-
-// ConfigText returns the running config file with every inline secret
-// replaced by "<secret>". Operators only.
-func (a *Agent) ConfigText(ctx context.Context, c Caller) (text []byte, err error) {
-	start := time.Now()
-	defer func() { a.audit(ctx, c, slog.LevelInfo, "config get", nil, err, time.Since(start)) }()
-	if c.Role < RoleOperator {
-		return nil, ErrForbidden
-	}
+// ConfigText is control.Host's: the running config file, secrets
+// redacted.
+func (h *host) ConfigText() ([]byte, error) {
+	a := (*Agent)(h)
 	if a.configPath == "" {
 		return nil, ErrNoConfigFile
 	}
@@ -46,23 +37,10 @@ func (a *Agent) ConfigText(ctx context.Context, c Caller) (text []byte, err erro
 	return config.Redact(a.runningText), nil
 }
 
-// PushConfig checks data as a whole config file, writes it in place of
-// the running one (the old kept as .prev) and applies it. "<secret>"
-// keeps the running secret at that key. Nothing changes when the config
-// has a problem (ErrBadConfig, with every problem and its line), when
-// another reload or push is being applied or a pushed [xmpp] change
-// waits to get online (ErrConfigBusy), or when the file cannot be
-// written (ErrDisk). Operators only; audit-logged without its content.
-func (a *Agent) PushConfig(ctx context.Context, c Caller, data []byte) (rep ReloadReport, err error) {
-	start := time.Now()
-	sum := sha256.Sum256(data)
-	defer func() {
-		a.audit(ctx, c, slog.LevelInfo, "config push",
-			[]string{fmt.Sprintf("%d bytes", len(data)), "sha256:" + hex.EncodeToString(sum[:6])}, err, time.Since(start))
-	}()
-	if c.Role < RoleOperator {
-		return rep, ErrForbidden
-	}
+// PushConfig is control.Host's: it checks, writes and applies a pushed
+// config for an operator (see control.Plane.PushConfig).
+func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (rep ReloadReport, err error) {
+	a := (*Agent)(h)
 	if a.configPath == "" {
 		return rep, ErrNoConfigFile
 	}
@@ -431,9 +409,4 @@ func (a *Agent) tell(ctx context.Context, to, text string) {
 			a.log.Warn("operator not told", "to", to, "err", err)
 		}
 	}()
-}
-
-// configText joins a text-multi field's lines into a file.
-func configText(lines []string) []byte {
-	return []byte(strings.Join(lines, "\n") + "\n")
 }

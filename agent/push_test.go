@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/control"
 	"github.com/stanzad/stanzad/internal/tmpfs"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -90,7 +91,7 @@ func TestPushConfigRefused(t *testing.T) {
 	a.reloadMu.Lock()
 	_, err := a.PushConfig(t.Context(), op, []byte(text))
 	a.reloadMu.Unlock()
-	if !errors.Is(err, ErrConfigBusy) || stanzaError(err).Condition != "resource-constraint" {
+	if !errors.Is(err, ErrConfigBusy) || control.StanzaError(err).Condition != "resource-constraint" {
 		t.Errorf("push during a reload: %v", err)
 	}
 }
@@ -146,7 +147,7 @@ func TestPushConfigDiskFull(t *testing.T) {
 	}
 	running := a.running
 	_, err := a.PushConfig(t.Context(), op, []byte(text+"[[device]]\nname = \"relay2\"\nkind = \"sim-switch\"\n"))
-	if !errors.Is(err, ErrDisk) || stanzaError(err).Condition != "internal-server-error" {
+	if !errors.Is(err, ErrDisk) || control.StanzaError(err).Condition != "internal-server-error" {
 		t.Fatalf("push on a full disk: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "stanzad.toml")); string(b) != text {

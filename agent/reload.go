@@ -3,80 +3,22 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
-	"strings"
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
-	"github.com/stanzad/stanzad/agent/outbox"
+	"github.com/stanzad/stanzad/agent/control"
+	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/xmpp"
 )
 
-// Reload errors.
-var (
-	ErrNoConfigFile = errors.New("no config file to reload (started with -demo or without -config)")
-	ErrBadConfig    = errors.New("new config rejected; still running the old one")
-	ErrConfigBusy   = errors.New("another reload or config push is being applied")
-	ErrNotRunning   = errors.New("the agent is not running")
-)
-
-// ReloadReport says what a reload (or a pushed config) changed. Entries
-// name units and settings: "device relay1", "sink chat op@iot.test",
-// "mqtt bridge", "xmpp session", "acl".
-type ReloadReport struct {
-	Added     []string
-	Removed   []string
-	Changed   []string // applied in place: settings, filters, alerts
-	Restarted []string // stopped and started again with the new settings
-	// NotLive are changed settings that take effect at the next start.
-	NotLive []string
-	// Failed are units the new config wants that could not start (an
-	// outbox directory the disk refuses); the rest is applied.
-	Failed []string
-	Notes  []string
-}
-
-// Empty reports whether nothing changed.
-func (r ReloadReport) Empty() bool {
-	return len(r.Added)+len(r.Removed)+len(r.Changed)+len(r.Restarted)+len(r.NotLive)+len(r.Failed) == 0
-}
-
-func (r ReloadReport) String() string {
-	if r.Empty() {
-		return "config reloaded: nothing changed"
-	}
-	var parts []string
-	for _, p := range []struct {
-		what  string
-		names []string
-	}{
-		{"added", r.Added}, {"removed", r.Removed}, {"changed", r.Changed}, {"restarted", r.Restarted},
-		{"failed", r.Failed}, {"restart stanzad to apply", r.NotLive},
-	} {
-		if len(p.names) > 0 {
-			parts = append(parts, p.what+": "+strings.Join(p.names, ", "))
-		}
-	}
-	s := "config applied; " + strings.Join(parts, "; ")
-	for _, n := range r.Notes {
-		s += "\n" + n
-	}
-	return s
-}
-
-// Reload re-reads the config file and applies what changed (see apply).
-// A file with problems changes nothing and the error lists every problem
-// with its line. Operators (and SIGHUP, and the file watcher) only.
-func (a *Agent) Reload(ctx context.Context, c Caller) (rep ReloadReport, err error) {
-	start := time.Now()
-	defer func() { a.audit(ctx, c, slog.LevelInfo, "reload", nil, err, time.Since(start)) }()
-	if c.Role < RoleOperator {
-		return rep, ErrForbidden
-	}
+// Reload is control.Host's: it re-reads the config file and applies
+// what changed (see apply), for an operator.
+func (h *host) Reload(ctx context.Context, c control.Caller) (rep ReloadReport, err error) {
+	a := (*Agent)(h)
 	if a.configPath == "" {
 		return rep, ErrNoConfigFile
 	}
@@ -157,7 +99,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 		}
 	}
 	for i := range cfg.Sinks {
-		if _, err := sinkKey(cfg.Sinks[i]); err != nil {
+		if _, err := telemetry.SinkKey(cfg.Sinks[i]); err != nil {
 			return rep, fmt.Errorf("%w: sink[%d]: %w", ErrBadConfig, i, err)
 		}
 	}
@@ -201,7 +143,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 	a.u.Store(cur.with(devs))
 
 	// Sinks, the bridge, alerts: on the dispatcher, between two readings.
-	err = a.edit(func(d *dispatcher) {
+	err = a.edit(func(d *telemetry.Dispatcher) {
 		a.applySinks(d, cfg, self, devs, mqttChanged, nm, &rep)
 	})
 	if err != nil {
@@ -287,9 +229,10 @@ func (a *Agent) applyPolicy(old, cfg *config.Config, self xmpp.JID, rep *ReloadR
 			rep.Changed = append(rep.Changed, "log_level")
 		}
 	}
-	a.pol.Store(newPolicy(self, cfg, a.policy()))
+	a.ctl.SetPolicy(self, cfg)
+	a.presenceText.Store(&cfg.XMPP.PresenceStatus)
 	if aclChanged {
-		a.wakePublishers() // whitelist nodes' members follow the ACL
+		a.tel.WakePublishers() // whitelist nodes' members follow the ACL
 	}
 	if old.Agent.OutboxMax != cfg.Agent.OutboxMax {
 		rep.Changed = append(rep.Changed, "agent.outbox_max")
@@ -356,20 +299,12 @@ func insertDevice(devs []*devUnit, u *devUnit, cfg *config.Config) []*devUnit {
 	return append(out, devs[at:]...)
 }
 
-// sameButFilters reports whether two sinks differ at most in the keys a
-// running sink takes in place.
-func sameButFilters(a, b config.Sink) bool {
-	a.Devices, a.MinInterval, a.MaxSilence, a.Deadband, a.Batch = nil, config.Duration{}, config.Duration{}, 0, 0
-	b.Devices, b.MinInterval, b.MaxSilence, b.Deadband, b.Batch = nil, config.Duration{}, config.Duration{}, 0, 0
-	return reflect.DeepEqual(a, b)
-}
-
 // edit runs f on the dispatcher goroutine, between two readings, and
 // waits for it.
-func (a *Agent) edit(f func(*dispatcher)) error {
+func (a *Agent) edit(f func(*telemetry.Dispatcher)) error {
 	done := make(chan struct{})
 	select {
-	case a.pipe <- func(d *dispatcher) { f(d); close(done) }:
+	case a.pipe <- func(d *telemetry.Dispatcher) { f(d); close(done) }:
 	case <-a.sessCtx.Done():
 		return ErrNotRunning
 	}
@@ -377,114 +312,52 @@ func (a *Agent) edit(f func(*dispatcher)) error {
 	return nil
 }
 
-// applySinks is the sink half of apply, on the dispatcher: sinks that
-// leave hand what their filters hold to their outbox first.
-func (a *Agent) applySinks(d *dispatcher, cfg *config.Config, self xmpp.JID, devs []*devUnit, mqttChanged bool, nm *mqttMap, rep *ReloadReport) {
+// applySinks is the sink half of apply, on the dispatcher: the
+// configured sinks are matched by telemetry (Dispatcher.Plan), the MQTT
+// bridge's sink here; sinks that leave hand what their filters hold to
+// their outbox first.
+func (a *Agent) applySinks(d *telemetry.Dispatcher, cfg *config.Config, self xmpp.JID, devs []*devUnit, mqttChanged bool, nm *mqttMap, rep *ReloadReport) {
 	cur := a.now()
-	byKey := make(map[string]*sink)
-	var bridge *sink
-	for _, s := range cur.sinks {
-		if s.mq != nil {
-			bridge = s
-		} else {
-			byKey[s.key] = s
-		}
-	}
-	var next, starting []*sink
-	var leaving []*sink
-	reuse := make(map[*sink]*outbox.Outbox) // leaving sink → the box its successor keeps
-	for i, sc := range cfg.Sinks {
-		key, _ := sinkKey(sc)
-		s := byKey[key]
-		delete(byKey, key)
-		switch {
-		case s != nil && reflect.DeepEqual(s.cfg, sc):
-			next = append(next, s)
-			continue
-		case s != nil && sameButFilters(s.cfg, sc):
-			s.refilter(sc)
-			s.cfg = sc
-			rep.Changed = append(rep.Changed, "sink "+s.name+" (filters)")
-			next = append(next, s)
-			continue
-		}
-		var box *outbox.Outbox
-		if s != nil {
-			leaving = append(leaving, s)
-			box = s.box
-			reuse[s] = box
-		}
-		ns, err := a.newSinkOn(cfg, i, self, box)
-		if err != nil {
-			a.log.Error("sink not started", "sink", i, "err", err)
-			rep.Failed = append(rep.Failed, fmt.Sprintf("sink[%d] (%v)", i, err))
-			continue
-		}
-		if s != nil {
-			rep.Restarted = append(rep.Restarted, "sink "+ns.name)
-		} else {
-			rep.Added = append(rep.Added, "sink "+ns.name)
-		}
-		next = append(next, ns)
-		starting = append(starting, ns)
-	}
-	for _, s := range cur.sinks {
-		if s.mq == nil && byKey[s.key] == s {
-			leaving = append(leaving, s)
-			n := s.box.Stats().Pending + len(s.batch) + s.filter.heldCount()
-			rep.Removed = append(rep.Removed, "sink "+s.name)
-			if n > 0 {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("sink %s removed with %d readings not yet delivered: they stay in its outbox and go out when a sink to the same destination is configured again", s.name, n))
-			}
-		}
-	}
+	ch := d.Plan(cfg, self)
+	bridge := ch.Bridge
 	// The bridge's sink takes every device of ours.
 	own := ownDevices(devs)
 	m := cur.mqtt
 	if mqttChanged {
 		m = nm
 		if bridge != nil {
-			leaving = append(leaving, bridge)
+			ch.Leave(bridge)
 			bridge = nil
 		}
 	}
 	switch {
 	case bridge != nil && len(own) == 0:
-		leaving = append(leaving, bridge)
+		ch.Leave(bridge)
 	case bridge != nil:
-		bridge.devices = own
-		next = append(next, bridge)
+		bridge.SetDevices(own)
+		ch.Keep(bridge)
 	case m != nil && len(own) > 0:
 		bs, err := a.mqttSink(cfg, m, devs)
 		if err != nil {
 			a.log.Error("mqtt sink not started", "err", err)
-			rep.Failed = append(rep.Failed, fmt.Sprintf("mqtt sink (%v)", err))
+			ch.Failed = append(ch.Failed, fmt.Sprintf("mqtt sink (%v)", err))
 			break
 		}
 		m.sink = bs
-		next = append(next, bs)
-		starting = append(starting, bs)
+		ch.Add(bs)
 	}
+	rep.Added = append(rep.Added, ch.Added...)
+	rep.Removed = append(rep.Removed, ch.Removed...)
+	rep.Changed = append(rep.Changed, ch.Changed...)
+	rep.Restarted = append(rep.Restarted, ch.Restarted...)
+	rep.Failed = append(rep.Failed, ch.Failed...)
+	rep.Notes = append(rep.Notes, ch.Notes...)
 
 	// Hand over: what leaving sinks hold goes to their outbox; they stop
 	// (their successors keep the box); the new set starts.
-	for _, s := range leaving {
-		s.settle(a, 2*time.Second)
-		d.held = s.filter.flush(d.held[:0])
-		for _, r := range d.held {
-			d.scratch = s.add(r, d.scratch, a.log)
-		}
-		d.scratch = s.flush(d.scratch, a.log)
-	}
-	clear(d.held)
-	a.u.Store(&units{devs: cur.devs, byName: cur.byName, sinks: next, mqtt: m})
-	for _, s := range leaving {
-		if _, kept := reuse[s]; kept {
-			s.stopRun()
-		} else {
-			s.halt(a)
-		}
-	}
+	d.Handover(ch)
+	a.u.Store(&units{devs: cur.devs, byName: cur.byName, sinks: ch.Next, mqtt: m})
+	ch.Stop()
 	if mqttChanged {
 		if cur.mqtt != nil {
 			cur.mqtt.halt()
@@ -493,15 +366,7 @@ func (a *Agent) applySinks(d *dispatcher, cfg *config.Config, self xmpp.JID, dev
 			nm.start(a.sessCtx, a)
 		}
 	}
-	share := int64(cfg.Agent.OutboxMax) / int64(max(1, len(next)))
-	for _, s := range next {
-		s.box.SetMax(share)
-	}
-	for _, s := range starting {
-		s.start(a.sessCtx, a)
-	}
-	d.sinks = next
-	d.reconfigure(cfg)
+	d.Install(a.sessCtx, ch, cfg)
 	if !reflect.DeepEqual(a.running.Alerts, cfg.Alerts) {
 		rep.Changed = append(rep.Changed, "alerts")
 	}
@@ -511,10 +376,10 @@ func (a *Agent) applySinks(d *dispatcher, cfg *config.Config, self xmpp.JID, dev
 // (their outboxes keep taking readings), the old session ends cleanly,
 // the new one starts and the sinks carry on over it. a.reloadMu is held.
 func (a *Agent) swapLink(nl *link, self xmpp.JID) {
-	var paused []*sink
+	var paused []*telemetry.Sink
 	for _, s := range a.sinks() {
-		if s.mq == nil {
-			s.stopRun()
+		if s.Kind() != "mqtt" {
+			s.StopRun()
 			paused = append(paused, s)
 		}
 	}
@@ -525,8 +390,8 @@ func (a *Agent) swapLink(nl *link, self xmpp.JID) {
 	a.log.Info("xmpp: new session", "jid", self.String())
 	a.startLink(a.sessCtx, nl, false)
 	for _, s := range paused {
-		s.rebind(self)
-		s.start(a.sessCtx, a)
+		s.Rebind(self)
+		s.Start(a.sessCtx)
 	}
 	a.push.linkSwapped(nl)
 }

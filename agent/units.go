@@ -3,12 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
@@ -24,7 +24,7 @@ import (
 type units struct {
 	devs   []*devUnit
 	byName map[string]*devUnit
-	sinks  []*sink // config order; the MQTT bridge's sink last
+	sinks  []*telemetry.Sink // config order; the MQTT bridge's sink last
 	mqtt   *mqttMap
 }
 
@@ -39,7 +39,7 @@ func (u *units) with(devs []*devUnit) *units {
 func (a *Agent) now() *units { return a.u.Load() }
 
 // sinks returns the sinks running now.
-func (a *Agent) sinks() []*sink { return a.now().sinks }
+func (a *Agent) sinks() []*telemetry.Sink { return a.now().sinks }
 
 // devices returns the devices running now, in config order (MQTT virtual
 // devices last).
@@ -123,71 +123,6 @@ func (l *lastReadings) forget(name string) {
 	l.mu.Unlock()
 }
 
-// ErrNoReading is the read of an event device that has reported nothing
-// since it started.
-var ErrNoReading = errors.New("no reading yet")
-
-// start runs the sink's goroutines (sender, outbox upkeep, room) until
-// halt or ctx stops them.
-func (s *sink) start(ctx context.Context, a *Agent) {
-	ctx, s.cancel = context.WithCancel(ctx)
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		s.run(ctx, a)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.box.Run(ctx)
-	}()
-	if s.room != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.room.run(ctx, a)
-		}()
-	}
-}
-
-// stopRun stops the sink's goroutines; its outbox stays open.
-func (s *sink) stopRun() {
-	if s.cancel != nil {
-		s.cancel()
-		s.wg.Wait()
-		s.cancel = nil
-	}
-}
-
-// rebind makes a paused sink send as self: a new account.
-func (s *sink) rebind(self xmpp.JID) {
-	s.from = self.Bare().String()
-	if s.pub != nil {
-		s.pub.acc = newAccessControl(s.cfg, self)
-	}
-}
-
-// halt stops the sink's goroutines and closes its outbox; what it still
-// holds stays on disk for the next sink with its destination.
-func (s *sink) halt(a *Agent) {
-	s.stopRun()
-	if err := s.box.Close(); err != nil {
-		a.log.Warn("closing outbox", "sink", s.name, "err", err)
-	}
-}
-
-// settle waits up to timeout for the sink's readings in flight on the
-// session to be acknowledged, so that stopping it does not leave them to
-// be sent twice.
-func (s *sink) settle(a *Agent, timeout time.Duration) {
-	if s.dl == nil {
-		return
-	}
-	deadline := time.Now().Add(timeout)
-	for s.dl.inFlight() && time.Now().Before(deadline) && a.conn().Session() != nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // link is one XMPP client with its stanza handlers: the session unit. A
 // change of [xmpp] replaces it whole.
 type link struct {
@@ -257,9 +192,9 @@ func (a *Agent) newLink(cfg *config.Config, self xmpp.JID) (*link, error) {
 		xmpp.Software{Name: "stanzad", Version: a.version})
 	mux.Message = a.handleMessage
 	mux.Presence = a.handlePresence
-	mux.Allow = a.allowIQ
+	mux.Allow = a.ctl.AllowIQ
 	mux.HandleIQ("set", xmpp.NSRoster, "query", a.rosterPush)
-	a.registerCommands(mux)
+	a.ctl.Register(mux)
 	c := xmpp.NewClient(xmpp.Config{
 		JID:       self,
 		Password:  x.Password.Reveal(),
@@ -270,7 +205,7 @@ func (a *Agent) newLink(cfg *config.Config, self xmpp.JID) (*link, error) {
 		Logger:    a.log.With("component", "xmpp"),
 	})
 	c.OnConnect = a.onConnect
-	c.OnAck = a.onAck
+	c.OnAck = a.tel.OnAck
 	c.Keepalive = x.Keepalive.Duration
 	return &link{client: c, mux: mux, replaced: make(chan struct{})}, nil
 }

@@ -51,20 +51,20 @@ func TestWatchConfigReloads(t *testing.T) {
 		for range 20 {
 			write(operator)
 			for range 50 {
-				if a.policy().acl.role(bob) == want {
+				if a.ctl.Role(bob) == want {
 					return
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
-		t.Fatalf("bob's role is %v, want %v", a.policy().acl.role(bob), want)
+		t.Fatalf("bob's role is %v, want %v", a.ctl.Role(bob), want)
 	}
 	change("bob@iot.test", RoleOperator)
 
 	// A broken file leaves the running ACL alone; the next good one applies.
 	os.WriteFile(path, []byte("[acl]\noperators = 7\n"), 0o600)
 	time.Sleep(2 * configSettle)
-	if got := a.policy().acl.role(bob); got != RoleOperator {
+	if got := a.ctl.Role(bob); got != RoleOperator {
 		t.Fatalf("a broken config changed bob's role to %v", got)
 	}
 	change("carol@iot.test", RoleNone)

@@ -1,0 +1,207 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/stanzad/stanzad/xmpp"
+)
+
+// ChatCommand is a parsed chat text command.
+type ChatCommand struct {
+	Verb string   // help, status, read, set, run
+	Args []string // fields after the verb
+}
+
+// Chat command limits: a command is one short line.
+const (
+	maxChatCommand = 1024
+	maxChatArgs    = 32
+)
+
+// ErrChatSyntax is wrapped by ParseChatCommand errors; the text says how to
+// do it right.
+var ErrChatSyntax = errors.New("bad command")
+
+// chatUsage and chatUsageViewer are the help texts for operators and
+// viewers, one command per line.
+const (
+	chatUsageViewer = `commands:
+  help                  this text
+  status                agent, session and device status
+  read [device…]        current readings (all devices if none named)`
+	chatUsage = chatUsageViewer + `
+  set <device> <value>  switch or set a device, e.g. "set relay1 on"
+  run <action>          run a configured action, e.g. "run restart-modem"`
+)
+
+// ParseChatCommand parses a chat message body. Verbs are case-insensitive;
+// a leading '/' or '!' is accepted, as many clients users type in add one.
+func ParseChatCommand(body string) (ChatCommand, error) {
+	if len(body) > maxChatCommand {
+		return ChatCommand{}, fmt.Errorf("%w: longer than %d bytes", ErrChatSyntax, maxChatCommand)
+	}
+	if !utf8.ValidString(body) {
+		return ChatCommand{}, fmt.Errorf("%w: not UTF-8", ErrChatSyntax)
+	}
+	fields := strings.FieldsFunc(body, unicode.IsSpace)
+	if len(fields) == 0 {
+		return ChatCommand{}, fmt.Errorf("%w: empty; try \"help\"", ErrChatSyntax)
+	}
+	if len(fields) > maxChatArgs+1 {
+		return ChatCommand{}, fmt.Errorf("%w: more than %d arguments", ErrChatSyntax, maxChatArgs)
+	}
+	verb := strings.ToLower(strings.TrimLeft(fields[0], "/!"))
+	c := ChatCommand{Verb: verb, Args: fields[1:]}
+	switch verb {
+	case "help", "status":
+		if len(c.Args) > 0 {
+			return ChatCommand{}, fmt.Errorf("%w: %s takes no arguments", ErrChatSyntax, verb)
+		}
+	case "read":
+	case "set":
+		if len(c.Args) != 2 {
+			return ChatCommand{}, fmt.Errorf("%w: usage: set <device> <value>, e.g. \"set relay1 on\"", ErrChatSyntax)
+		}
+	case "run":
+		if len(c.Args) != 1 {
+			return ChatCommand{}, fmt.Errorf("%w: usage: run <action>, e.g. \"run restart-modem\"; \"status\" lists the actions", ErrChatSyntax)
+		}
+	default:
+		return ChatCommand{}, fmt.Errorf("%w: unknown command %q; try \"help\"", ErrChatSyntax, fields[0])
+	}
+	return c, nil
+}
+
+// AllowIQ is the ACL for every IQ get/set: the agent's own server and
+// account, operators and viewers pass; anyone else gets <forbidden/> and
+// nothing else.
+func (pl *Plane) AllowIQ(from xmpp.JID, iq *xmpp.Element) error {
+	acl := pl.policy().acl
+	if acl.fromServer(from) || acl.role(from) >= RoleViewer {
+		return nil
+	}
+	pl.strangers.log(context.Background(), pl.log, from, "iq "+iq.FirstChild().Name)
+	return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
+}
+
+// Stranger logs, once a minute per sender, a stanza ignored because
+// its sender has no role; what says which.
+func (pl *Plane) Stranger(ctx context.Context, from xmpp.JID, what string) {
+	pl.strangers.log(ctx, pl.log, from, what)
+}
+
+// HandleChat answers a chat message from 'from' whose body is a text
+// command, if the sender has a role; strangers are ignored (logged).
+func (pl *Plane) HandleChat(ctx context.Context, s *xmpp.Session, st *xmpp.Element, from xmpp.JID) {
+	body := st.ChildText(xmpp.NSClient, "body")
+	if body == "" {
+		return // chat states, receipts
+	}
+	c := pl.caller(from, "chat")
+	if c.Role == RoleNone {
+		pl.strangers.log(ctx, pl.log, from, "chat")
+		return
+	}
+	reply := pl.chat(ctx, c, body)
+	m := xmpp.Stanza("message", "chat", from.String(), "")
+	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(reply))
+	if th := st.ChildText(xmpp.NSClient, "thread"); th != "" {
+		m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(th))
+	}
+	if err := s.Send(ctx, m); err != nil {
+		pl.log.Warn("chat reply not sent", "to", from.String(), "err", err)
+	}
+}
+
+// RoomCommand runs a command addressed to the agent in a room, as the
+// occupant's real JID — which the room must show the agent; from is the
+// occupant (room@service/nick). It is telemetry.Hooks.RoomCommand.
+func (pl *Plane) RoomCommand(ctx context.Context, from xmpp.JID, real, text string) (string, bool) {
+	if real == "" {
+		if !pl.hidden.First(from.String()) {
+			return "", false
+		}
+		return "I can't see your real JID in this room, so I can't tell whether you may do that. " +
+			"Send me the command in a private chat, or make the room non-anonymous.", true
+	}
+	jid, err := xmpp.ParseJID(real)
+	if err != nil {
+		return "", false
+	}
+	c := pl.caller(jid, "muc")
+	if c.Role == RoleNone {
+		pl.strangers.log(ctx, pl.log, jid, "groupchat command in "+from.Bare().String())
+		return "", false
+	}
+	return pl.chat(ctx, c, text), true
+}
+
+// chat runs one chat text command and returns the reply text.
+func (pl *Plane) chat(ctx context.Context, c Caller, body string) string {
+	cmd, err := ParseChatCommand(body)
+	if err != nil {
+		return err.Error()
+	}
+	if cmd.Verb == "help" {
+		if c.Role < RoleOperator {
+			return chatUsageViewer
+		}
+		return chatUsage
+	}
+	if err := pl.Admit(ctx, c); err != nil {
+		return "slow down: " + err.Error()
+	}
+	switch cmd.Verb {
+	case "status":
+		rep, err := pl.Status(ctx, c)
+		if err != nil {
+			return chatError("status", err)
+		}
+		return rep.Text()
+	case "read":
+		rs, err := pl.Read(ctx, c, cmd.Args)
+		if err != nil {
+			return chatError("read", err)
+		}
+		if len(rs) == 0 {
+			return "no devices"
+		}
+		lines := make([]string, len(rs))
+		now := time.Now()
+		for i, r := range rs {
+			lines[i] = formatAged(r, now)
+		}
+		return strings.Join(lines, "\n")
+	case "set":
+		r, err := pl.Set(ctx, c, cmd.Args[0], cmd.Args[1])
+		if err != nil {
+			return chatError("set", err)
+		}
+		return "ok, " + formatReading(r)
+	case "run":
+		res, err := pl.RunAction(ctx, c, cmd.Args[0])
+		if err != nil {
+			return chatError("run "+cmd.Args[0], err)
+		}
+		return res.Text(cmd.Args[0])
+	}
+	return "unknown command; try \"help\""
+}
+
+// chatError words a command error for chat: what went wrong and, where
+// the user can fix it, how.
+func chatError(what string, err error) string {
+	switch {
+	case errors.Is(err, ErrForbidden):
+		return what + ": not allowed: viewers can read and ask for status, not control"
+	case errors.Is(err, ErrBusy):
+		return what + ": " + err.Error() + "; try again when it has finished"
+	}
+	return what + ": " + err.Error()
+}
