@@ -76,6 +76,14 @@ type Commands struct {
 	// Timeout is how long a session may wait between stages; default
 	// DefaultCommandTimeout.
 	Timeout time.Duration
+	// Principal, if set, names who stands behind a requester's JID when
+	// that is more than the JID itself: the real JID of a room occupant
+	// whose IQ the room relays. A session stays bound to the requester's
+	// JID and to the principal it had when the session opened: a later
+	// stage from the same JID with another principal (someone else took
+	// the nick) is refused. The per-requester session limit counts by
+	// principal.
+	Principal func(from JID) string
 
 	mu       sync.Mutex
 	cmds     []*Command
@@ -86,7 +94,8 @@ type Commands struct {
 type commandSession struct {
 	cmd     *Command
 	owner   JID
-	shown   int // index of the form the requester has now
+	who     string // the owner's principal when the session opened
+	shown   int    // index of the form the requester has now
 	state   any
 	last    bool // the form shown is the final one
 	expires time.Time
@@ -186,6 +195,13 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 		// so a session id reveals nothing about other requesters.
 		return nil, commandError(ErrorTypeModify, "bad-request", "bad-sessionid")
 	}
+	if sess != nil && c.principal(from) != snap.who {
+		// The JID is the same, the person behind it is not (a room nick
+		// taken over): the session is not theirs.
+		c.drop(sid)
+		return nil, &StanzaError{Type: ErrorTypeAuth, Condition: "forbidden",
+			Text: "this session was started by someone else behind " + from.String()}
+	}
 	if action == "cancel" {
 		if sess == nil {
 			return nil, commandError(ErrorTypeModify, "bad-request", "bad-sessionid")
@@ -255,9 +271,9 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 	if resp.Next {
 		status = "executing"
 		if sess == nil {
-			sess = &commandSession{cmd: cmd, owner: from}
+			sess = &commandSession{cmd: cmd, owner: from, who: c.principal(from)}
 			var err error
-			if sid, err = c.open(sess, from, now); err != nil {
+			if sid, err = c.open(sess, now); err != nil {
 				return nil, err
 			}
 		}
@@ -311,7 +327,7 @@ func (c *Commands) handle(ctx context.Context, s *Session, iq *Element) (*Elemen
 
 // open stores a new session, refusing when the requester or everyone
 // together hold too many.
-func (c *Commands) open(sess *commandSession, from JID, now time.Time) (string, error) {
+func (c *Commands) open(sess *commandSession, now time.Time) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sessions == nil {
@@ -319,7 +335,7 @@ func (c *Commands) open(sess *commandSession, from JID, now time.Time) (string, 
 	}
 	mine := 0
 	for _, x := range c.sessions {
-		if x.owner.BareKey() == from.BareKey() {
+		if x.who == sess.who {
 			mine++
 		}
 	}
@@ -345,6 +361,14 @@ func (c *Commands) expireLocked(now time.Time) {
 			delete(c.sessions, id)
 		}
 	}
+}
+
+// principal is from's principal: Principal(from), or from's bare JID.
+func (c *Commands) principal(from JID) string {
+	if c.Principal != nil {
+		return c.Principal(from)
+	}
+	return from.BareKey()
 }
 
 // Sessions returns how many multi-stage sessions are open.

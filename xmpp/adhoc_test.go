@@ -193,3 +193,39 @@ func TestCapsVer(t *testing.T) {
 		t.Errorf("Caps = %s", c)
 	}
 }
+
+// A room occupant's session is bound to the person behind the nick: when
+// someone else takes the nick, the session is not theirs.
+func TestCommandsPrincipal(t *testing.T) {
+	behind := map[string]string{"site@conference.iot.test/op": "alice@iot.test"}
+	c := &Commands{Principal: func(from JID) string {
+		if p, ok := behind[from.String()]; ok {
+			return p
+		}
+		return from.BareKey()
+	}}
+	c.Add(twoStage())
+	occupant := adhocClient{t, c, "site@conference.iot.test/op"}
+	res, err := occupant.do(`node='greet' action='execute'`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := res.Attr("sessionid")
+	if _, err := occupant.do(`node='greet' sessionid='`+sid+`'`, submit("name", "Ada")); err != nil {
+		t.Fatalf("the same person, next stage: %v", err)
+	}
+	behind["site@conference.iot.test/op"] = "mallory@evil.test" // alice left, mallory took the nick
+	_, err = occupant.do(`node='greet' action='complete' sessionid='`+sid+`'`, submit("greeting", "hi"))
+	wantCondition(t, err, "forbidden", "")
+	if n := c.Sessions(); n != 0 {
+		t.Errorf("the taken-over session is still open (%d)", n)
+	}
+
+	// The session limit counts people, not the room they share.
+	for i := range maxSessionsPerJID + 1 {
+		behind["site@conference.iot.test/op"] = fmt.Sprintf("p%d@iot.test", i)
+		if _, err := occupant.do(`node='greet' action='execute'`, ""); err != nil {
+			t.Fatalf("occupant %d refused: %v", i, err)
+		}
+	}
+}
