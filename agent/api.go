@@ -130,6 +130,9 @@ func (h *host) Device(name string) (devices.Device, bool) { return (*Agent)(h).d
 // Last returns a device's latest good reading.
 func (h *host) Last(name string) (devices.Reading, bool) { return h.last.get(name) }
 
+// Occupant looks up a room occupant's JID (telemetry.Pipeline.Occupant).
+func (h *host) Occupant(from xmpp.JID) (string, bool, bool) { return h.tel.Occupant(from) }
+
 // Report is the status report but for its actions.
 func (h *host) Report() StatusReport {
 	a := (*Agent)(h)

@@ -359,10 +359,15 @@ func TestIntegrationPubSub(t *testing.T) {
 		{Kind: "pep", Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 5, Devices: []string{"*"}},
 	}
 	green := newScript("greenhouse")
-	runOnline(t, agent.Options{Config: cfg, Logger: testLogger(t), Devices: []devices.Device{green}})
+	a := runOnline(t, agent.Options{Config: cfg, Logger: testLogger(t), Devices: []devices.Device{green}})
 
 	// The first reading makes the agent create the node; then subscribe.
 	green.temp(20)
+	// Status names the nodes readings go to, not the template.
+	waitStatus(t, a, "the pubsub node", 10*time.Second, func(rep agent.StatusReport) bool {
+		return len(rep.Outboxes) == 2 && rep.Outboxes[0].Sink == "pubsub "+service+" "+sensorNode &&
+			rep.Outboxes[1].Sink == "pep "+sensorNode
+	})
 	subscribe := xmpp.PubSubSubscribe(service, sensorNode, "bob@"+srv.Host+"/test")
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)

@@ -28,9 +28,9 @@ const (
 // ad-hoc commands, XEP-0325 control and XEP-0323 readout. All of them go
 // through the registry (registry.go) and the ACL.
 func (pl *Plane) Register(mux *xmpp.Mux) {
-	viewer := func(from xmpp.JID) bool { return pl.policy().acl.role(from) >= RoleViewer }
-	operator := func(from xmpp.JID) bool { return pl.policy().acl.role(from) >= RoleOperator }
-	commands := &xmpp.Commands{}
+	viewer := func(from xmpp.JID) bool { return pl.iqRole(from) >= RoleViewer }
+	operator := func(from xmpp.JID) bool { return pl.iqRole(from) >= RoleOperator }
+	commands := &xmpp.Commands{Principal: pl.principal}
 	for _, cmd := range []*xmpp.Command{
 		{Node: NodeStatus, Name: "Status", Allowed: viewer, Run: pl.adhocStatus},
 		{Node: NodeRead, Name: "Read sensors", Allowed: viewer, Run: pl.adhocRead},
@@ -49,7 +49,10 @@ func (pl *Plane) Register(mux *xmpp.Mux) {
 // adhocStart resolves the caller of an ad-hoc stage and applies the rate
 // limit: every stage is one command.
 func (pl *Plane) adhocStart(ctx context.Context, r *xmpp.CommandRequest) (Caller, error) {
-	c := pl.caller(r.From, "adhoc")
+	c, err := pl.iqCaller(r.From, "adhoc")
+	if err != nil {
+		return c, err
+	}
 	return c, pl.Admit(ctx, c)
 }
 

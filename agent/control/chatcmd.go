@@ -82,11 +82,18 @@ func ParseChatCommand(body string) (ChatCommand, error) {
 // account, operators and viewers pass; anyone else gets <forbidden/> and
 // nothing else.
 func (pl *Plane) AllowIQ(from xmpp.JID, iq *xmpp.Element) error {
-	acl := pl.policy().acl
-	if acl.fromServer(from) || acl.role(from) >= RoleViewer {
+	if pl.policy().acl.fromServer(from) {
 		return nil
 	}
-	pl.strangers.log(context.Background(), pl.log, from, "iq "+iq.FirstChild().Name)
+	c, err := pl.iqCaller(from, "iq")
+	if err != nil {
+		pl.hidden.log(context.Background(), pl.log, from, "iq "+iq.FirstChild().Name+" relayed by the room")
+		return err
+	}
+	if c.Role >= RoleViewer {
+		return nil
+	}
+	pl.strangers.log(context.Background(), pl.log, c.JID, "iq "+iq.FirstChild().Name)
 	return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
 }
 

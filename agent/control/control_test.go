@@ -150,7 +150,21 @@ func (h hung) Set(context.Context, string) (devices.Reading, error) {
 // A driver that hangs costs a command its timeout, once: later calls fail
 // at once until it returns, and other devices are not held up.
 // testHost is a Host with devices and nothing else.
-type testHost struct{ devs []devices.Device }
+type testHost struct {
+	devs []devices.Device
+	// rooms: the occupants (nick → real JID, "" hidden) of the rooms the
+	// agent is in, by room JID.
+	rooms map[string]map[string]string
+}
+
+func (h *testHost) Occupant(from xmpp.JID) (string, bool, bool) {
+	occ, in := h.rooms[from.Bare().String()]
+	if !in || from.Resource == "" {
+		return "", false, false
+	}
+	real, present := occ[from.Resource]
+	return real, present, true
+}
 
 func (h *testHost) Self() xmpp.JID            { return xmpp.MustParseJID("device@iot.test/agent") }
 func (h *testHost) Devices() []devices.Device { return h.devs }
@@ -225,5 +239,55 @@ func TestMembers(t *testing.T) {
 		Operators: []string{"alice@iot.test", "Carol@IoT.test/phone"}, Viewers: []string{"bob@iot.test"}}})
 	if got, want := pl.Members(), []string{"alice@iot.test", "bob@iot.test", "carol@iot.test"}; !slices.Equal(got, want) {
 		t.Errorf("Members() = %q, want %q", got, want)
+	}
+}
+
+// IQs a room relays: checked on the occupant's real JID, refused with the
+// reason when the agent cannot tell who it is, and never trusted from a
+// room the agent is not in.
+func TestRelayedIQs(t *testing.T) {
+	host := &testHost{rooms: map[string]map[string]string{
+		"site@conference.iot.test": {"alice": "alice@iot.test/gajim", "bob": "bob@iot.test/psi", "ghost": "", "mallory": "mallory@evil.test/x"},
+	}}
+	cfg := &config.Config{ACL: config.ACL{Operators: []string{"alice@iot.test"}, Viewers: []string{"bob@iot.test"}}}
+	pl := New(host, slog.New(slog.DiscardHandler), host.Self(), cfg)
+	iq := xmpp.Stanza("iq", "set", "", "").Add(xmpp.NewElement(xmpp.NSCommands, "command"))
+	for _, tt := range []struct {
+		from, want string // want: a role, or the forbidden text
+		role       Role
+	}{
+		{"site@conference.iot.test/alice", "", RoleOperator},
+		{"site@conference.iot.test/bob", "", RoleViewer},
+		{"site@conference.iot.test/mallory", "forbidden:", RoleNone},
+		{"site@conference.iot.test/ghost", "forbidden:this room hides your JID", RoleNone},
+		{"site@conference.iot.test/nobody", "forbidden:you are not in site@conference.iot.test", RoleNone},
+		// A room the agent is not in: a stranger, whatever its nick says.
+		{"other@conference.iot.test/alice", "forbidden:", RoleNone},
+		{"alice@iot.test/gajim", "", RoleOperator},
+	} {
+		from := xmpp.MustParseJID(tt.from)
+		err := pl.AllowIQ(from, iq)
+		got := ""
+		if err != nil {
+			se := StanzaError(err)
+			got = se.Condition + ":" + se.Text
+		}
+		if !strings.HasPrefix(got, tt.want) || (tt.want == "forbidden:" && got != "forbidden:") {
+			t.Errorf("AllowIQ(%s) = %q, want %q", tt.from, got, tt.want)
+		}
+		if r := pl.iqRole(from); r != tt.role {
+			t.Errorf("iqRole(%s) = %v, want %v", tt.from, r, tt.role)
+		}
+	}
+	c, _ := pl.iqCaller(xmpp.MustParseJID("site@conference.iot.test/alice"), "adhoc")
+	if c.JID.String() != "alice@iot.test/gajim" || c.Via != "adhoc via site@conference.iot.test" {
+		t.Errorf("relayed caller = %+v, want alice's real JID via the room", c)
+	}
+	// The session principal follows the person, not the nick.
+	occupant := xmpp.MustParseJID("site@conference.iot.test/alice")
+	before := pl.principal(occupant)
+	host.rooms["site@conference.iot.test"]["alice"] = "mallory@evil.test/x"
+	if after := pl.principal(occupant); after == before {
+		t.Errorf("principal did not change with the person behind the nick: %q", after)
 	}
 }

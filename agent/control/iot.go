@@ -19,7 +19,10 @@ import (
 // checked before anything is switched, so a typo changes nothing.
 func (pl *Plane) controlSet(ctx context.Context, _ *xmpp.Session, iq *xmpp.Element) (*xmpp.Element, error) {
 	from, _ := xmpp.ParseJID(iq.Attr("from"))
-	c := pl.caller(from, "xep-0325")
+	c, err := pl.iqCaller(from, "xep-0325")
+	if err != nil {
+		return nil, err
+	}
 	if c.Role < RoleOperator {
 		pl.audit(ctx, c, slog.LevelInfo, "set", nil, ErrForbidden, 0)
 		return nil, StanzaError(ErrForbidden)
@@ -70,7 +73,10 @@ func (pl *Plane) controlSet(ctx context.Context, _ *xmpp.Session, iq *xmpp.Eleme
 // only; a request for other kinds gets an empty, done readout.
 func (pl *Plane) readout(ctx context.Context, s *xmpp.Session, iq *xmpp.Element) (*xmpp.Element, error) {
 	from, _ := xmpp.ParseJID(iq.Attr("from"))
-	c := pl.caller(from, "xep-0323")
+	c, err := pl.iqCaller(from, "xep-0323")
+	if err != nil {
+		return nil, err
+	}
 	if c.Role < RoleViewer {
 		return nil, StanzaError(ErrForbidden)
 	}

@@ -34,6 +34,11 @@ type Host interface {
 	Device(name string) (devices.Device, bool)
 	// Last returns a device's latest good reading, if it reported one.
 	Last(name string) (devices.Reading, bool)
+	// Occupant looks up from as an occupant JID (room@service/nick) of a
+	// room the agent is in now: inRoom false for any other JID; present
+	// whether the nick is in the room; real the occupant's real JID, ""
+	// when the room hides it. IQs a room relays come from such JIDs.
+	Occupant(from xmpp.JID) (real string, present, inRoom bool)
 	// Report fills in the status report: everything but Actions.
 	Report() StatusReport
 	// Reload, ConfigText and PushConfig do what the methods of Plane by
@@ -116,6 +121,61 @@ func (pl *Plane) Members() []string { return pl.policy().members }
 // caller returns the Caller for a stanza's sender.
 func (pl *Plane) caller(from xmpp.JID, via string) Caller {
 	return Caller{JID: from, Role: pl.policy().acl.role(from), Via: via}
+}
+
+// iqCaller returns the Caller behind an IQ's sender. An IQ a room the
+// agent is in relays from one of its occupants (Gajim's "Execute
+// Command…" on a participant) is the occupant's real JID's, with the
+// room in Via: same ACL, rate limit and audit as a direct IQ. When the
+// agent cannot tell who the occupant is, the error is a forbidden that
+// says why. A room the agent is not in relays nothing: its JIDs are
+// strangers like any other.
+func (pl *Plane) iqCaller(from xmpp.JID, via string) (Caller, error) {
+	real, present, inRoom := pl.host.Occupant(from)
+	if !inRoom {
+		return pl.caller(from, via), nil
+	}
+	room := from.Bare().String()
+	var why string
+	switch {
+	case !present:
+		why = "you are not in " + room + " as far as I can see, so I can't tell who you are"
+	case real == "":
+		why = "this room hides your JID from me, so I can't tell whether you may do that; " +
+			"make the room non-anonymous (or me a moderator), or send your command to " + pl.host.Self().Bare().String() + " directly"
+	}
+	jid, err := xmpp.ParseJID(real)
+	if why == "" && err != nil {
+		why = "the room gave me a JID for you I can't read"
+	}
+	if why != "" {
+		return Caller{JID: from, Via: via}, &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden", Text: why}
+	}
+	return pl.caller(jid, via+" via "+room), nil
+}
+
+// iqRole is the role behind an IQ's sender (iqCaller), none when the
+// agent cannot tell.
+func (pl *Plane) iqRole(from xmpp.JID) Role {
+	c, err := pl.iqCaller(from, "")
+	if err != nil {
+		return RoleNone
+	}
+	return c.Role
+}
+
+// principal names who stands behind an IQ's sender for ad-hoc sessions
+// (xmpp.Commands.Principal): a room occupant's real JID, else the bare
+// JID.
+func (pl *Plane) principal(from xmpp.JID) string {
+	c, err := pl.iqCaller(from, "")
+	switch {
+	case err != nil:
+		return "unknown " + from.String()
+	case c.JID != from:
+		return c.JID.String()
+	}
+	return from.BareKey()
 }
 
 // Admit takes one token from the caller's bucket, or returns a

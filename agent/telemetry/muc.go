@@ -400,6 +400,24 @@ func (p *Pipeline) SendRoomPresence(ctx context.Context, s *xmpp.Session, show, 
 	}
 }
 
+// Occupant looks up from as an occupant of a room (room@service/nick):
+// inRoom reports whether the agent is in that room on the live session,
+// present whether the nick is among its occupants, and real is the
+// occupant's real JID when the room shows it. A room relays IQs from its
+// occupants under such JIDs.
+func (p *Pipeline) Occupant(from xmpp.JID) (real string, present, inRoom bool) {
+	r := p.roomFor(from)
+	if r == nil || from.Resource == "" {
+		return "", false, false
+	}
+	sess := p.conn().Session()
+	if sess == nil || !r.joinedOn(sess) {
+		return "", false, false
+	}
+	real, present = r.occupant(from.Resource)
+	return real, present, true
+}
+
 // roomFor returns the room a stanza from 'from' belongs to, or nil.
 func (p *Pipeline) roomFor(from xmpp.JID) *room {
 	for _, s := range p.sinks() {

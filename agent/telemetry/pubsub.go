@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stanzad/stanzad/xmpp"
@@ -25,6 +27,9 @@ type publisher struct {
 	node    string // template
 	config  xmpp.NodeConfig
 	acc     *accessControl // who may read the nodes (access.go)
+
+	mu        sync.Mutex
+	published []string // nodes published to, sorted: status names them
 
 	// Used only by the sender goroutine.
 	ensured map[string]bool // nodes known to exist
@@ -54,6 +59,29 @@ type flightResult struct {
 
 func (p *publisher) nodeFor(device string) string {
 	return strings.ReplaceAll(p.node, "{device}", device)
+}
+
+// noteNode remembers that the sink publishes to node.
+func (p *publisher) noteNode(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i, found := slices.BinarySearch(p.published, node); !found {
+		p.published = slices.Insert(p.published, i, node)
+	}
+}
+
+// where names the nodes the sink publishes to: the template's nodes seen
+// so far, or the template until a reading went out.
+func (p *publisher) where() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !strings.Contains(p.node, "{device}") {
+		return p.node
+	}
+	if len(p.published) == 0 {
+		return p.node + " (nothing published yet)"
+	}
+	return strings.Join(p.published, ", ")
 }
 
 func (p *publisher) run(ctx context.Context, s *Sink, log *slog.Logger) {
@@ -172,7 +200,9 @@ func (p *publisher) encode(s *Sink, seq uint64) {
 	s.flds = SensorFields(s.flds[:0], r.Fields)
 	p.payload = xmpp.AppendSensorFields(p.payload[:0], seq, r.Device, r.Time, s.flds)
 	var id [24]byte
-	p.buf = xmpp.AppendPublish(p.buf[:0], p.service, p.publishID(s, seq), p.nodeFor(r.Device),
+	node := p.nodeFor(r.Device)
+	p.noteNode(node)
+	p.buf = xmpp.AppendPublish(p.buf[:0], p.service, p.publishID(s, seq), node,
 		string(strconv.AppendUint(id[:0], seq, 10)), p.payload)
 }
 

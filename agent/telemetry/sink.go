@@ -575,6 +575,10 @@ func (s *Sink) status(sess *xmpp.Session, now time.Time) OutboxStatus {
 		}
 	}
 	if s.pub != nil {
+		o.Sink = s.kind + " " + s.pub.where() // the nodes, not the template
+		if s.kind == "pubsub" {
+			o.Sink = s.kind + " " + s.pub.service + " " + s.pub.where()
+		}
 		o.Note = appendNote(o.Note, s.pub.acc.status()) // nodes looser than access_model
 	}
 	return o
