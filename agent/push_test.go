@@ -27,6 +27,14 @@ func pushAgent(t *testing.T, dir string) (*Agent, string) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return runFromFile(t, path), text
+}
+
+// runFromFile runs the agent of the config file at path until the test
+// ends (offline when the file names no reachable server) and returns it
+// once Run has started its units.
+func runFromFile(t *testing.T, path string) *Agent {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +56,7 @@ func pushAgent(t *testing.T, dir string) (*Agent, string) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return a, text
+	return a
 }
 
 var op = Caller{JID: xmpp.MustParseJID("op@iot.test/laptop"), Role: RoleOperator, Via: "test"}

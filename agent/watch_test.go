@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/xmpp"
 )
 
@@ -29,19 +27,7 @@ func TestWatchConfigReloads(t *testing.T) {
 		}
 	}
 	write("alice@iot.test")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Options{Config: cfg, ConfigPath: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx) }() // offline: no server
-
-	defer func() { cancel(); <-done }()
+	a := runFromFile(t, path) // offline: no server
 
 	bob := xmpp.MustParseJID("bob@iot.test/phone")
 	// change writes the file until the watcher has applied it (the first
