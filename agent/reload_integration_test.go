@@ -213,10 +213,17 @@ port = %q
 	if _, err := a.WaitConnected(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second) // the queue drains
-	rx.mu.Lock()
-	seqs := append([]uint64(nil), rx.seqs...)
-	rx.mu.Unlock()
+	// The queue drains to the server, and rx (reconnecting on its own
+	// backoff) gets what the server kept for it.
+	var seqs []uint64
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		rx.mu.Lock()
+		seqs = append(seqs[:0], rx.seqs...)
+		rx.mu.Unlock()
+		if a.Queued() == 0 && len(seqs) > 0 && uint64(len(seqs)) >= slices.Max(seqs) {
+			break
+		}
+	}
 	slices.Sort(seqs) // what waited offline at the server may come after newer ones
 	for i := 1; i < len(seqs); i++ {
 		if seqs[i] != seqs[i-1]+1 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,9 +97,11 @@ func TestIntegrationStateDiskFull(t *testing.T) {
 			}
 		}
 	}()
-	await("degraded", 10*time.Second)
-	close(stopFill)
-	<-filled
+	var stopOnce sync.Once
+	stopFilling := func() { stopOnce.Do(func() { close(stopFill); <-filled }) }
+	t.Cleanup(stopFilling) // also when await fails: no t.Error after the test
+	await("degraded", 20*time.Second)
+	stopFilling()
 	time.Sleep(2 * time.Second) // readings keep flowing from memory
 	os.Remove(filler)
 	freed := time.Now()
