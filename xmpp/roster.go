@@ -11,6 +11,8 @@ type RosterItem struct {
 	Subscription string
 	// Ask is "subscribe" while a subscription request is pending.
 	Ask string
+	// Groups are the roster groups the contact is in.
+	Groups []string
 }
 
 // SeesPresence reports whether the account receives the contact's
@@ -23,6 +25,9 @@ func (it RosterItem) SeesPresence() bool {
 func RosterGet() *Element {
 	return Stanza("iq", "get", "", "").Add(NewElement(NSRoster, "query"))
 }
+
+// maxRosterGroups bounds the groups kept per contact.
+const maxRosterGroups = 32
 
 // ParseRoster returns the items of a roster result or roster push (an
 // <iq/> whose payload is <query xmlns='jabber:iq:roster'/>). Items with
@@ -45,7 +50,13 @@ func ParseRoster(iq *Element) []RosterItem {
 		if sub == "" {
 			sub = "none"
 		}
-		items = append(items, RosterItem{JID: j, Subscription: sub, Ask: c.Attr("ask")})
+		it := RosterItem{JID: j, Subscription: sub, Ask: c.Attr("ask")}
+		for _, g := range c.Children {
+			if g.Space == NSRoster && g.Name == "group" && g.Text != "" && len(it.Groups) < maxRosterGroups {
+				it.Groups = append(it.Groups, g.Text)
+			}
+		}
+		items = append(items, it)
 	}
 	return items
 }

@@ -18,7 +18,7 @@ func TestParseRoster(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(ParseRoster(iq))
-	want := "[{op@iot.test both } {viewer@iot.test from subscribe} {new@iot.test none }]"
+	want := "[{op@iot.test both  [ops]} {viewer@iot.test from subscribe []} {new@iot.test none  []}]"
 	if got != want {
 		t.Errorf("ParseRoster = %s\nwant %s", got, want)
 	}

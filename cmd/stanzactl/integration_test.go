@@ -55,8 +55,9 @@ func TestIntegrationStanzactl(t *testing.T) {
 		{[]string{"run", "fail"}, 1, []string{"Exit code: 1", "warn: fail: failed with exit code 1"}},
 		{[]string{"reload"}, 1, []string{"feature-not-implemented", "no config file"}},
 		{[]string{"-count", "3", "watch", "greenhouse"}, 0, []string{"Z greenhouse: temperature=", "humidity="}},
-		{[]string{"fleet", "device@" + srv.Host + "/agent"}, 0, []string{"device@" + srv.Host + "/agent", "test", "ok"}},
-		{[]string{"-wait", "500ms", "fleet"}, 1, []string{"no agent online"}},
+		{[]string{"fleet", "device@" + srv.Host + "/agent"}, 0, []string{"device@" + srv.Host + "/agent", "test, up", ": ok"}},
+		{[]string{"fleet", "-wait", "500ms"}, 1, []string{"no agent online"}},
+		{[]string{"fleet", "-canary", "1", "status"}, 2, []string{"-canary is for config push"}},
 		{[]string{"set", "relay1"}, 2, []string{"usage: set"}},
 		{[]string{"exec", "set", "device"}, 2, []string{"not var=value"}},
 	}
@@ -90,7 +91,7 @@ func TestIntegrationStanzactl(t *testing.T) {
 	s.Send(t.Context(), xmpp.Stanza("presence", "subscribe", "device@"+srv.Host, ""))
 	time.Sleep(500 * time.Millisecond)
 	s.Close(t.Context())
-	run1(t, ctlCase{[]string{"fleet"}, 0, []string{"device@" + srv.Host + "/agent", "ms ", "online: ok"}})
+	run1(t, ctlCase{[]string{"fleet"}, 0, []string{"device@" + srv.Host + "/agent", "ms ", ": ok"}})
 }
 
 // ctlCase is one stanzactl invocation: arguments, exit status, and

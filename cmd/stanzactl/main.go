@@ -40,8 +40,10 @@ commands:
   watch [device…]        print readings as the agent sends them (you need a
                          chat sink to you; -pubsub SERVICE watches the devices'
                          pubsub nodes instead), until Ctrl-C or -count readings
-  fleet [jid…]           every agent you are subscribed to (and the JIDs given):
-                         health, ping, version, uptime
+  fleet [flags] [jid…] [status|read|set|run|exec|config push …]
+                         one command to many agents: those you are subscribed
+                         to, narrowed by -group/-match, or the JIDs given;
+                         "stanzactl fleet -h" for its flags
 
 op.toml has an [xmpp] table like stanzad's and a top-level
   to = "device@iot.test/agent"
@@ -62,7 +64,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "log protocol progress to stderr")
 	count := fs.Int("count", 0, "watch: stop after this many readings (0: until interrupted)")
 	pubsub := fs.String("pubsub", "", "watch: the pubsub service whose device nodes to watch")
-	wait := fs.Duration("wait", 2*time.Second, "fleet: how long to gather the agents' presence")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,13 +72,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, cargs := fs.Arg(0), fs.Args()[1:]
+	var fleetOpts fleetOptions
+	var fleetJIDs, fleetArgs []string
+	var fleetCmd string
 	switch cmd {
 	case "ping", "disco", "status", "commands", "reload":
 		if len(cargs) != 0 {
 			fmt.Fprintf(stderr, "stanzactl: %s takes no arguments\n", cmd)
 			return 2
 		}
-	case "read", "watch", "fleet":
+	case "read", "watch":
+	case "fleet":
+		var err error
+		if fleetOpts, fleetJIDs, fleetCmd, fleetArgs, err = parseFleet(cargs, stderr); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(stderr, "stanzactl: %v\n", err)
+			}
+			return 2
+		}
 	case "config":
 		switch {
 		case len(cargs) == 1 && cargs[0] == "get":
@@ -113,9 +125,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var pushed []byte
-	if cmd == "config" && cargs[0] == "push" {
+	pushFile := ""
+	switch {
+	case cmd == "config" && cargs[0] == "push":
+		pushFile = cargs[1]
+	case cmd == "fleet" && fleetCmd == "config":
+		pushFile = fleetArgs[1]
+	}
+	if pushFile != "" {
 		var err error
-		if pushed, err = readPush(cargs[1]); err != nil {
+		if pushed, err = readPush(pushFile); err != nil {
 			fmt.Fprintf(stderr, "stanzactl: config push: %v\n", err)
 			return 2
 		}
@@ -161,11 +180,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if cmd == "fleet" {
-		if err := c.fleet(ctx, stdout, cargs, min(*wait, *timeout/2)); err != nil {
-			fmt.Fprintf(stderr, "stanzactl: fleet: %v\n", err)
-			return 1
-		}
-		return 0
+		// Many agents: each gets fleet's -timeout; Ctrl-C stops asking
+		// and prints what came back.
+		sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return c.fleetRun(sctx, stdout, stderr, fleetOpts, fleetJIDs, fleetCmd, fleetArgs, pushed)
 	}
 	if cmd == "config" {
 		if cargs[0] == "get" {

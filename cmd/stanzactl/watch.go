@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/stanzad/stanzad/xmpp"
@@ -238,78 +236,6 @@ type agentInfo struct {
 	rtt           time.Duration
 	version, up   string
 	err           error
-}
-
-// fleet lists the agents this account knows: every contact online with
-// stanzad's caps node (the agents an operator is subscribed to), plus the
-// JIDs given. For each: its presence (health), ping round trip, version
-// and uptime from its status command.
-func (c *ctl) fleet(ctx context.Context, w io.Writer, jids []string, wait time.Duration) error {
-	found := map[string]string{} // full JID → presence status
-	for _, j := range jids {
-		if jid, err := xmpp.ParseJID(j); err != nil {
-			return fmt.Errorf("%q: %v", j, err)
-		} else if jid.Resource != "" {
-			found[jid.String()] = ""
-		}
-	}
-	// Our initial presence makes the server send the contacts' presence;
-	// a negative priority keeps chat to the bare JID away from here.
-	p := xmpp.Stanza("presence", "", "", "").Add(xmpp.NewElement(xmpp.NSClient, "priority").SetText("-1"))
-	if err := c.sess.Send(ctx, p); err != nil {
-		return err
-	}
-	deadline := time.After(wait)
-collect:
-	for {
-		select {
-		case <-ctx.Done():
-			break collect
-		case <-deadline:
-			break collect
-		case p := <-c.presences:
-			from, err := xmpp.ParseJID(p.Attr("from"))
-			if err != nil || from.Resource == "" || p.Attr("type") != "" {
-				continue
-			}
-			asked := slices.ContainsFunc(jids, func(j string) bool { return strings.EqualFold(j, from.Bare().String()) })
-			caps := p.Child(xmpp.NSCaps, "c")
-			if asked || caps != nil && caps.Attr("node") == xmpp.DefaultCapsNode {
-				found[from.String()] = p.ChildText(xmpp.NSClient, "status")
-			}
-		}
-	}
-	if len(found) == 0 {
-		return fmt.Errorf("no agent online: none of your contacts runs stanzad (subscribe to an agent, or name its full JID)")
-	}
-	infos := make([]agentInfo, 0, len(found))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for j, status := range found {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			info := c.probe(ctx, j)
-			if status != "" {
-				info.presence = status // the agent's own health line
-			}
-			mu.Lock()
-			infos = append(infos, info)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	sort.Slice(infos, func(i, k int) bool { return infos[i].jid < infos[k].jid })
-	fmt.Fprintf(w, "%-36s %-9s %-10s %-10s %s\n", "AGENT", "PING", "VERSION", "UP", "STATUS")
-	for _, in := range infos {
-		if in.err != nil {
-			fmt.Fprintf(w, "%-36s %-9s %-10s %-10s %s\n", in.jid, "-", "-", "-", "unreachable: "+in.err.Error())
-			continue
-		}
-		fmt.Fprintf(w, "%-36s %-9s %-10s %-10s %s\n", in.jid, fmt.Sprintf("%.1fms", float64(in.rtt.Microseconds())/1000),
-			in.version, in.up, in.presence)
-	}
-	return nil
 }
 
 // probe pings one agent and runs its status command.
