@@ -8,16 +8,17 @@ LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # rates), the HTTP/websocket code paho links for ws:// brokers, the TLS
 # handshake's certificate and signature code, and crypto/tls itself (its
 # handshake is most of it; a record costs a few more calls, against the
-# AES-GCM and the syscall under it), and
+# AES-GCM and the syscall under it), encoding/json (MQTT commands, json-parsed
+# serial and file lines, discovery configs: human rates), and
 # what serial, file and action devices use at human rates (go.bug.st/serial,
 # fsnotify, regexp, os/exec) — is compiled without inlining: ~300 KB less
 # on armv7, which keeps the binary in its 8 MiB budget (docs/benchmarks.md,
-# decisions §7). The hot paths (xmpp, agent, outbox, AES/ChaCha20, paho,
-# encoding/json) keep it.
+# decisions §7). The hot paths (xmpp, agent, outbox, AES/ChaCha20, paho)
+# keep it.
 GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.io/...=-l' \
             -gcflags 'github.com/gorilla/websocket=-l' -gcflags 'net/http/...=-l' -gcflags 'golang.org/x/net/...=-l' \
             -gcflags 'github.com/stanzad/stanzad/agent/config=-l' -gcflags 'crypto/x509/...=-l' -gcflags 'math/big=-l' \
-            -gcflags 'crypto/tls=-l' \
+            -gcflags 'crypto/tls=-l' -gcflags 'encoding/json=-l' \
             -gcflags 'crypto/rsa=-l' -gcflags 'crypto/ecdsa=-l' -gcflags 'crypto/ed25519=-l' \
             -gcflags 'crypto/internal/fips140/rsa=-l' -gcflags 'crypto/internal/fips140/ecdsa=-l' -gcflags 'compress/...=-l' \
             -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l'

@@ -321,7 +321,7 @@ func (a *Agent) hooks() telemetry.Hooks {
 			a.lastDispatch.Store(now.UnixNano())
 			a.health.note(a.log, r)
 		},
-		Accepted: a.last.note,
+		Accepted: a.accepted,
 	}
 }
 

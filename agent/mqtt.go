@@ -44,6 +44,7 @@ type mqttMap struct {
 	devs    []*mqttDevice // the virtual devices, each once, in config order
 	refused throttle.Keys
 	sink    *telemetry.Sink // the bridge's sink; nil when there are no devices of ours
+	disc    *discovery      // Home Assistant discovery; nil unless [mqtt] discovery
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -101,7 +102,41 @@ func (a *Agent) newMQTT(all *config.Config, self xmpp.JID) (*mqttMap, error) {
 		return nil, err
 	}
 	m.client = c
+	if cfg.Discovery {
+		m.disc = newDiscovery(m, self.Bare().String(), a.version, a.writable, log)
+	}
 	return m, nil
+}
+
+// writable reports whether the running device called name takes a set.
+func (a *Agent) writable(name string) bool {
+	d, ok := a.device(name)
+	_, w := d.(devices.Setter)
+	return ok && w
+}
+
+// ownLast returns the last reading of every running device that is not
+// the bridge's own: what discovery announces at connect.
+func (a *Agent) ownLast() []devices.Reading {
+	var out []devices.Reading
+	for _, u := range a.now().devs {
+		if r, ok := a.last.get(u.dev.Name()); ok && !u.virtual {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// accepted is the pipeline's hook for every good reading: read answers
+// with the last one, and discovery announces new fields.
+func (a *Agent) accepted(r devices.Reading) {
+	a.last.note(r)
+	u := a.now()
+	if m := u.mqtt; m != nil && m.disc != nil {
+		if du, ok := u.byName[r.Device]; ok && !du.virtual {
+			m.disc.note(r)
+		}
+	}
 }
 
 // mqttSink builds the bridge's sink, which takes every reading of the
@@ -132,6 +167,9 @@ func (m *mqttMap) start(ctx context.Context, a *Agent) {
 	ctx, m.cancel = context.WithCancel(ctx)
 	m.wg.Go(func() { m.client.Run(ctx) })
 	m.wg.Go(func() { m.runCommands(ctx, a) })
+	if m.disc != nil {
+		m.wg.Go(func() { m.disc.run(ctx, a.ownLast) })
+	}
 }
 
 // halt disconnects the bridge (its status goes "offline").

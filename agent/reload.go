@@ -109,6 +109,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 
 	// Devices: stop what goes, start what comes; the rest runs on.
 	var devs []*devUnit
+	var gone []string // removed or changed: Home Assistant forgets them
 	for _, u := range cur.devs {
 		if u.virtual && mqttChanged {
 			u.halt()
@@ -118,6 +119,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 			u.halt()
 			a.last.forget(u.dev.Name())
 			a.health.forget(u.dev.Name())
+			gone = append(gone, u.dev.Name())
 			if nu == nil {
 				rep.Removed = append(rep.Removed, "device "+u.dev.Name())
 				continue
@@ -141,6 +143,9 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 		}
 	}
 	a.u.Store(cur.with(devs))
+	if m := cur.mqtt; m != nil && m.disc != nil && !mqttChanged {
+		m.disc.clear(gone)
+	}
 
 	// Sinks, the bridge, alerts: on the dispatcher, between two readings.
 	err = a.edit(func(d *telemetry.Dispatcher) {

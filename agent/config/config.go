@@ -137,20 +137,24 @@ type Action struct {
 
 // MQTT configures the optional bridge.
 type MQTT struct {
-	Broker        string          `toml:"broker"` // scheme://host:port
-	ClientID      string          `toml:"client_id"`
-	Username      string          `toml:"username"`
-	PasswordFile  string          `toml:"password_file"`
-	Password      Secret          `toml:"-"` // read from PasswordFile by Load
-	CAFile        string          `toml:"ca_file"`
-	ClientCert    string          `toml:"client_cert"` // with client_key: TLS client authentication
-	ClientKey     string          `toml:"client_key"`
-	QoS           int             `toml:"qos"`          // default 1
-	Retain        bool            `toml:"retain"`       // for state topics; default true
-	Keepalive     Duration        `toml:"keepalive"`    // default 30s
-	TopicPrefix   string          `toml:"topic_prefix"` // default "stanzad/{node}"
-	AllowCommands bool            `toml:"allow_commands"`
-	Subscribe     []MQTTSubscribe `toml:"subscribe"`
+	Broker        string   `toml:"broker"` // scheme://host:port
+	ClientID      string   `toml:"client_id"`
+	Username      string   `toml:"username"`
+	PasswordFile  string   `toml:"password_file"`
+	Password      Secret   `toml:"-"` // read from PasswordFile by Load
+	CAFile        string   `toml:"ca_file"`
+	ClientCert    string   `toml:"client_cert"` // with client_key: TLS client authentication
+	ClientKey     string   `toml:"client_key"`
+	QoS           int      `toml:"qos"`          // default 1
+	Retain        bool     `toml:"retain"`       // for state topics; default true
+	Keepalive     Duration `toml:"keepalive"`    // default 30s
+	TopicPrefix   string   `toml:"topic_prefix"` // default "stanzad/{node}"
+	AllowCommands bool     `toml:"allow_commands"`
+	// Discovery publishes Home Assistant MQTT discovery configs
+	// (retained) under DiscoveryPrefix (default "homeassistant").
+	Discovery       bool            `toml:"discovery"`
+	DiscoveryPrefix string          `toml:"discovery_prefix"`
+	Subscribe       []MQTTSubscribe `toml:"subscribe"`
 }
 
 // MQTTSubscribe feeds a foreign topic into the agent as a virtual device.
@@ -365,6 +369,7 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 		dflt(has, "mqtt.retain", &m.Retain, true)
 		dflt(has, "mqtt.keepalive", &m.Keepalive, Duration{30 * time.Second})
 		dflt(has, "mqtt.topic_prefix", &m.TopicPrefix, "stanzad/{node}")
+		dflt(has, "mqtt.discovery_prefix", &m.DiscoveryPrefix, "homeassistant")
 		for i := range m.Subscribe {
 			dflt(has, "mqtt.subscribe["+itoa(i)+"].parse", &m.Subscribe[i].Parse, "line")
 		}

@@ -468,6 +468,9 @@ func (m *MQTT) check(c *checker, kinds map[string]string) {
 	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#") {
 		c.add("mqtt.topic_prefix", "%q: want a topic without wildcards", m.TopicPrefix)
 	}
+	if m.Discovery && (m.DiscoveryPrefix == "" || strings.ContainsAny(m.DiscoveryPrefix, "+#") || strings.HasSuffix(m.DiscoveryPrefix, "/")) {
+		c.add("mqtt.discovery_prefix", "%q: want a topic without wildcards or a trailing /", m.DiscoveryPrefix)
+	}
 	if (m.ClientCert == "") != (m.ClientKey == "") {
 		c.add("mqtt.client_key", "client_cert and client_key go together")
 	}
