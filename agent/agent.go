@@ -54,7 +54,9 @@ type Agent struct {
 	// presenceText is the configured presence_status; running is the config
 	// in effect and runningText its file, guarded by reloadMu.
 	presenceText atomic.Pointer[string]
-	reloadMu     sync.Mutex
+	reloadMu     cfgLock
+	liveXMPP     config.XMPP // the [xmpp] of the session that runs
+	pendingLink  *link       // a session swap waiting to happen (apply's laterSession)
 	running      *config.Config
 	runningText  []byte
 	configPath   string
@@ -99,10 +101,12 @@ func New(opts Options) (*Agent, error) {
 		configPath: opts.ConfigPath,
 		level:      opts.Level,
 		pipe:       make(chan func(*telemetry.Dispatcher)),
+		reloadMu:   newCfgLock(),
 		fatal:      make(chan error, 1),
 		injected:   opts.Devices != nil,
 	}
 	a.self.Store(&self)
+	a.liveXMPP = cfg.XMPP
 	a.health.changed = make(chan struct{}, 1)
 	if a.configPath != "" {
 		// What config get shows; the file may have been edited since it
@@ -147,7 +151,7 @@ func New(opts Options) (*Agent, error) {
 			for _, d := range m.devs {
 				dus = append(dus, &devUnit{dev: d, virtual: true})
 			}
-			if m.sink, err = a.mqttSink(cfg, m, dus); err != nil {
+			if m.sink, err = a.mqttSink(cfg, m, dus, nil); err != nil {
 				errs = append(errs, fmt.Errorf("mqtt: %w", err))
 			} else if m.sink != nil {
 				u.sinks = append(u.sinks, m.sink)

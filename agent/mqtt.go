@@ -141,13 +141,14 @@ func (a *Agent) accepted(r devices.Reading) {
 
 // mqttSink builds the bridge's sink, which takes every reading of the
 // devices that are not the bridge's own (devs: all running devices);
-// nil when there are none.
-func (a *Agent) mqttSink(cfg *config.Config, m *mqttMap, devs []*devUnit) (*telemetry.Sink, error) {
+// nil when there are none. prev is the sink it replaces, if any: with
+// the same broker host it keeps prev's outbox.
+func (a *Agent) mqttSink(cfg *config.Config, m *mqttMap, devs []*devUnit, prev *telemetry.Sink) (*telemetry.Sink, error) {
 	names := ownDevices(devs)
 	if len(names) == 0 {
 		return nil, nil // only virtual devices: nothing of ours to publish
 	}
-	return a.tel.NewMQTTSink(cfg, telemetry.MQTT{Client: m.client, Prefix: m.prefix, Retain: m.cfg.Retain, Host: m.caller.JID.Domain}, names)
+	return a.tel.NewMQTTSink(cfg, telemetry.MQTT{Client: m.client, Prefix: m.prefix, Retain: m.cfg.Retain, Host: m.caller.JID.Domain}, names, prev)
 }
 
 // ownDevices names the devices that are not fed by the bridge.

@@ -27,12 +27,14 @@ import (
 
 // ConfigText is control.Host's: the running config file, secrets
 // redacted.
-func (h *host) ConfigText() ([]byte, error) {
+func (h *host) ConfigText(ctx context.Context) ([]byte, error) {
 	a := (*Agent)(h)
 	if a.configPath == "" {
 		return nil, ErrNoConfigFile
 	}
-	a.reloadMu.Lock()
+	if err := a.reloadMu.LockCtx(ctx); err != nil {
+		return nil, err
+	}
 	defer a.reloadMu.Unlock()
 	return config.Redact(a.runningText), nil
 }
@@ -71,25 +73,26 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 	if _, err := BuildDevices(cfg.Devices); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
-	probation := !sameXMPP(a.running.XMPP, cfg.XMPP)
+	probation := !sameXMPP(a.liveXMPP, cfg.XMPP)
 	if _, err := tlsConfig(cfg.XMPP); err != nil && probation {
 		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
-	if err := writeConfig(a.configPath, data); err != nil {
+	if err := writeConfig(a.configPath, data, a.runningText); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	if probation {
-		if err := a.push.begin(a, c.JID, data); err != nil {
+		if err := a.push.begin(cfg, c.JID, data); err != nil {
 			a.log.Warn("config push: probation not saved; a restart during it keeps the new config", "err", err)
 		}
 	}
 	rep, err = a.apply(ctx, cfg, data, true)
 	if err != nil {
-		// Checked above, so not expected: put the old file back.
-		if rerr := writeConfig(a.configPath, a.runningText); rerr != nil {
+		// Checked above, so not expected: put the old file back (.prev
+		// already holds it).
+		if rerr := writeAtomic(a.configPath, a.runningText, fileMode(a.configPath)); rerr != nil {
 			a.log.Error("config push: the previous file could not be put back", "err", rerr)
 		}
-		a.push.end(a)
+		a.push.end()
 		return rep, err
 	}
 	if probation {
@@ -107,20 +110,26 @@ func (a *Agent) rollbackAfter() time.Duration {
 	return 2 * time.Minute
 }
 
-// writeConfig replaces the file at path with data atomically, keeping the
-// old file as path.prev: a crash leaves either the old or the new file,
-// never a torn one.
-func writeConfig(path string, data []byte) error {
-	mode := os.FileMode(0o640)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if cur, err := os.ReadFile(path); err == nil {
-		if err := writeAtomic(path+".prev", cur, mode); err != nil {
-			return err
-		}
+// writeConfig replaces the file at path with data atomically, keeping
+// prev — the config that runs, which is what a rollback must restore,
+// not whatever the file holds now (an edit a reload refused) — as
+// path.prev: a crash leaves either the old or the new file, never a torn
+// one.
+func writeConfig(path string, data, prev []byte) error {
+	mode := fileMode(path)
+	if err := writeAtomic(path+".prev", prev, mode); err != nil {
+		return err
 	}
 	return writeAtomic(path, data, mode)
+}
+
+// fileMode is the permission bits of the file at path, 0640 if it has
+// none to go by.
+func fileMode(path string) os.FileMode {
+	if fi, err := os.Stat(path); err == nil {
+		return fi.Mode().Perm()
+	}
+	return 0o640
 }
 
 // writeAtomic writes data to a temporary file next to path, syncs it and
@@ -161,6 +170,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 type pushState struct {
 	mu      sync.Mutex
 	pending *probation
+	path    string        // the marker file of the probation, "" when none
 	wake    chan struct{} // capacity 1: the watcher has news
 	note    string        // the last push's outcome, for status
 }
@@ -171,12 +181,15 @@ type probation struct {
 	At       time.Time `json:"at"`     // when it was pushed
 	SHA256   string    `json:"sha256"` // of the pushed file, to know it on disk
 	deadline time.Time
-	link     *link // the session of the pushed config, once it runs
-	failed   error // the login failed for good
+	window   time.Duration // rollback_after
+	link     *link         // the session of the pushed config, once it runs
+	failed   error         // the login failed for good
 }
 
-func (p *pushState) marker(a *Agent) string {
-	return filepath.Join(a.running.Agent.StateDir, "config-push.json")
+// marker is the probation's file in the state directory of cfg: the
+// pushed config's, where a restart with it looks.
+func marker(cfg *config.Config) string {
+	return filepath.Join(cfg.Agent.StateDir, "config-push.json")
 }
 
 func (p *pushState) signal() {
@@ -193,44 +206,71 @@ func (p *pushState) load(a *Agent) {
 	if a.configPath == "" {
 		return
 	}
-	b, err := os.ReadFile(p.marker(a))
+	path := marker(a.running)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return
 	}
 	var pr probation
 	sum := sha256.Sum256(a.runningText)
 	if json.Unmarshal(b, &pr) != nil || pr.SHA256 != hex.EncodeToString(sum[:]) {
-		os.Remove(p.marker(a)) // not the file that runs: the push never took
+		os.Remove(path) // not the file that runs: the push never took
 		return
 	}
-	pr.deadline = time.Now().Add(a.rollbackAfter())
+	pr.window = a.rollbackAfter()
+	pr.deadline = time.Now().Add(pr.window)
 	pr.link = a.ln.Load()
-	p.pending = &pr
-	a.log.Warn("running a pushed config that has not been online yet; rolling back if it does not get online", "pushed_by", pr.By, "within", a.rollbackAfter())
+	p.pending, p.path = &pr, path
+	a.log.Warn("running a pushed config that has not been online yet; rolling back if it does not get online", "pushed_by", pr.By, "within", pr.window)
 	p.signal()
 }
 
-// begin puts a push on probation and saves the marker.
-func (p *pushState) begin(a *Agent, by xmpp.JID, data []byte) error {
+// begin puts a push of cfg (the file data) on probation and saves the
+// marker where a restart with cfg looks for it.
+func (p *pushState) begin(cfg *config.Config, by xmpp.JID, data []byte) error {
 	sum := sha256.Sum256(data)
-	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: hex.EncodeToString(sum[:]), deadline: time.Now().Add(a.rollbackAfter())}
+	window := cfg.Agent.RollbackAfter.Duration
+	if window <= 0 {
+		window = 2 * time.Minute
+	}
+	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: hex.EncodeToString(sum[:]),
+		window: window, deadline: time.Now().Add(window)}
+	path := marker(cfg)
 	p.mu.Lock()
-	p.pending = pr
+	p.pending, p.path = pr, path
 	p.note = ""
 	p.mu.Unlock()
 	b, _ := json.Marshal(pr)
-	if err := os.MkdirAll(a.running.Agent.StateDir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.Agent.StateDir, 0o750); err != nil {
 		return err
 	}
-	return writeAtomic(p.marker(a), b, 0o640)
+	return writeAtomic(path, b, 0o640)
 }
 
-// end drops the probation.
-func (p *pushState) end(a *Agent) {
+// end drops the probation and its marker.
+func (p *pushState) end() {
 	p.mu.Lock()
-	p.pending = nil
+	path := p.path
+	p.pending, p.path = nil, ""
 	p.mu.Unlock()
-	os.Remove(p.marker(a))
+	if path != "" {
+		os.Remove(path)
+	}
+}
+
+// unswapped reports whether a pushed config is on probation whose
+// session has not started yet.
+func (p *pushState) unswapped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending != nil && p.pending.link == nil
+}
+
+// setNote sets the outcome status shows.
+func (p *pushState) setNote(s string) {
+	p.mu.Lock()
+	p.note = s
+	p.mu.Unlock()
 }
 
 // left is the time a pushed config has left to get online; 0 when none
@@ -288,14 +328,18 @@ func (p *pushState) watch(ctx context.Context, a *Agent) {
 		}
 		p.mu.Lock()
 		pr := p.pending
+		var l *link
+		if pr != nil {
+			l = pr.link
+		}
 		p.mu.Unlock()
-		if pr == nil || pr.link == nil {
+		if l == nil {
 			continue
 		}
 		wctx, cancel := context.WithDeadline(ctx, pr.deadline)
 		online := make(chan error, 1)
 		go func() {
-			_, err := pr.link.client.WaitConnected(wctx)
+			_, err := l.client.WaitConnected(wctx)
 			online <- err
 		}()
 		var why string
@@ -309,8 +353,8 @@ func (p *pushState) watch(ctx context.Context, a *Agent) {
 				cancel()
 				return
 			} else {
-				why = fmt.Sprintf("not online within %s with it", a.rollbackAfter())
-				if err := pr.link.client.LastError(); err != nil {
+				why = fmt.Sprintf("not online within %s with it", pr.window)
+				if err := l.client.LastError(); err != nil {
 					why += " (last error: " + err.Error() + ")"
 				}
 			}
@@ -340,7 +384,7 @@ func (p *pushState) watch(ctx context.Context, a *Agent) {
 
 // confirm ends a probation that got online.
 func (p *pushState) confirm(ctx context.Context, a *Agent, pr *probation) {
-	p.end(a)
+	p.end()
 	s := a.conn().Session()
 	jid := a.me().String()
 	if s != nil {
@@ -358,7 +402,7 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 	a.reloadMu.Lock()
 	msg := func() string {
 		defer a.reloadMu.Unlock()
-		p.end(a)
+		p.end()
 		if !a.live {
 			return ""
 		}
@@ -369,7 +413,7 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 			cfg, err = config.LoadData(a.configPath, prev, a.configPath+".prev")
 		}
 		if err == nil {
-			err = writeAtomic(a.configPath, prev, 0o640)
+			err = writeAtomic(a.configPath, prev, fileMode(a.configPath))
 		}
 		if err == nil {
 			_, err = a.apply(ctx, cfg, prev, false)

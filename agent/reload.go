@@ -22,7 +22,9 @@ func (h *host) Reload(ctx context.Context, c control.Caller) (rep ReloadReport, 
 	if a.configPath == "" {
 		return rep, ErrNoConfigFile
 	}
-	a.reloadMu.Lock()
+	if err := a.reloadMu.LockCtx(ctx); err != nil {
+		return rep, err
+	}
 	defer a.reloadMu.Unlock()
 	data, err := os.ReadFile(a.configPath)
 	if err != nil {
@@ -81,8 +83,10 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 	cur := a.now()
 
 	// Build everything new before touching anything.
+	// [xmpp] is compared with the session that runs, not with the last
+	// config: a swap still waiting (laterSession) may be superseded.
 	var nl *link
-	if !sameXMPP(old.XMPP, cfg.XMPP) {
+	if !sameXMPP(a.liveXMPP, cfg.XMPP) {
 		if nl, err = a.newLink(cfg, self); err != nil {
 			return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
@@ -109,7 +113,10 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 
 	// Devices: stop what goes, start what comes; the rest runs on.
 	var devs []*devUnit
-	var gone []string // removed or changed: Home Assistant forgets them
+	var disc *discovery // Home Assistant forgets removed and changed devices
+	if cur.mqtt != nil && !mqttChanged {
+		disc = cur.mqtt.disc
+	}
 	for _, u := range cur.devs {
 		if u.virtual && mqttChanged {
 			u.halt()
@@ -119,7 +126,9 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 			u.halt()
 			a.last.forget(u.dev.Name())
 			a.health.forget(u.dev.Name())
-			gone = append(gone, u.dev.Name())
+			if disc != nil {
+				disc.clear([]string{u.dev.Name()}) // before a successor's first reading
+			}
 			if nu == nil {
 				rep.Removed = append(rep.Removed, "device "+u.dev.Name())
 				continue
@@ -143,9 +152,6 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 		}
 	}
 	a.u.Store(cur.with(devs))
-	if m := cur.mqtt; m != nil && m.disc != nil && !mqttChanged {
-		m.disc.clear(gone)
-	}
 
 	// Sinks, the bridge, alerts: on the dispatcher, between two readings.
 	err = a.edit(func(d *telemetry.Dispatcher) {
@@ -165,21 +171,31 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 		}
 	}
 
-	// The session last: a new account, server or TLS setting.
+	// The session last: a new account, server or TLS setting. Only the
+	// latest waiting swap happens; a config back at the live [xmpp]
+	// cancels it, and a pushed change it superseded leaves probation.
+	a.pendingLink = nil
+	if nl == nil && a.push.unswapped() {
+		a.push.end()
+		a.push.setNote("a pushed [xmpp] change was superseded by a reload before it ran")
+	}
 	if nl != nil {
 		rep.Restarted = append(rep.Restarted, "xmpp session")
+		x := cfg.XMPP
 		if laterSession {
 			rep.Notes = append(rep.Notes, "the XMPP session is replaced in a moment: the agent logs in again with the new [xmpp] settings")
+			a.pendingLink = nl
 			go func() {
 				time.Sleep(sessionSwapDelay)
 				a.reloadMu.Lock()
 				defer a.reloadMu.Unlock()
-				if a.live && a.running == cfg {
-					a.swapLink(nl, self)
+				if a.live && a.pendingLink == nl {
+					a.pendingLink = nil
+					a.swapLink(nl, self, x)
 				}
 			}()
 		} else {
-			a.swapLink(nl, self)
+			a.swapLink(nl, self, x)
 		}
 	}
 	for _, k := range []struct {
@@ -328,12 +344,10 @@ func (a *Agent) applySinks(d *telemetry.Dispatcher, cfg *config.Config, self xmp
 	// The bridge's sink takes every device of ours.
 	own := ownDevices(devs)
 	m := cur.mqtt
+	var prev *telemetry.Sink // a bridge sink the new bridge replaces
 	if mqttChanged {
 		m = nm
-		if bridge != nil {
-			ch.Leave(bridge)
-			bridge = nil
-		}
+		prev, bridge = bridge, nil
 	}
 	switch {
 	case bridge != nil && len(own) == 0:
@@ -342,14 +356,23 @@ func (a *Agent) applySinks(d *telemetry.Dispatcher, cfg *config.Config, self xmp
 		bridge.SetDevices(own)
 		ch.Keep(bridge)
 	case m != nil && len(own) > 0:
-		bs, err := a.mqttSink(cfg, m, devs)
+		bs, err := a.mqttSink(cfg, m, devs, prev)
 		if err != nil {
 			a.log.Error("mqtt sink not started", "err", err)
 			ch.Failed = append(ch.Failed, fmt.Sprintf("mqtt sink (%v)", err))
+			if prev != nil {
+				ch.Leave(prev)
+			}
 			break
 		}
 		m.sink = bs
-		ch.Add(bs)
+		if prev != nil {
+			ch.Succeed(prev, bs) // the same outbox when the broker host is the same
+		} else {
+			ch.Add(bs)
+		}
+	case prev != nil:
+		ch.Leave(prev)
 	}
 	rep.Added = append(rep.Added, ch.Added...)
 	rep.Removed = append(rep.Removed, ch.Removed...)
@@ -380,7 +403,7 @@ func (a *Agent) applySinks(d *telemetry.Dispatcher, cfg *config.Config, self xmp
 // swapLink replaces the XMPP session: the message and pubsub sinks pause
 // (their outboxes keep taking readings), the old session ends cleanly,
 // the new one starts and the sinks carry on over it. a.reloadMu is held.
-func (a *Agent) swapLink(nl *link, self xmpp.JID) {
+func (a *Agent) swapLink(nl *link, self xmpp.JID, x config.XMPP) {
 	var paused []*telemetry.Sink
 	for _, s := range a.sinks() {
 		if s.Kind() != "mqtt" {
@@ -391,6 +414,7 @@ func (a *Agent) swapLink(nl *link, self xmpp.JID) {
 	old := a.ln.Load()
 	a.ln.Store(nl)
 	a.self.Store(&self)
+	a.liveXMPP = x
 	old.halt()
 	a.log.Info("xmpp: new session", "jid", self.String())
 	a.startLink(a.sessCtx, nl, false)

@@ -224,3 +224,38 @@ func tlsConfig(x config.XMPP) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// cfgLock serializes reloads, pushes and the session swap. Unlike a
+// sync.Mutex, a command handler waits for it only as long as its
+// request lives: a handler must never hold up the session whose end the
+// lock's holder may be waiting for (a swap or shutdown halting the old
+// session waits for its handlers to return).
+type cfgLock chan struct{}
+
+func newCfgLock() cfgLock { return make(cfgLock, 1) }
+
+// Lock takes the lock, however long that takes.
+func (l cfgLock) Lock() { l <- struct{}{} }
+
+// LockCtx takes the lock, or gives up when ctx ends.
+func (l cfgLock) LockCtx(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TryLock takes the lock if it is free.
+func (l cfgLock) TryLock() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Unlock releases the lock.
+func (l cfgLock) Unlock() { <-l }

@@ -35,7 +35,7 @@ type Mux struct {
 	Presence func(ctx context.Context, s *Session, st *Element)
 	// Allow, if set, is consulted before every IQ get/set handler,
 	// including the built-ins; returning a *StanzaError answers with it.
-	Allow func(from JID, iq *Element) error
+	Allow func(ctx context.Context, from JID, iq *Element) error
 
 	// CapsNode is the XEP-0115 node announced in presence; default
 	// "https://github.com/stanzad/stanzad".
@@ -163,7 +163,7 @@ func (m *Mux) handleIQ(ctx context.Context, s *Session, iq *Element) {
 	}
 	if m.Allow != nil {
 		from, _ := ParseJID(iq.Attr("from"))
-		if err := m.Allow(from, iq); err != nil {
+		if err := m.Allow(ctx, from, iq); err != nil {
 			s.ReplyError(ctx, iq, asStanzaError(err))
 			return
 		}

@@ -69,6 +69,10 @@ type Handler interface {
 // Serve to process inbound stanzas; Send and SendIQ may be called from any
 // goroutine.
 type Session struct {
+	// Messages and presence received and handled so far, on the ordered
+	// goroutine: an IQ may wait for what arrived before it (WaitOrdered).
+	orderedIn, orderedDone atomic.Uint64
+
 	cfg      Config
 	log      *slog.Logger
 	conn     net.Conn
@@ -866,9 +870,11 @@ func (s *Session) Serve(ctx context.Context) error {
 					defer wg.Done()
 					for el := range ordered {
 						s.dispatch(hctx, el)
+						s.orderedDone.Add(1)
 					}
 				}()
 			}
+			s.orderedIn.Add(1)
 			ordered <- el
 			continue
 		}
@@ -876,12 +882,13 @@ func (s *Session) Serve(ctx context.Context) error {
 		// hold up pings or other requests.
 		slots <- struct{}{}
 		wg.Add(1)
+		ictx := context.WithValue(hctx, orderedMarkKey{}, orderedMark{s, s.orderedIn.Load()})
 		go func() {
 			defer func() {
 				<-slots
 				wg.Done()
 			}()
-			s.dispatch(hctx, el)
+			s.dispatch(ictx, el)
 		}()
 	}
 }
@@ -1020,3 +1027,36 @@ func (s *Session) Close(ctx context.Context) error {
 
 // Done is closed when Serve has returned.
 func (s *Session) Done() <-chan struct{} { return s.served }
+
+type orderedMarkKey struct{}
+
+// orderedMark is, for an IQ handler, its session and how many messages
+// and presences had arrived before the IQ.
+type orderedMark struct {
+	s    *Session
+	seen uint64
+}
+
+// WaitOrdered waits, in an IQ handler, until every message and presence
+// that arrived before the IQ has been handled, or until timeout or ctx
+// ends (an error then). IQs run concurrently with the ordered stream of
+// messages and presence; a handler whose answer depends on state that
+// presence changes (who is in a room under which nick) waits for it
+// here. Outside an IQ handler it returns at once.
+func WaitOrdered(ctx context.Context, timeout time.Duration) error {
+	m, ok := ctx.Value(orderedMarkKey{}).(orderedMark)
+	if !ok {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for m.s.orderedDone.Load() < m.seen {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return context.DeadlineExceeded
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}

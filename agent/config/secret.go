@@ -3,6 +3,8 @@ package config
 import (
 	"bytes"
 	"strconv"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // Placeholder stands for a secret in a config shown to an operator
@@ -35,13 +37,22 @@ func Unredact(pushed, running []byte, name string) ([]byte, error) {
 	}
 	var todo []span
 	var errs Errors
+	newDest, oldDest := sinkDestinations(pushed), sinkDestinations(running)
 	for _, sp := range ix.spans {
 		if string(pushed[sp.start:sp.end]) != quotedPlaceholder && !isPlaceholder(pushed[sp.start:sp.end]) {
 			continue
 		}
+		msg := ""
 		if _, ok := have[sp.path]; !ok {
-			errs = append(errs, &Error{File: name, Line: ix.line(sp.start), Key: sp.path,
-				Msg: Placeholder + " stands for the running secret, but the running config has no " + sp.path + "; write the password"})
+			msg = Placeholder + " stands for the running secret, but the running config has no " + sp.path + "; write the password"
+		} else if table := parent(sp.path); newDest[table] != oldDest[table] {
+			// Sinks moved: the secret written at this place belongs to
+			// another destination, and must not travel to this one.
+			msg = Placeholder + " stands for the secret of " + oldDest[table] + " at " + table + " in the running config, but here " +
+				table + " is " + newDest[table] + "; write the password"
+		}
+		if msg != "" {
+			errs = append(errs, &Error{File: name, Line: ix.line(sp.start), Key: sp.path, Msg: msg})
 			continue
 		}
 		todo = append(todo, sp)
@@ -75,4 +86,20 @@ func replaceSpans(data []byte, spans []span, with func(span) []byte) []byte {
 		last = sp.end
 	}
 	return append(out, data[last:]...)
+}
+
+// sinkDestinations names, per [[sink]] table path ("sink[1]"), where the
+// sink sends: what a secret in that table belongs to.
+func sinkDestinations(data []byte) map[string]string {
+	var doc struct {
+		Sink []struct {
+			Kind, To, Room, Service, Node string
+		} `toml:"sink"`
+	}
+	toml.Unmarshal(data, &doc) // a document that does not decode has no destinations to mix up
+	out := make(map[string]string, len(doc.Sink))
+	for i, s := range doc.Sink {
+		out["sink["+strconv.Itoa(i)+"]"] = s.Kind + " " + s.To + s.Room + s.Service + " " + s.Node
+	}
+	return out
 }

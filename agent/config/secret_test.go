@@ -87,3 +87,19 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+// Sinks reordered while their secrets stay "<secret>": each secret must
+// not follow the position to another room.
+func TestUnredactMovedSinks(t *testing.T) {
+	running := "[[sink]]\nkind = \"muc\"\nroom = \"a@conference.x\"\npassword = \"pa\"\n[[sink]]\nkind = \"muc\"\nroom = \"b@conference.x\"\npassword = \"pb\"\n"
+	swapped := "[[sink]]\nkind = \"muc\"\nroom = \"b@conference.x\"\npassword = \"<secret>\"\n[[sink]]\nkind = \"muc\"\nroom = \"a@conference.x\"\npassword = \"<secret>\"\n"
+	_, err := Unredact([]byte(swapped), []byte(running), "pushed")
+	if err == nil || !strings.Contains(err.Error(), "sink[0].password") || !strings.Contains(err.Error(), "write the password") {
+		t.Fatalf("swapped sinks kept each other's secrets: %v", err)
+	}
+	// In place, they keep their own.
+	got, err := Unredact(Redact([]byte(running)), []byte(running), "pushed")
+	if err != nil || string(got) != running {
+		t.Fatalf("in place: %v\n%s", err, got)
+	}
+}

@@ -81,21 +81,35 @@ func ParseChatCommand(body string) (ChatCommand, error) {
 // AllowIQ is the ACL for every IQ get/set: the agent's own server and
 // account, operators and viewers pass; anyone else gets <forbidden/> and
 // nothing else.
-func (pl *Plane) AllowIQ(from xmpp.JID, iq *xmpp.Element) error {
+func (pl *Plane) AllowIQ(ctx context.Context, from xmpp.JID, iq *xmpp.Element) error {
 	if pl.policy().acl.fromServer(from) {
 		return nil
 	}
+	if _, _, inRoom := pl.host.Occupant(from); inRoom {
+		// Who is behind a nick comes from the room's presence, which is
+		// handled in order while IQs run at once: apply what arrived
+		// before this IQ first, or a stranger who just took an
+		// operator's nick would pass as the operator.
+		if err := xmpp.WaitOrdered(ctx, relaySettle); err != nil {
+			return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint",
+				Text: "busy with earlier room traffic; try again in a moment"}
+		}
+	}
 	c, err := pl.iqCaller(from, "iq")
 	if err != nil {
-		pl.hidden.log(context.Background(), pl.log, from, "iq "+iq.FirstChild().Name+" relayed by the room")
+		pl.hidden.log(ctx, pl.log, from, "iq "+iq.FirstChild().Name+" relayed by the room")
 		return err
 	}
 	if c.Role >= RoleViewer {
 		return nil
 	}
-	pl.strangers.log(context.Background(), pl.log, c.JID, "iq "+iq.FirstChild().Name)
+	pl.strangers.log(ctx, pl.log, c.JID, "iq "+iq.FirstChild().Name)
 	return &xmpp.StanzaError{Type: xmpp.ErrorTypeAuth, Condition: "forbidden"}
 }
+
+// relaySettle bounds how long a relayed IQ waits for the room's presence
+// that came before it.
+const relaySettle = 2 * time.Second
 
 // Stranger logs, once a minute per sender, a stanza ignored because
 // its sender has no role; what says which.

@@ -181,7 +181,7 @@ func (h *testHost) Report() StatusReport                { return StatusReport{} 
 func (h *testHost) Reload(context.Context, Caller) (ReloadReport, error) {
 	return ReloadReport{}, ErrNoConfigFile
 }
-func (h *testHost) ConfigText() ([]byte, error) { return nil, ErrNoConfigFile }
+func (h *testHost) ConfigText(context.Context) ([]byte, error) { return nil, ErrNoConfigFile }
 func (h *testHost) PushConfig(context.Context, Caller, []byte) (ReloadReport, error) {
 	return ReloadReport{}, ErrNoConfigFile
 }
@@ -266,7 +266,7 @@ func TestRelayedIQs(t *testing.T) {
 		{"alice@iot.test/gajim", "", RoleOperator},
 	} {
 		from := xmpp.MustParseJID(tt.from)
-		err := pl.AllowIQ(from, iq)
+		err := pl.AllowIQ(context.Background(), from, iq)
 		got := ""
 		if err != nil {
 			se := StanzaError(err)

@@ -44,7 +44,7 @@ type Host interface {
 	// Reload, ConfigText and PushConfig do what the methods of Plane by
 	// those names do, for a caller already allowed to.
 	Reload(ctx context.Context, c Caller) (ReloadReport, error)
-	ConfigText() ([]byte, error)
+	ConfigText(ctx context.Context) ([]byte, error)
 	PushConfig(ctx context.Context, c Caller, data []byte) (ReloadReport, error)
 }
 
@@ -165,17 +165,14 @@ func (pl *Plane) iqRole(from xmpp.JID) Role {
 }
 
 // principal names who stands behind an IQ's sender for ad-hoc sessions
-// (xmpp.Commands.Principal): a room occupant's real JID, else the bare
-// JID.
+// (xmpp.Commands.Principal): the bare JID of a room occupant's real JID,
+// else of the sender — the same person, whichever way they come.
 func (pl *Plane) principal(from xmpp.JID) string {
 	c, err := pl.iqCaller(from, "")
-	switch {
-	case err != nil:
+	if err != nil {
 		return "unknown " + from.String()
-	case c.JID != from:
-		return c.JID.String()
 	}
-	return from.BareKey()
+	return c.JID.BareKey()
 }
 
 // Admit takes one token from the caller's bucket, or returns a

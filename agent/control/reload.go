@@ -85,7 +85,7 @@ func (pl *Plane) ConfigText(ctx context.Context, c Caller) (text []byte, err err
 	if c.Role < RoleOperator {
 		return nil, ErrForbidden
 	}
-	return pl.host.ConfigText()
+	return pl.host.ConfigText(ctx)
 }
 
 // PushConfig checks data as a whole config file, writes it in place of

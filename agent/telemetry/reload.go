@@ -47,6 +47,17 @@ func (c *Change) Add(s *Sink) {
 // Leave stops a running sink; its outbox is closed.
 func (c *Change) Leave(s *Sink) { c.leaving = append(c.leaving, s) }
 
+// Succeed stops a running sink and starts next in its place; when next
+// was built around the running sink's outbox (the same destination),
+// the outbox stays open for it.
+func (c *Change) Succeed(s, next *Sink) {
+	c.leaving = append(c.leaving, s)
+	if s.box == next.box {
+		c.reuse[s] = true
+	}
+	c.Add(next)
+}
+
 // sameButFilters reports whether two sinks differ at most in the keys a
 // running sink takes in place.
 func sameButFilters(a, b config.Sink) bool {
