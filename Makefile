@@ -66,13 +66,15 @@ test: deps package
 # against a private Prosody: the fault benchmark (time from the server
 # accepting again to the session being back, readings lost and duplicated),
 # the command round trip and sustained telemetry, each beside a slixmpp peer,
-# and the outbox's storage writes per reading (SD-card wear).
+# the outbox's storage writes per reading (SD-card wear), and the shipped
+# binary's idle memory (VmRSS, RssAnon, RssFile, PSS after a minute).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) test -tags integration -run '^$$' -bench IntegrationReconnect -benchtime 3x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationCommandRTT -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationTelemetry -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationOutboxWear -benchtime 1x ./agent/
+	$(GO) test -tags integration -run '^$$' -bench IntegrationIdleMemory -benchtime 1x ./cmd/stanzad/
 
 # cross builds static binaries for the boards stanzad targets.
 CROSS = armv6:arm:6 armv7:arm:7 arm64:arm64: riscv64:riscv64: amd64:amd64:

@@ -55,6 +55,10 @@ type Agent struct {
 	// to get the agent online before the previous file is put back.
 	// Default 2m.
 	RollbackAfter Duration `toml:"rollback_after"`
+	// MemoryLimit, if set, is the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit): the garbage collector works harder to stay
+	// under it. 0 (default) leaves the runtime's own heap goal.
+	MemoryLimit Size `toml:"memory_limit"`
 }
 
 // ACL lists who may do what, by bare JID (domain lower-cased).

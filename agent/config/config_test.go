@@ -230,6 +230,8 @@ func TestParseErrors(t *testing.T) {
 		{"burst zero", head + "[acl]\ncommand_burst = 0\n", "acl.command_burst", 5, "between 1 and"},
 		{"outbox small", head + "[agent]\noutbox_max = \"32KiB\"\n", "agent.outbox_max", 5, "minimum of 64KiB"},
 		{"outbox zero", head + "[agent]\noutbox_max = 0\n", "agent.outbox_max", 5, "minimum of 64KiB"},
+		{"memory limit small", head + "[agent]\nmemory_limit = \"1MiB\"\n", "agent.memory_limit", 5, "minimum of 2MiB"},
+		{"rollback short", head + "[agent]\nrollback_after = \"0s\"\n", "agent.rollback_after", 5, "minimum of 1s"},
 		{"outbox invalid", head + "[agent]\noutbox_max = \"lots\"\n", "agent.outbox_max", 5, "invalid size"},
 		{"outbox negative", head + "[agent]\noutbox_max = -1\n", "agent.outbox_max", 5, "below the minimum"},
 		{"outbox negative string", head + "[agent]\noutbox_max = \"-1KiB\"\n", "agent.outbox_max", 5, "invalid size"},

@@ -123,6 +123,9 @@ func (cfg *Config) check(c *checker) {
 	}
 	c.oneOf("agent.log_level", a.LogLevel, "debug", "info", "warn", "error")
 	c.oneOf("agent.log_format", a.LogFormat, "text", "json")
+	if a.MemoryLimit != 0 && a.MemoryLimit < 2<<20 {
+		c.add("agent.memory_limit", "%v is below the minimum of 2MiB", a.MemoryLimit)
+	}
 	if (a.RollbackAfter.Duration != 0 || c.has("agent.rollback_after")) && a.RollbackAfter.Duration < time.Second {
 		c.add("agent.rollback_after", "%v is below the minimum of 1s", a.RollbackAfter)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +69,9 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 
+	if cfg.Agent.MemoryLimit > 0 {
+		debug.SetMemoryLimit(int64(cfg.Agent.MemoryLimit))
+	}
 	level := new(slog.LevelVar)
 	log := newLogger(stderr, level, cfg.Agent.LogLevel, cfg.Agent.LogFormat)
 	for _, w := range cfg.Warnings {
@@ -122,6 +126,23 @@ func run(args []string, stderr io.Writer) int {
 		}
 	})
 	side.Go(func() { newNotifier().run(sideCtx, connected, 30*time.Second, a.Summary, a.Healthy) })
+	side.Go(func() {
+		// Once online and settled, give back what start-up used: its
+		// garbage, and the pages of the binary it touched (docs/
+		// benchmarks.md, "Where the memory goes").
+		select {
+		case <-sideCtx.Done():
+			return
+		case <-connected:
+		}
+		select {
+		case <-sideCtx.Done():
+			return
+		case <-time.After(settleAfterStart):
+		}
+		debug.FreeOSMemory()
+		log.Debug("start-up memory given back", "image_bytes_unmapped", dropImagePages())
+	})
 	select {
 	case err = <-done:
 	case <-ctx.Done():
@@ -141,6 +162,11 @@ func run(args []string, stderr io.Writer) int {
 	log.Info("stopped")
 	return 0
 }
+
+// settleAfterStart is how long after the first session stanzad gives
+// start-up memory back: connecting, the roster and the first readings
+// are done by then.
+const settleAfterStart = 5 * time.Second
 
 func newLogger(w io.Writer, lv *slog.LevelVar, level, format string) *slog.Logger {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {

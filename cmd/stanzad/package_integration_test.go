@@ -291,6 +291,10 @@ func installAndPurge(t *testing.T, deb string) {
 	os.WriteFile("/etc/stanzad/stanzad.toml", []byte(agentConfig(srv, "device", "/etc/stanzad/test-ca.pem", "/etc/stanzad/password", "/var/lib/stanzad")), 0o640)
 	stop := runInstalled(t)
 	waitRead(t, "/usr/bin/stanzactl", srv, "device")
+	// Once settled it gives start-up memory and its binary's pages back,
+	// and answers as before.
+	time.Sleep(settleAfterStart + 2*time.Second)
+	waitRead(t, "/usr/bin/stanzactl", srv, "device")
 	if got := strings.TrimSpace(sh(t, "stat", "-c", "%U", "/var/lib/stanzad/outbox")); got != "stanzad" {
 		t.Errorf("the state the agent wrote belongs to %s", got)
 	}
