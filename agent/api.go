@@ -153,6 +153,6 @@ func (h *host) Report() StatusReport {
 		info.Err, info.ErrSince = a.health.failing(d.Name())
 		rep.Devices = append(rep.Devices, info)
 	}
-	rep.Config = a.push.status()
+	rep.Config, rep.ConfigState = a.push.status()
 	return rep
 }

@@ -173,6 +173,7 @@ type pushState struct {
 	path    string        // the marker file of the probation, "" when none
 	wake    chan struct{} // capacity 1: the watcher has news
 	note    string        // the last push's outcome, for status
+	state   string        // the same for machines: applied, rolled-back, failed, superseded
 }
 
 // probation is a pushed config waiting to get the agent online.
@@ -238,7 +239,7 @@ func (p *pushState) begin(cfg *config.Config, by xmpp.JID, data []byte) error {
 	path := marker(cfg)
 	p.mu.Lock()
 	p.pending, p.path = pr, path
-	p.note = ""
+	p.note, p.state = "", ""
 	p.mu.Unlock()
 	b, _ := json.Marshal(pr)
 	if err := os.MkdirAll(cfg.Agent.StateDir, 0o750); err != nil {
@@ -266,10 +267,10 @@ func (p *pushState) unswapped() bool {
 	return p.pending != nil && p.pending.link == nil
 }
 
-// setNote sets the outcome status shows.
-func (p *pushState) setNote(s string) {
+// setNote sets the outcome status shows, in words and as a state.
+func (p *pushState) setNote(note, state string) {
 	p.mu.Lock()
-	p.note = s
+	p.note, p.state = note, state
 	p.mu.Unlock()
 }
 
@@ -307,15 +308,17 @@ func (p *pushState) failed(err error) bool {
 	return true
 }
 
-// status is the last push's outcome, or the probation running now.
-func (p *pushState) status() string {
+// status is the last push's outcome, or the probation running now: in
+// words, and as a state for scripts (waiting, applied, rolled-back,
+// failed, superseded; "" when there was no push on probation).
+func (p *pushState) status() (note, state string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pr := p.pending; pr != nil {
 		return fmt.Sprintf("config pushed by %s at %s is waiting to get online (rolled back in %s if it does not)",
-			pr.By, pr.At.Format(time.TimeOnly), max(time.Until(pr.deadline), 0).Round(time.Second))
+			pr.By, pr.At.Format(time.TimeOnly), max(time.Until(pr.deadline), 0).Round(time.Second)), "waiting"
 	}
-	return p.note
+	return p.note, p.state
 }
 
 // watch confirms or rolls back pushed configs until ctx is done.
@@ -392,6 +395,7 @@ func (p *pushState) confirm(ctx context.Context, a *Agent, pr *probation) {
 	}
 	p.mu.Lock()
 	p.note = fmt.Sprintf("config pushed by %s at %s is applied and online as %s", pr.By, pr.At.Format(time.TimeOnly), jid)
+	p.state = "applied"
 	p.mu.Unlock()
 	a.log.Info("config push confirmed: online with the new [xmpp] settings", "pushed_by", pr.By, "jid", jid)
 	a.tell(ctx, pr.By, "stanzad: online with the config you pushed at "+pr.At.Format(time.RFC3339)+" (as "+jid+")")
@@ -400,6 +404,7 @@ func (p *pushState) confirm(ctx context.Context, a *Agent, pr *probation) {
 // rollback puts the previous file back and applies it.
 func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why string) {
 	a.reloadMu.Lock()
+	state := "rolled-back"
 	msg := func() string {
 		defer a.reloadMu.Unlock()
 		p.end()
@@ -420,6 +425,7 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 		}
 		if err != nil {
 			a.log.Error("config push: rollback failed; still running the pushed config", "pushed_by", pr.By, "why", why, "err", err)
+			state = "failed"
 			return fmt.Sprintf("the config pushed by %s at %s is %s, and going back failed: %v", pr.By, at, why, err)
 		}
 		a.log.Error("config push rolled back: the previous config runs again", "pushed_by", pr.By, "why", why)
@@ -428,9 +434,7 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 	if msg == "" {
 		return
 	}
-	p.mu.Lock()
-	p.note = msg
-	p.mu.Unlock()
+	p.setNote(msg, state)
 	a.tell(ctx, pr.By, "stanzad: "+msg)
 }
 

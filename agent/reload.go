@@ -177,7 +177,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 	a.pendingLink = nil
 	if nl == nil && a.push.unswapped() {
 		a.push.end()
-		a.push.setNote("a pushed [xmpp] change was superseded by a reload before it ran")
+		a.push.setNote("a pushed [xmpp] change was superseded by a reload before it ran", "superseded")
 	}
 	if nl != nil {
 		rep.Restarted = append(rep.Restarted, "xmpp session")

@@ -102,7 +102,8 @@ func (pl *Plane) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp
 		resultMulti("actions", "Actions", rep.Actions),
 	}}
 	if rep.Config != "" {
-		f.Fields = append(f.Fields, resultField("config", "Config", rep.Config))
+		f.Fields = append(f.Fields, resultField("config", "Config", rep.Config),
+			xmpp.FormField{Var: "config_state", Type: xmpp.FieldHidden, Values: []string{rep.ConfigState}})
 	}
 	return &xmpp.CommandResponse{Form: f}, nil
 }

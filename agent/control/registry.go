@@ -203,6 +203,9 @@ type StatusReport struct {
 	// Config is the outcome of the last pushed config, or the push
 	// waiting to get online; empty when there was none.
 	Config string
+	// ConfigState is Config for scripts: waiting, applied, rolled-back,
+	// failed or superseded.
+	ConfigState string
 }
 
 // OutboxStatus is one sink's queue.

@@ -326,11 +326,12 @@ func (c *ctl) confirmCanaries(ctx context.Context, opts fleetOptions, rows []fle
 			continue // applied; nothing on probation
 		}
 		for {
-			status, err := c.statusField(ctx, rows[i].Agent, "config")
+			f, err := c.statusForm(ctx, rows[i].Agent)
+			status, state := f.Value("config"), f.Value("config_state")
 			switch {
-			case err == nil && strings.Contains(status, "was rolled back"):
-				rows[i].OK, rows[i].Condition, rows[i].Text = false, "rolled-back", status
-			case err == nil && strings.Contains(status, "is applied"):
+			case err == nil && (state == "rolled-back" || state == "failed" || state == "superseded"):
+				rows[i].OK, rows[i].Condition, rows[i].Text = false, state, status
+			case err == nil && state == "applied":
 				rows[i].Result += "\n" + status
 			case time.Now().After(deadline):
 				rows[i].OK, rows[i].Condition, rows[i].Text = false, "timeout", "not confirmed within -canary-wait"
@@ -349,20 +350,16 @@ func (c *ctl) confirmCanaries(ctx context.Context, opts fleetOptions, rows []fle
 	return rows
 }
 
-// statusField runs an agent's status command and returns one field.
-func (c *ctl) statusField(ctx context.Context, jid, field string) (string, error) {
+// statusForm runs an agent's status command and returns its result form.
+func (c *ctl) statusForm(ctx context.Context, jid string) (*xmpp.Form, error) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", "status", "action", "execute")
 	res, err := c.sess.SendIQ(actx, xmpp.Stanza("iq", "set", jid, "").Add(cmd))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	f, err := xmpp.ParseForm(res.FirstChild().Child(xmpp.NSData, "x"))
-	if err != nil {
-		return "", err
-	}
-	return f.Value(field), nil
+	return xmpp.ParseForm(res.FirstChild().Child(xmpp.NSData, "x"))
 }
 
 // fleetOne runs cmd on one agent.
