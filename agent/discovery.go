@@ -145,7 +145,7 @@ func (d *discovery) announce(r devices.Reading) {
 		if done || refused {
 			continue
 		}
-		if strings.ContainsAny(f.Name, "+#/") || f.Name == "" {
+		if !haLevel(f.Name) {
 			d.mu.Lock()
 			d.refused[r.Device+"/"+f.Name] = true
 			d.mu.Unlock()
@@ -261,6 +261,12 @@ func haClass(field, unit string) (deviceClass, stateClass string) {
 		return "duration", "measurement"
 	}
 	return "", "measurement"
+}
+
+// haLevel reports whether a field name can stand in a discovery topic:
+// not empty, and no MQTT wildcard or level separator.
+func haLevel(name string) bool {
+	return name != "" && !strings.ContainsAny(name, "+#/")
 }
 
 // haID makes a topic level and id of s: Home Assistant's node and object

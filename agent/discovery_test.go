@@ -60,3 +60,15 @@ func TestHAConfig(t *testing.T) {
 		t.Errorf("without allow_commands: %s", topic)
 	}
 }
+
+// Field names come from parsers of serial lines, files and MQTT payloads:
+// a wildcard or a separator must never reach a discovery topic.
+func TestHALevel(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"temperature": true, "rx rate.avg": true, "": false, "a+b": false, "#": false, "a/b": false,
+	} {
+		if haLevel(name) != ok {
+			t.Errorf("haLevel(%q) = %v", name, !ok)
+		}
+	}
+}

@@ -186,7 +186,11 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 			rep.Notes = append(rep.Notes, "the XMPP session is replaced in a moment: the agent logs in again with the new [xmpp] settings")
 			a.pendingLink = nl
 			go func() {
-				time.Sleep(sessionSwapDelay)
+				select {
+				case <-a.sessCtx.Done():
+					return // shutting down: no new session
+				case <-time.After(sessionSwapDelay):
+				}
 				a.reloadMu.Lock()
 				defer a.reloadMu.Unlock()
 				if a.live && a.pendingLink == nl {

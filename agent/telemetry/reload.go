@@ -132,10 +132,12 @@ func (d *Dispatcher) Plan(cfg *config.Config, self xmpp.JID) *Change {
 
 // Handover makes the leaving sinks hand what their filters and batches
 // hold to their outboxes, after the readings they have in flight are
-// acknowledged (for up to two seconds).
+// acknowledged: for up to two seconds in all, however many leave, since
+// the pipeline waits meanwhile (readings queue on the bus).
 func (d *Dispatcher) Handover(ch *Change) {
+	deadline := time.Now().Add(2 * time.Second)
 	for _, s := range ch.leaving {
-		s.settle(2 * time.Second)
+		s.settle(deadline)
 		d.held = s.filter.flush(d.held[:0])
 		for _, r := range d.held {
 			d.scratch = s.add(r, d.scratch, d.p.log)

@@ -505,14 +505,13 @@ func (s *Sink) Halt() {
 	}
 }
 
-// settle waits up to timeout for the sink's readings in flight on the
-// session to be acknowledged, so that stopping it does not leave them to
-// be sent twice.
-func (s *Sink) settle(timeout time.Duration) {
+// settle waits until deadline at most for the sink's readings in flight
+// on the session to be acknowledged, so that stopping it does not leave
+// them to be sent twice.
+func (s *Sink) settle(deadline time.Time) {
 	if s.dl == nil {
 		return
 	}
-	deadline := time.Now().Add(timeout)
 	for s.dl.inFlight() && time.Now().Before(deadline) && s.p.conn().Session() != nil {
 		time.Sleep(20 * time.Millisecond)
 	}
