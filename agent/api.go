@@ -139,7 +139,7 @@ func (h *host) Report() StatusReport {
 	rep := StatusReport{Version: a.version, Uptime: time.Since(a.started), Dropped: a.dropped.Load()}
 	sess := a.conn().Session()
 	if sess != nil {
-		rep.Online, rep.JID = true, sess.JID().String()
+		rep.Online, rep.JID, rep.Server = true, sess.JID().String(), sess.Endpoint()
 		rep.Link = sess.Link()
 	}
 	rep.Outboxes = a.tel.Statuses(sess, time.Now())

@@ -106,7 +106,7 @@ func (r *receiver) connect(t testing.TB, srv *testserver.Server, user string) (s
 	}
 	c := xmpp.NewClient(xmpp.Config{
 		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/rx"), Password: "pw-" + user,
-		Server: srv.Addr, TLS: tc, Handler: mux, Timeout: 5 * time.Second,
+		Servers: []string{srv.Addr}, TLS: tc, Handler: mux, Timeout: 5 * time.Second,
 	})
 	c.Keepalive = time.Second
 	c.OnConnect = func(ctx context.Context, s *xmpp.Session) error {
@@ -179,7 +179,7 @@ func summarize(s []uint64) string {
 
 func faultConfig(srv *testserver.Server, state, server string) *config.Config {
 	cfg := agentConfig(srv, state)
-	cfg.XMPP.Server = server
+	cfg.XMPP.Server = config.Endpoints{server}
 	cfg.XMPP.Keepalive = config.Duration{Duration: time.Second}
 	cfg.Devices = nil
 	cfg.Sinks = []config.Sink{{Kind: "chat", To: "operator@" + srv.Host, Devices: []string{"*"}}}
@@ -369,7 +369,7 @@ func TestChildAgent(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("STANZAD_CHILD_READINGS"))
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@iot.test/agent", Password: config.Secret("pw-device"),
-			Server: os.Getenv("STANZAD_CHILD_SERVER"), TLS: "starttls", CAFile: os.Getenv("STANZAD_CHILD_CA")},
+			Server: config.Endpoints{os.Getenv("STANZAD_CHILD_SERVER")}, TLS: "starttls", CAFile: os.Getenv("STANZAD_CHILD_CA")},
 		Agent: config.Agent{StateDir: state},
 		ACL:   config.ACL{Operators: []string{"operator@iot.test"}},
 		Sinks: []config.Sink{{Kind: "chat", To: "operator@iot.test", Devices: []string{"*"}}},

@@ -61,7 +61,7 @@ func dialTest(t testing.TB, srv *testserver.Server, user, resource string, mux *
 	defer cancel()
 	s, err := xmpp.Dial(ctx, xmpp.Config{
 		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/" + resource), Password: "pw-" + user,
-		Server: srv.Addr, TLS: tc, Handler: mux,
+		Servers: []string{srv.Addr}, TLS: tc, Handler: mux,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func agentConfig(srv *testserver.Server, stateDir string) *config.Config {
 	cfg := &config.Config{
 		XMPP: config.XMPP{
 			JID: "device@" + srv.Host + "/agent", Password: config.Secret("pw-device"),
-			Server: srv.Addr, TLS: "starttls", CAFile: srv.CAFile, PresenceStatus: "online",
+			Server: config.Endpoints{srv.Addr}, TLS: "starttls", CAFile: srv.CAFile, PresenceStatus: "online",
 		},
 		Agent: config.Agent{StateDir: stateDir},
 		ACL:   config.ACL{Operators: []string{"operator@" + srv.Host}},

@@ -152,7 +152,7 @@ func TestChildDiskAgent(t *testing.T) {
 	}
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@iot.test/agent", Password: config.Secret("pw-device"),
-			Server: os.Getenv("STANZAD_DCHILD_SERVER"), TLS: "starttls", CAFile: os.Getenv("STANZAD_DCHILD_CA")},
+			Server: config.Endpoints{os.Getenv("STANZAD_DCHILD_SERVER")}, TLS: "starttls", CAFile: os.Getenv("STANZAD_DCHILD_CA")},
 		Agent: config.Agent{StateDir: state},
 		ACL:   config.ACL{Operators: []string{"operator@iot.test"}},
 		Sinks: []config.Sink{{Kind: "chat", To: "operator@iot.test", Devices: []string{"*"}}},

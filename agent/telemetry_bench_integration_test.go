@@ -257,7 +257,7 @@ func TestTelemetryChild(t *testing.T) {
 	batch, _ := strconv.Atoi(os.Getenv("STANZAD_TCHILD_BATCH"))
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@iot.test/agent", Password: config.Secret("pw-device"),
-			Server: os.Getenv("STANZAD_TCHILD_SERVER"), TLS: "starttls", CAFile: os.Getenv("STANZAD_TCHILD_CA")},
+			Server: config.Endpoints{os.Getenv("STANZAD_TCHILD_SERVER")}, TLS: "starttls", CAFile: os.Getenv("STANZAD_TCHILD_CA")},
 		Agent: config.Agent{StateDir: state, OutboxMax: 64 << 20},
 		Sinks: []config.Sink{{Kind: "chat", To: os.Getenv("STANZAD_TCHILD_TO"), Devices: []string{"*"}, Batch: batch}},
 	}

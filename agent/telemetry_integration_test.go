@@ -65,7 +65,7 @@ func values(m *xmpp.Element) []float64 {
 func baseConfig(srv *testserver.Server, dir string) *config.Config {
 	return &config.Config{
 		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: config.Secret("pw-device"),
-			Server: srv.Addr, TLS: "starttls", CAFile: srv.CAFile},
+			Server: config.Endpoints{srv.Addr}, TLS: "starttls", CAFile: srv.CAFile},
 		Agent: config.Agent{StateDir: dir, OutboxMax: 1 << 20},
 		ACL:   config.ACL{Operators: []string{"alice@" + srv.Host}, Viewers: []string{"bob@" + srv.Host}},
 	}

@@ -198,7 +198,7 @@ func (a *Agent) newLink(cfg *config.Config, self xmpp.JID) (*link, error) {
 	c := xmpp.NewClient(xmpp.Config{
 		JID:       self,
 		Password:  x.Password.Reveal(),
-		Server:    x.Server,
+		Servers:   x.Server,
 		DirectTLS: x.TLS == "direct",
 		TLS:       tc,
 		Handler:   mux,

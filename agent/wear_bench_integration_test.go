@@ -40,7 +40,7 @@ func BenchmarkIntegrationOutboxWear(b *testing.B) {
 			src := &source{n: n, rate: run.rate, start: make(chan struct{})}
 			cfg := &config.Config{
 				XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: config.Secret("pw-device"),
-					Server: srv.Addr, TLS: "starttls", CAFile: srv.CAFile},
+					Server: config.Endpoints{srv.Addr}, TLS: "starttls", CAFile: srv.CAFile},
 				Agent: config.Agent{StateDir: b.TempDir()},
 				Sinks: []config.Sink{{Kind: "chat", To: rx.jid, Devices: []string{"*"}}},
 			}

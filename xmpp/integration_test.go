@@ -34,7 +34,7 @@ func dial(t *testing.T, srv *testserver.Server, user, password string, direct bo
 	return xmpp.Dial(ctx, xmpp.Config{
 		JID:       xmpp.MustParseJID(fmt.Sprintf("%s@%s/test%d", user, srv.Host, resources.Add(1))),
 		Password:  password,
-		Server:    addr,
+		Servers:   []string{addr},
 		DirectTLS: direct,
 		TLS:       tc,
 		Handler:   h,
@@ -102,7 +102,7 @@ func TestIntegrationLogin(t *testing.T) {
 				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 				defer cancel()
 				_, err := xmpp.Dial(ctx, xmpp.Config{
-					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Server: srv.Addr,
+					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr},
 					TLS: &tls.Config{RootCAs: x509.NewCertPool()},
 				})
 				var uerr x509.UnknownAuthorityError
@@ -115,7 +115,7 @@ func TestIntegrationLogin(t *testing.T) {
 				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 				defer cancel()
 				_, err := xmpp.Dial(ctx, xmpp.Config{
-					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Server: srv.Addr, TLS: tc,
+					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr}, TLS: tc,
 				})
 				var herr x509.HostnameError
 				if !errors.As(err, &herr) {
@@ -195,7 +195,7 @@ func TestIntegrationResume(t *testing.T) {
 	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
 	c := xmpp.NewClient(xmpp.Config{
 		JID: xmpp.MustParseJID("device@iot.test/resume"), Password: "pw1",
-		Server: proxy.Addr, TLS: tc, Timeout: 5 * time.Second,
+		Servers: []string{proxy.Addr}, TLS: tc, Timeout: 5 * time.Second,
 	})
 	acked := make(chan uint64, 1000)
 	c.OnAck = func(tags []uint64) {

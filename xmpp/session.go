@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +28,12 @@ type Config struct {
 	// JID is the account; its resource, if any, is requested at bind time.
 	JID      JID
 	Password string
-	// Server is host:port to connect to. Empty means DNS SRV
-	// (_xmpps-client._tcp for DirectTLS, _xmpp-client._tcp otherwise), then
-	// the domain on 5223 (DirectTLS) or 5222.
-	Server string
+	// Servers are the host:port endpoints to try, in order: the first
+	// that connects and negotiates wins. Empty means DNS SRV
+	// (_xmpps-client._tcp for DirectTLS, _xmpp-client._tcp otherwise),
+	// ordered by priority and, within one priority, at random by weight
+	// (RFC 2782), then the domain on 5223 (DirectTLS) or 5222.
+	Servers []string
 	// DirectTLS starts TLS on connect (XEP-0368) instead of STARTTLS.
 	DirectTLS bool
 	// TLS verifies the server; nil means system roots. ServerName defaults
@@ -42,6 +45,13 @@ type Config struct {
 	// Timeout bounds connecting and stream negotiation (default 20s) and
 	// each write (default 10s).
 	Timeout time.Duration
+	// ConnectTimeout bounds, when there are several endpoints, the time
+	// from the TCP connect until the server's first stream header (or,
+	// with DirectTLS, the end of the TLS handshake): an endpoint that
+	// drops packets or accepts and stays silent delays failover by at
+	// most this much (default 5s). A single endpoint has all of Timeout,
+	// for links slow enough to need it.
+	ConnectTimeout time.Duration
 	// Handler receives inbound stanzas. Nil answers IQs with
 	// service-unavailable and drops the rest.
 	Handler Handler
@@ -56,6 +66,11 @@ type Config struct {
 	// sm, set by Client, enables XEP-0198 stream management with
 	// resumption across the sessions a Client dials.
 	sm *smState
+	// prefer, set by Client, is the endpoint that worked last: it is
+	// tried first while it is among the endpoints, so a board stays on
+	// the cluster node it is on and a dead endpoint early in the list
+	// costs nothing while the others work.
+	prefer string
 }
 
 // Handler handles inbound stanzas other than IQ results. Calls may run
@@ -75,6 +90,7 @@ type Session struct {
 
 	cfg      Config
 	log      *slog.Logger
+	endpoint string // the host:port this session connected to
 	conn     net.Conn
 	tls      *tls.Conn
 	r        *reader
@@ -84,6 +100,9 @@ type Session struct {
 	mech     string
 	sm       *smState // nil unless stream management is enabled on this stream
 	resumed  bool
+
+	negotiateBy time.Time // deadline of the whole negotiation
+	answered    bool      // the server has sent a stream header or finished a TLS handshake
 
 	wmu      sync.Mutex
 	wbuf     []byte
@@ -105,6 +124,13 @@ type Session struct {
 
 // Dial connects, negotiates TLS, authenticates and binds a resource. The
 // returned session is ready for Send; call Serve to read.
+//
+// Dial tries the endpoints (Config.Servers, or DNS SRV) in turn, moving on
+// when one cannot be reached, does not answer within ConnectTimeout, or
+// fails during negotiation for any reason but the account's: a refused
+// login or an unusable account is the same on every node of a cluster, so
+// it is returned at once. The error of a Dial that tried several
+// endpoints joins each one's.
 func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.JID.Domain == "" {
 		return nil, errors.New("xmpp: config has no JID")
@@ -114,6 +140,9 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
 	}
 	if cfg.MaxHandlers <= 0 {
 		cfg.MaxHandlers = 32
@@ -125,35 +154,89 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	conn, err := dialTCP(ctx, cfg)
+	addrs, err := endpoints(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	var errs []error
+	for _, addr := range addrs {
+		s, err := dialEndpoint(ctx, cfg, log, addr, len(addrs) == 1)
+		if err == nil {
+			return s, nil
+		}
+		if len(addrs) == 1 || IsAuthError(err) || errors.Is(err, ErrNoMechanism) {
+			return nil, err
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+		log.Warn("endpoint failed; trying the next", "endpoint", addr, "err", err)
+	}
+	return nil, fmt.Errorf("xmpp: no endpoint of %d worked: %w", len(addrs), errors.Join(errs...))
+}
+
+// dialEndpoint connects to one endpoint and negotiates the stream. Unless
+// it is the only one, the connect phase (TCP, and the server's first
+// stream header or direct TLS handshake) has ConnectTimeout.
+func dialEndpoint(ctx context.Context, cfg Config, log *slog.Logger, addr string, only bool) (*Session, error) {
+	deadline, _ := ctx.Deadline()
+	connectBy := deadline
+	if !only {
+		connectBy = time.Now().Add(cfg.ConnectTimeout)
+		if connectBy.After(deadline) {
+			connectBy = deadline
+		}
+	}
+	cctx, ccancel := context.WithDeadline(ctx, connectBy)
+	var d net.Dialer // TCP keepalive on, at Go's default period
+	conn, err := d.DialContext(cctx, "tcp", addr)
+	ccancel()
+	if err != nil {
+		return nil, fmt.Errorf("xmpp: connect %s: %w", addr, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Stanzas are small and latency matters more than packet count.
+		tc.SetNoDelay(true)
 	}
 	s := &Session{
 		cfg:      cfg,
 		log:      log,
+		endpoint: addr,
 		conn:     conn,
 		pending:  make(map[string]pendingIQ),
 		served:   make(chan struct{}),
 		idPrefix: randomID(4),
 	}
 	// Negotiation is sequential: a deadline on the connection bounds it,
-	// and cancelling ctx unblocks it.
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
+	// and cancelling ctx unblocks it. The connect deadline holds until the
+	// server has shown it is there (openStream, startTLS extend it).
+	s.negotiateBy = deadline
+	conn.SetDeadline(connectBy)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	err = s.negotiate(ctx)
 	stop()
 	if err != nil {
 		conn.Close()
+		if time.Now().After(connectBy) && !s.answered && !isTyped(err) {
+			return nil, fmt.Errorf("xmpp: %s did not answer within %v: %w", addr, cfg.ConnectTimeout, err)
+		}
 		if ctx.Err() != nil && !isTyped(err) {
-			return nil, fmt.Errorf("xmpp: negotiate with %s: %w (%w)", conn.RemoteAddr(), ctx.Err(), err)
+			return nil, fmt.Errorf("xmpp: negotiate with %s: %w (%w)", addr, ctx.Err(), err)
 		}
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
 	return s, nil
+}
+
+// answeredNow records that the server has answered: the rest of the
+// negotiation has what is left of Timeout.
+func (s *Session) answeredNow() {
+	if !s.answered {
+		s.answered = true
+		s.conn.SetDeadline(s.negotiateBy)
+	}
 }
 
 func isTyped(err error) bool {
@@ -164,33 +247,23 @@ func isTyped(err error) bool {
 		errors.Is(err, ErrNoTLS) || errors.Is(err, ErrNoMechanism) || errors.Is(err, ErrPinMismatch)
 }
 
-func dialTCP(ctx context.Context, cfg Config) (net.Conn, error) {
+// endpoints returns the addresses to try, in order (RFC 6120 §3.2), the
+// preferred one first.
+func endpoints(ctx context.Context, cfg Config) ([]string, error) {
 	addrs, err := resolve(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
-	var errs []error
-	for _, addr := range addrs {
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			// Stanzas are small and latency matters more than packet count.
-			tc.SetNoDelay(true)
-			tc.SetKeepAlive(true)
-		}
-		return c, nil
+	if i := slices.Index(addrs, cfg.prefer); i > 0 {
+		addrs = slices.Concat(addrs[i:i+1], addrs[:i], addrs[i+1:])
 	}
-	return nil, fmt.Errorf("xmpp: connect: %w", errors.Join(errs...))
+	return addrs, nil
 }
 
-// resolve returns the addresses to try, in order (RFC 6120 §3.2).
+// resolve returns the configured or published addresses, in order.
 func resolve(ctx context.Context, cfg Config) ([]string, error) {
-	if cfg.Server != "" {
-		return []string{cfg.Server}, nil
+	if len(cfg.Servers) > 0 {
+		return cfg.Servers, nil
 	}
 	service, port := "xmpp-client", "5222"
 	if cfg.DirectTLS {
@@ -200,6 +273,8 @@ func resolve(ctx context.Context, cfg Config) ([]string, error) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
+	// LookupSRV sorts by priority and shuffles by weight within one
+	// priority, as RFC 2782 asks: a fleet spreads over equal servers.
 	_, srvs, err := r.LookupSRV(ctx, service, "tcp", cfg.JID.Domain)
 	if err == nil && len(srvs) > 0 {
 		if len(srvs) == 1 && srvs[0].Target == "." {
@@ -245,6 +320,7 @@ func (s *Session) startTLS(ctx context.Context) error {
 	}
 	s.conn = tc
 	s.tls = tc
+	s.answeredNow()
 	return nil
 }
 
@@ -310,6 +386,7 @@ func (s *Session) openStream() error {
 	if err != nil {
 		return s.negotiationError(err)
 	}
+	s.answeredNow()
 	if h.Version == "" || h.Version[0] < '1' {
 		return fmt.Errorf("xmpp: server speaks stream version %q, want 1.0", h.Version)
 	}
@@ -559,6 +636,9 @@ func (s *Session) Mechanism() string { return s.mech }
 
 // JID returns the full JID the server bound.
 func (s *Session) JID() JID { return s.jid }
+
+// Endpoint returns the host:port this session is connected to.
+func (s *Session) Endpoint() string { return s.endpoint }
 
 // Features returns the stream features of the final stream.
 func (s *Session) Features() *Element { return s.features }

@@ -207,7 +207,7 @@ func scriptedPeer(t *testing.T, p *peer, password string, script func(p *peer) e
 	return Config{
 		JID:      MustParseJID("device@iot.test/agent"),
 		Password: password,
-		Server:   ln.Addr().String(),
+		Servers:  []string{ln.Addr().String()},
 		TLS:      &tls.Config{RootCAs: pki.roots},
 		Timeout:  5 * time.Second,
 	}, done

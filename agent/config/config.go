@@ -31,18 +31,18 @@ type Config struct {
 
 // XMPP is the account and how to reach its server.
 type XMPP struct {
-	JID            string   `toml:"jid"`           // local@domain[/resource]
-	Password       Secret   `toml:"password"`      // Load fills it from PasswordFile
-	PasswordFile   string   `toml:"password_file"` // relative to the config file
-	Server         string   `toml:"server"`        // host:port; "" = DNS SRV, then domain:5222
-	TLS            string   `toml:"tls"`           // "starttls" (default) or "direct" (XEP-0368)
-	CAFile         string   `toml:"ca_file"`       // extra trusted roots
-	ServerName     string   `toml:"server_name"`   // TLS name override
-	PinSHA256      []string `toml:"pin_sha256"`    // base64 SHA-256 of SPKI
-	ClientCert     string   `toml:"client_cert"`   // with ClientKey: SASL EXTERNAL
-	ClientKey      string   `toml:"client_key"`
-	Keepalive      Duration `toml:"keepalive"`       // default 30s; 0 disables
-	PresenceStatus string   `toml:"presence_status"` // default "online"
+	JID            string    `toml:"jid"`           // local@domain[/resource]
+	Password       Secret    `toml:"password"`      // Load fills it from PasswordFile
+	PasswordFile   string    `toml:"password_file"` // relative to the config file
+	Server         Endpoints `toml:"server"`        // host:port, or a list tried in order; empty = DNS SRV, then domain:5222
+	TLS            string    `toml:"tls"`           // "starttls" (default) or "direct" (XEP-0368)
+	CAFile         string    `toml:"ca_file"`       // extra trusted roots
+	ServerName     string    `toml:"server_name"`   // TLS name override
+	PinSHA256      []string  `toml:"pin_sha256"`    // base64 SHA-256 of SPKI
+	ClientCert     string    `toml:"client_cert"`   // with ClientKey: SASL EXTERNAL
+	ClientKey      string    `toml:"client_key"`
+	Keepalive      Duration  `toml:"keepalive"`       // default 30s; 0 disables
+	PresenceStatus string    `toml:"presence_status"` // default "online"
 }
 
 // Agent holds process-wide settings.

@@ -221,6 +221,11 @@ func TestParseErrors(t *testing.T) {
 		{"interval integer after others", dev + "[[device]]\nname = \"a\"\nkind = \"sim\"\ninterval = \"1s\"\n[[device]]\nname = \"b\"\nkind = \"sim\"\ninterval = 10\n", "device[1].interval", 12, `invalid duration "10"`},
 		{"keepalive negative", head + "keepalive = \"-5s\"\n", "xmpp.keepalive", 4, "negative duration"},
 		{"server no port", head + "server = \"iot.test\"\n", "xmpp.server", 4, "host:port"},
+		{"server list no port", head + "server = [\"10.0.0.5:5222\", \"10.0.0.6\"]\n", "xmpp.server", 4, `"10.0.0.6": want host:port`},
+		{"server list twice", head + "server = [\"a:5222\", \"a:5222\"]\n", "xmpp.server", 4, "listed twice"},
+		{"server list empty", head + "server = []\n", "xmpp.server", 4, "leave server out"},
+		{"server integer", head + "server = 5222\n", "xmpp.server", 4, "host:port"},
+		{"server list of integers", head + "server = [5222]\n", "xmpp.server", 4, "host:port"},
 
 		// [agent], [acl]
 		{"log_level", head + "[agent]\nlog_level = \"verbose\"\n", "agent.log_level", 5, `"verbose" is not one of debug, info, warn, error`},
@@ -708,5 +713,24 @@ to = "op@iot.test"
 batch = 0
 `), "t.toml"); err == nil || !strings.Contains(err.Error(), "sink[0].batch") {
 		t.Errorf("batch = 0: %v", err)
+	}
+}
+
+func TestParseServerForms(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want Endpoints
+	}{
+		{head, nil},
+		{head + "server = \"10.0.0.5:5222\"\n", Endpoints{"10.0.0.5:5222"}},
+		{head + "server = [\"10.0.0.5:5222\", \"[::1]:5223\",\n  \"xmpp.example.org:443\"]\n", Endpoints{"10.0.0.5:5222", "[::1]:5223", "xmpp.example.org:443"}},
+	} {
+		cfg, err := Parse([]byte(tc.doc+dev[len(head):]), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.doc, err)
+		}
+		if !slices.Equal(cfg.XMPP.Server, tc.want) {
+			t.Errorf("%q: server = %q, want %q", tc.doc, cfg.XMPP.Server, tc.want)
+		}
 	}
 }

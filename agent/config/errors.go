@@ -398,7 +398,7 @@ func (c *checker) decode(data []byte, v any) bool {
 func decodeInto(data []byte, v any) error {
 	reflect.ValueOf(v).Elem().SetZero()
 	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	dec.DisallowUnknownFields().EnableUnmarshalerInterface() // Endpoints
 	return dec.Decode(v)
 }
 

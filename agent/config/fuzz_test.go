@@ -26,6 +26,8 @@ func FuzzParse(f *testing.F) {
 		"[a.b]\n[[a]]\n",
 		"[xmpp]\njid = \"a@b\"\npassword_file = \"p\"\n[agent]\noutbox_max = \"1.5MiB\"\n[acl]\noperators = [\"A@B\", [1]]\n",
 		"x = \"\\u0000\"\n\"\" = 1\n",
+		head + "server = [\"10.0.0.5:5222\", \"[::1]:5223\"]\n",
+		head + "server = [\"a:1\", [\"b:2\"], 3]\n",
 	} {
 		f.Add([]byte(doc))
 	}

@@ -222,10 +222,19 @@ func (x *XMPP) check(c *checker) {
 	if k := x.Keepalive.Duration; k != 0 && k < 5*time.Second {
 		c.add("xmpp.keepalive", "%v is too short (minimum 5s; 0s disables)", k)
 	}
-	if x.Server != "" {
-		host, port, err := net.SplitHostPort(x.Server)
+	if x.Server != nil && len(x.Server) == 0 {
+		c.add("xmpp.server", "empty list: leave server out to use DNS SRV")
+	}
+	if len(x.Server) > 16 {
+		c.add("xmpp.server", "%d endpoints; at most 16", len(x.Server))
+	}
+	for i, s := range x.Server {
+		host, port, err := net.SplitHostPort(s)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || n < 1 || n > 65535 {
-			c.add("xmpp.server", "%q: want host:port", x.Server)
+			c.add("xmpp.server", "%q: want host:port", s)
+		}
+		if slices.Contains(x.Server[:i], s) {
+			c.add("xmpp.server", "%q is listed twice", s)
 		}
 	}
 }

@@ -1,12 +1,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // Duration is a Go duration string in TOML, such as "30s" or "1m30s".
@@ -117,3 +120,34 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // MarshalText hides the value from encoders (JSON, TOML).
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Endpoints is [xmpp] server: one "host:port", or a list of them tried in
+// order with failover. Empty means DNS SRV.
+type Endpoints []string
+
+// UnmarshalTOML takes a string or an array of strings (go-toml's unstable
+// Unmarshaler, enabled by decodeInto: a plain []string would refuse the
+// single string every existing config has).
+func (e *Endpoints) UnmarshalTOML(data []byte) error {
+	var v struct{ V any }
+	if err := toml.Unmarshal(append([]byte("V = "), data...), &v); err != nil {
+		return errors.New(`want "host:port" or a list of them`)
+	}
+	switch t := v.V.(type) {
+	case string:
+		*e = Endpoints{t}
+		return nil
+	case []any:
+		list := make(Endpoints, 0, len(t))
+		for _, x := range t {
+			s, ok := x.(string)
+			if !ok {
+				return errors.New(`want "host:port" or a list of them`)
+			}
+			list = append(list, s)
+		}
+		*e = list
+		return nil
+	}
+	return errors.New(`want "host:port" or a list of them`)
+}

@@ -95,6 +95,7 @@ func (pl *Plane) adhocStatus(ctx context.Context, r *xmpp.CommandRequest) (*xmpp
 		resultField("version", "Version", rep.Version),
 		resultField("uptime", "Uptime", rep.Uptime.Round(time.Second).String()),
 		resultField("session", "Session", session),
+		resultField("server", "Server", rep.Server),
 		resultField("dropped", "Readings dropped (bus full)", strconv.FormatUint(rep.Dropped, 10)),
 		resultField("link", "Link", cmp.Or(rep.LinkText(), "telemetry flows as it comes")),
 		resultMulti("outboxes", "Sinks", outboxes),

@@ -192,6 +192,9 @@ type StatusReport struct {
 	Uptime  time.Duration
 	Online  bool
 	JID     string // the bound full JID while online
+	// Server is the endpoint (host:port) of the live session: which
+	// server, or which node of a cluster, the agent is on.
+	Server  string
 	Dropped uint64 // readings dropped before queueing (bus full)
 	// Link is how the server takes telemetry: when it set the pace within
 	// the last minute (Link.Limited), the rate it allows.
@@ -282,7 +285,7 @@ func (r StatusReport) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "stanzad %s, up %s\n", r.Version, r.Uptime.Round(time.Second))
 	if r.Online {
-		fmt.Fprintf(&b, "session: online as %s\n", r.JID)
+		fmt.Fprintf(&b, "session: online as %s via %s\n", r.JID, r.Server)
 	} else {
 		b.WriteString("session: offline\n")
 	}

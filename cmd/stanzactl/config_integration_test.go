@@ -63,7 +63,7 @@ func inbox(t *testing.T, srv *testserver.Server, user string) chan string {
 	}
 	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
 	s, err := xmpp.Dial(t.Context(), xmpp.Config{JID: xmpp.MustParseJID(user + "@" + srv.Host + "/inbox"),
-		Password: "pw-" + user, Server: srv.Addr, TLS: tc, Handler: mux})
+		Password: "pw-" + user, Servers: []string{srv.Addr}, TLS: tc, Handler: mux})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func testFleet(t *testing.T, srv *testserver.Server) {
 		return nil, xmpp.ErrHandled
 	})
 	hang, err := xmpp.Dial(t.Context(), xmpp.Config{JID: xmpp.MustParseJID("hang@" + srv.Host + "/agent"), Password: "pw-hang",
-		Server: srv.Addr, TLS: tc, Handler: mux})
+		Servers: []string{srv.Addr}, TLS: tc, Handler: mux})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func testFleet(t *testing.T, srv *testserver.Server) {
 
 	// The operator puts the five in roster group "site" and subscribes.
 	op, err := xmpp.Dial(t.Context(), xmpp.Config{JID: xmpp.MustParseJID("operator@" + srv.Host + "/setup"), Password: "pw-operator",
-		Server: srv.Addr, TLS: tc})
+		Servers: []string{srv.Addr}, TLS: tc})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestIntegrationStanzactl(t *testing.T) {
 	testserver.MustRegister(t, srv, "operator", "pw-operator")
 	dir := t.TempDir()
 	cfg := &config.Config{
-		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: srv.Addr,
+		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: config.Endpoints{srv.Addr},
 			CAFile: srv.CAFile, PresenceStatus: "online"},
 		Agent:   config.Agent{StateDir: filepath.Join(dir, "state")},
 		ACL:     config.ACL{Operators: []string{"operator@" + srv.Host}},
@@ -83,7 +83,7 @@ func TestIntegrationStanzactl(t *testing.T) {
 	// fleet finds it by its presence, with the agent's health line.
 	tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
 	s, err := xmpp.Dial(t.Context(), xmpp.Config{JID: xmpp.MustParseJID("operator@" + srv.Host + "/sub"),
-		Password: "pw-operator", Server: srv.Addr, TLS: tc})
+		Password: "pw-operator", Servers: []string{srv.Addr}, TLS: tc})
 	if err != nil {
 		t.Fatal(err)
 	}

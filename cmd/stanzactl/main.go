@@ -252,7 +252,7 @@ func (c *ctl) connect(ctx context.Context, x config.XMPP) error {
 		}
 	}
 	c.sess, err = xmpp.Dial(ctx, xmpp.Config{
-		JID: self, Password: x.Password.Reveal(), Server: x.Server,
+		JID: self, Password: x.Password.Reveal(), Servers: x.Server,
 		DirectTLS: x.TLS == "direct", TLS: tc, Handler: mux,
 		Logger: c.log.With("component", "xmpp"),
 	})

@@ -74,7 +74,7 @@ func testWatchReplay(t *testing.T, srv *testserver.Server, replays map[string]bo
 	testserver.MustRegister(t, srv, "operator", "pw-operator")
 	dir := t.TempDir()
 	cfg := &config.Config{
-		XMPP:  config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: srv.Addr, CAFile: srv.CAFile},
+		XMPP:  config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: config.Endpoints{srv.Addr}, CAFile: srv.CAFile},
 		Agent: config.Agent{StateDir: filepath.Join(dir, "state")},
 		ACL:   config.ACL{Operators: []string{"operator@" + srv.Host}},
 		Sinks: []config.Sink{

@@ -63,7 +63,7 @@ func dialEjabberd(t *testing.T, s *Server, user, password string, direct bool, h
 	return xmpp.Dial(ctx, xmpp.Config{
 		JID:       xmpp.MustParseJID(user + "@" + s.Host + "/test"),
 		Password:  password,
-		Server:    addr,
+		Servers:   []string{addr},
 		DirectTLS: direct,
 		TLS:       tc,
 		Handler:   h,
@@ -155,7 +155,7 @@ func TestIntegrationEjabberd(t *testing.T) {
 		}
 		c := xmpp.NewClient(xmpp.Config{
 			JID: xmpp.MustParseJID("alice@" + s.Host + "/sm"), Password: "alice-secret",
-			Server: s.Addr, TLS: tc, Timeout: 5 * time.Second,
+			Servers: []string{s.Addr}, TLS: tc, Timeout: 5 * time.Second,
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
