@@ -90,6 +90,14 @@ type EjabberdOptions struct {
 	// Log, if set, receives one line per harness step (started, ready,
 	// stopped). The node's own log is in Dir/logs; see Server.LogTail.
 	Log io.Writer
+	// Cluster, if set, is a node of the cluster this node joins at its
+	// first start ("ejabberdctl join_cluster"): it serves the same Host
+	// with the same CA and certificate, shares the Erlang cookie, and has
+	// its own node name, ports and spool. Accounts, rosters, offline
+	// messages, MUC rooms and pubsub nodes are the cluster's from then
+	// on; Host is taken from the cluster and must not be set. The other
+	// options should match the cluster's.
+	Cluster *Server
 }
 
 // ConfigureEjabberd prepares an ejabberd node without starting it: it
@@ -111,6 +119,17 @@ func ConfigureEjabberd(opts EjabberdOptions) (*Server, error) {
 	owner, err := ejabberdOwner()
 	if err != nil {
 		return nil, err
+	}
+	var peer *ejabberdNode
+	if opts.Cluster != nil {
+		var ok bool
+		if peer, ok = opts.Cluster.eng.(*ejabberdNode); !ok {
+			return nil, errors.New("testserver: Cluster is not an ejabberd node")
+		}
+		if opts.Host != "" && opts.Host != peer.host {
+			return nil, fmt.Errorf("testserver: host %q: a cluster node serves the cluster's host %q", opts.Host, peer.host)
+		}
+		opts.Host = peer.host
 	}
 	if opts.Host == "" {
 		opts.Host = "iot.test"
@@ -135,7 +154,7 @@ func ConfigureEjabberd(opts EjabberdOptions) (*Server, error) {
 		return nil, fmt.Errorf("testserver: %w", err)
 	}
 	s.Dir = dir
-	if err := s.configureEjabberd(ctl, epmd, owner, opts); err != nil {
+	if err := s.configureEjabberd(ctl, epmd, owner, opts, peer); err != nil {
 		if s.removeDir {
 			os.RemoveAll(dir)
 		}
@@ -234,7 +253,7 @@ func ejabberdOwner() (ejabberdUser, error) {
 	return ejabberdUser{}, fmt.Errorf("ejabberdctl runs only as root or the ejabberd user, not uid %d: %w", os.Geteuid(), ErrNotInstalled)
 }
 
-func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts EjabberdOptions) error {
+func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts EjabberdOptions, peer *ejabberdNode) error {
 	if err := checkEjabberdDir(s.Dir); err != nil {
 		return err
 	}
@@ -246,10 +265,16 @@ func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts Ej
 			return err
 		}
 	}
-	names := []string{s.Host, "conference." + s.Host, "pubsub." + s.Host}
-	c, err := newCerts(names, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now())
-	if err != nil {
-		return err
+	var c certs
+	var err error
+	if peer != nil {
+		// Every node of a cluster is the same server to its clients.
+		c = peer.certs
+	} else {
+		names := []string{s.Host, "conference." + s.Host, "pubsub." + s.Host}
+		if c, err = newCerts(names, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now()); err != nil {
+			return err
+		}
 	}
 	if s.roots, err = c.pool(); err != nil {
 		return err
@@ -294,9 +319,13 @@ func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts Ej
 	// A private cookie on the command line (ERL_OPTIONS -setcookie) keeps
 	// Erlang from reading or creating ~/.erlang.cookie, which would be
 	// /var/lib/ejabberd's: su resets HOME, so a private HOME cannot work.
-	cookie := make([]byte, 16)
-	rand.Read(cookie)
-	cfg.Cookie = hex.EncodeToString(cookie)
+	if peer != nil {
+		cfg.Cookie = peer.cookie // nodes of one cluster share the cookie
+	} else {
+		cookie := make([]byte, 16)
+		rand.Read(cookie)
+		cfg.Cookie = hex.EncodeToString(cookie)
+	}
 
 	s.ConfigFile = filepath.Join(s.Dir, "ejabberd.yml")
 	ctlConfig := filepath.Join(s.Dir, "ejabberdctl.cfg")
@@ -351,6 +380,11 @@ func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts Ej
 		directAddr: s.DirectTLSAddr,
 		tls:        &tls.Config{RootCAs: s.roots, ServerName: s.Host, MinVersion: tls.VersionTLS12},
 		progress:   opts.Log,
+		certs:      c,
+		cookie:     cfg.Cookie,
+	}
+	if peer != nil {
+		s.eng.(*ejabberdNode).join = peer.node
 	}
 	return nil
 }
@@ -429,6 +463,9 @@ type ejabberdNode struct {
 	directAddr string // direct TLS c2s
 	tls        *tls.Config
 	progress   io.Writer
+	certs      certs  // the CA and the server certificate, shared by a cluster
+	cookie     string // the Erlang cookie, shared by a cluster
+	join       string // node of the cluster to join at the first start; empty once joined
 
 	mu         sync.Mutex
 	beam       beamProc  // beam.smp of the running node; zero if none
@@ -511,11 +548,36 @@ func (e *ejabberdNode) start(ctx context.Context) error {
 	e.pending = nil
 	e.mu.Unlock()
 	e.logf("ejabberd node %s started, pid %d, ready on %s, %s in %v", e.node, beam.pid, e.addr, e.directAddr, time.Since(t0).Round(time.Millisecond))
+	if e.join != "" {
+		if err := e.joinCluster(ctx); err != nil {
+			return err
+		}
+	}
 	for _, a := range pending {
 		if err := e.registerNow(a.user, a.password); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// joinCluster runs "ejabberdctl join_cluster": the node stops ejabberd,
+// drops its own database, copies the cluster's tables and starts again.
+// It waits until the node is ready again and lists both nodes as running.
+func (e *ejabberdNode) joinCluster(ctx context.Context) error {
+	t0 := time.Now()
+	if out, err := e.run("join_cluster", e.join); err != nil {
+		return fmt.Errorf("ejabberd node %s: join_cluster %s: %w: %s\n--- ejabberd log tail ---\n%s", e.node, e.join, err, out, logTail(e.logFile, 40))
+	}
+	if _, err := e.waitReady(ctx); err != nil {
+		return fmt.Errorf("ejabberd node %s after join_cluster: %w\n--- ejabberd log tail ---\n%s", e.node, err, logTail(e.logFile, 40))
+	}
+	out, err := e.run("list_cluster")
+	if err != nil || !strings.Contains(out, e.join) || !strings.Contains(out, e.node) {
+		return fmt.Errorf("ejabberd node %s: list_cluster after join_cluster %s: %v: %s", e.node, e.join, err, out)
+	}
+	e.logf("ejabberd node %s joined the cluster of %s in %v", e.node, e.join, time.Since(t0).Round(time.Millisecond))
+	e.join = ""
 	return nil
 }
 

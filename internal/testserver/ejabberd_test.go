@@ -314,3 +314,51 @@ func TestIntegrationEjabberdLifecycle(t *testing.T) {
 		t.Errorf("epmd still runs after Stop, with no nodes, though it did not before the test: %s", out)
 	}
 }
+
+// TestIntegrationEjabberdCluster: a second node joins the first; accounts
+// and routing are the cluster's; when the first node is killed the
+// second serves on, and the killed node rejoins when started again.
+func TestIntegrationEjabberdCluster(t *testing.T) {
+	a := NewEjabberd(t, EjabberdOptions{C2SShaper: -1})
+	b := NewEjabberd(t, EjabberdOptions{C2SShaper: -1, Cluster: a})
+	if a.Addr == b.Addr || a.Node == b.Node || a.Dir == b.Dir {
+		t.Fatalf("nodes share an address, name or directory: %s %s, %s %s", a.Addr, b.Addr, a.Node, b.Node)
+	}
+	MustRegister(t, a, "alice", "pw-alice") // on one node, for the cluster
+	MustRegister(t, b, "bob", "pw-bob")
+
+	alice, err := dialEjabberd(t, a, "alice", "pw-alice", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go alice.Serve(t.Context()) // ends with an error when node a is killed
+	_, bobMsgs := ejabberdClient(t, b, "bob", "pw-bob", false)
+	chat(t, alice, "bob@"+a.Host+"/test", "across the cluster")
+	if m := nextMessage(t, bobMsgs, "message routed from node a to node b"); m.ChildText("", "body") != "across the cluster" {
+		t.Fatalf("bob got %s", m)
+	}
+
+	if err := a.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The account created through node a logs in on node b.
+	alice2, _ := ejabberdClient(t, b, "alice", "pw-alice", true)
+	chat(t, alice2, "bob@"+a.Host+"/test", "after the kill")
+	if m := nextMessage(t, bobMsgs, "message on the surviving node"); m.ChildText("", "body") != "after the kill" {
+		t.Fatalf("bob got %s", m)
+	}
+
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	out, err = a.eng.(*ejabberdNode).run("list_cluster")
+	if err != nil || !strings.Contains(out, a.Node) || !strings.Contains(out, b.Node) {
+		t.Fatalf("list_cluster after restart: %v: %s", err, out)
+	}
+	carol := "carol"
+	MustRegister(t, b, carol, "pw-carol")
+	if _, err := dialEjabberd(t, a, carol, "pw-carol", false, nil); err != nil {
+		t.Fatalf("account made on node b while a was down, logging in on a: %v", err)
+	}
+}
