@@ -67,7 +67,9 @@ test: deps package
 # accepting again to the session being back, readings lost and duplicated),
 # the command round trip and sustained telemetry, each beside a slixmpp peer,
 # the outbox's storage writes per reading (SD-card wear), and the shipped
-# binary's idle memory (VmRSS, RssAnon, RssFile, PSS after a minute).
+# binary's idle memory (VmRSS, RssAnon, RssFile, PSS after a minute); then
+# the fleet: STANZAD_FLEET (default 200) stanzad processes against Prosody
+# and a 2-node ejabberd cluster (about 15 minutes; docs/scaling.md).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) test -tags integration -run '^$$' -bench IntegrationReconnect -benchtime 3x ./agent/
@@ -75,6 +77,7 @@ bench: deps build
 	$(GO) test -tags integration -run '^$$' -bench IntegrationTelemetry -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationOutboxWear -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationIdleMemory -benchtime 1x ./cmd/stanzad/
+	$(GO) test -tags integration -run '^$$' -bench IntegrationFleet -benchtime 1x -timeout 60m -v ./cmd/stanzad/
 
 # cross builds static binaries for the boards stanzad targets.
 CROSS = armv6:arm:6 armv7:arm:7 arm64:arm64: riscv64:riscv64: amd64:amd64:

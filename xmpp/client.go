@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/stanzad/stanzad/xmpp/sasl"
 )
 
 // The reconnect schedule (see retryWait).
@@ -79,6 +81,7 @@ func NewClient(cfg Config) *Client {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{cfg: cfg, log: log, up: make(chan struct{})}
+	c.cfg.scram = new(sasl.SaltCache)
 	c.cfg.sm = &smState{onAck: func(tags []uint64) {
 		if c.OnAck != nil {
 			c.OnAck(tags)

@@ -66,6 +66,8 @@ type Config struct {
 	// sm, set by Client, enables XEP-0198 stream management with
 	// resumption across the sessions a Client dials.
 	sm *smState
+	// scram, set by Client, keeps the salted password across its logins.
+	scram *sasl.SaltCache
 	// prefer, set by Client, is the endpoint that worked last: it is
 	// tried first while it is among the endpoints, so a board stays on
 	// the cluster node it is on and a dead endpoint early in the list
@@ -468,6 +470,7 @@ func (s *Session) authenticate() error {
 			// "y" tells the server we could bind but it offered no -PLUS, so
 			// a stripped -PLUS offer (downgrade) is detected (RFC 5802 §6).
 			ClientSupportsCB: cb != nil && !plusOffered,
+			Cache:            s.cfg.scram,
 		}
 		if len(name) > 5 && name[len(name)-5:] == "-PLUS" {
 			opts.CB = cb

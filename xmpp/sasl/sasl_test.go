@@ -283,3 +283,52 @@ func FuzzSCRAM(f *testing.F) {
 		}
 	})
 }
+
+// TestSCRAMSaltCache: a second login with the same salt and iteration
+// count reuses the salted password; another salt, password or hash does
+// not; and every exchange still proves itself to a real server.
+func TestSCRAMSaltCache(t *testing.T) {
+	cache := new(SaltCache)
+	login := func(mech, password, salt string) {
+		t.Helper()
+		m, err := SCRAMWithOptions(mech, "user", password, SCRAMOptions{Nonce: "abc", Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _ := m.Start()
+		sf := "r=abcdef,s=" + base64.StdEncoding.EncodeToString([]byte(salt)) + ",i=4096"
+		final, err := m.Next([]byte(sf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noProof, proof, _ := strings.Cut(string(final), ",p=")
+		if mech != "SCRAM-SHA-256" {
+			return // serverProof speaks SHA-256 only
+		}
+		wantProof, serverFinal := serverProof(t, password, string(first[3:]), sf, noProof)
+		if proof != wantProof {
+			t.Fatalf("%s %s/%s: proof %s, want %s", mech, password, salt, proof, wantProof)
+		}
+		if _, err := m.Next([]byte(serverFinal)); err != nil {
+			t.Fatalf("server signature refused: %v", err)
+		}
+	}
+	for _, step := range []struct {
+		mech, password, salt string
+		hits                 int
+	}{
+		{"SCRAM-SHA-256", "secret", "salt", 0},
+		{"SCRAM-SHA-256", "secret", "salt", 1},
+		{"SCRAM-SHA-256", "secret", "salt", 2},
+		{"SCRAM-SHA-256", "secret", "pepper", 2}, // the account was re-created
+		{"SCRAM-SHA-256", "other", "pepper", 2},  // the password changed
+		{"SCRAM-SHA-1", "other", "pepper", 2},    // another hash
+		{"SCRAM-SHA-256", "secret", "salt", 2},   // only the last is kept
+		{"SCRAM-SHA-256", "secret", "salt", 3},
+	} {
+		login(step.mech, step.password, step.salt)
+		if cache.hits != step.hits {
+			t.Fatalf("after %s %s/%s: %d cache hits, want %d", step.mech, step.password, step.salt, cache.hits, step.hits)
+		}
+	}
+}
