@@ -124,7 +124,10 @@ func (p *peer) ask(t *testing.T, to, body string) string {
 }
 
 func TestIntegrationControl(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	eachServer(t, testserver.Options{}, testserver.EjabberdOptions{C2SShaper: -1}, testControl)
+}
+
+func testControl(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	op := newPeer(t, srv, "operator")
 	viewer := newPeer(t, srv, "viewer")

@@ -192,7 +192,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func TestIntegrationAgent(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	eachServer(t, testserver.Options{}, testserver.EjabberdOptions{C2SShaper: -1}, testAgent)
+}
+
+func testAgent(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	op := newPeer(t, srv, "operator")
 	stranger := newPeer(t, srv, "stranger")

@@ -21,16 +21,7 @@ import (
 
 // eachServer runs f against Prosody and against ejabberd, configured by
 // p and e, in parallel.
-func eachServer(t *testing.T, p testserver.Options, e testserver.EjabberdOptions, f func(t *testing.T, srv *testserver.Server)) {
-	t.Run("prosody", func(t *testing.T) {
-		t.Parallel()
-		f(t, testserver.New(t, p))
-	})
-	t.Run("ejabberd", func(t *testing.T) {
-		t.Parallel()
-		f(t, testserver.NewEjabberd(t, e))
-	})
-}
+var eachServer = testserver.Each
 
 var operator = agent.Caller{Role: agent.RoleOperator, Via: "test"}
 

@@ -167,7 +167,10 @@ func (p *peer) roomReading(t *testing.T, occupant string) *xmpp.Element {
 }
 
 func TestIntegrationMUC(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{MUC: true})
+	eachServer(t, testserver.Options{MUC: true}, testserver.EjabberdOptions{MUC: true, C2SShaper: -1}, testMUC)
+}
+
+func testMUC(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	alice := newPeer(t, srv, "alice") // operator
 	bob := newPeer(t, srv, "bob")     // viewer
@@ -290,7 +293,10 @@ func TestIntegrationMUC(t *testing.T) {
 
 // A new stream (agent restarted) joins again; the room sequence goes on.
 func TestIntegrationMUCRestart(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{MUC: true})
+	eachServer(t, testserver.Options{MUC: true}, testserver.EjabberdOptions{MUC: true, C2SShaper: -1}, testMUCRestart)
+}
+
+func testMUCRestart(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	alice := newPeer(t, srv, "alice")
 	lab := "lab@conference." + srv.Host
@@ -348,7 +354,10 @@ func startAgentWith(t *testing.T, cfg *config.Config, devs ...devices.Device) (s
 const sensorNode = "urn:xmpp:iot:sensordata/greenhouse"
 
 func TestIntegrationPubSub(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{PubSub: true, Admins: []string{"device@iot.test"}})
+	eachServer(t, testserver.Options{PubSub: true, Admins: []string{"device@iot.test"}}, testserver.EjabberdOptions{PubSub: true, Admins: []string{"device@iot.test"}, C2SShaper: -1}, testPubSub)
+}
+
+func testPubSub(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	sub := newPeer(t, srv, "bob")
 	alice := newPeer(t, srv, "alice")
@@ -435,7 +444,10 @@ func TestIntegrationPubSub(t *testing.T) {
 // clear errors; its readings are counted as refused and do not block the
 // sink (the outbox drains).
 func TestIntegrationPubSubRefused(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{PubSub: true, Admins: []string{"owner@iot.test"}})
+	eachServer(t, testserver.Options{PubSub: true, Admins: []string{"owner@iot.test"}}, testserver.EjabberdOptions{PubSub: true, PubSubAdminsCreate: true, Admins: []string{"owner@iot.test"}, C2SShaper: -1}, testPubSubRefused)
+}
+
+func testPubSubRefused(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	owner := newPeer(t, srv, "owner")
 	service := "pubsub." + srv.Host

@@ -57,80 +57,89 @@ func serve(t *testing.T, s *xmpp.Session) {
 func TestIntegrationLogin(t *testing.T) {
 	for _, hash := range []string{"SHA-256", "SHA-1"} {
 		t.Run(hash, func(t *testing.T) {
-			srv := testserver.New(t, testserver.Options{PasswordHash: hash, DirectTLS: hash == "SHA-256"})
-			testserver.MustRegister(t, srv, "device", "s3cret")
-
-			s, err := dial(t, srv, "device", "s3cret", false, nil)
-			if err != nil {
-				t.Fatalf("login over STARTTLS: %v\n%s", err, srv.LogTail(20))
-			}
-			if want := "SCRAM-" + hash; !strings.HasPrefix(s.Mechanism(), want) {
-				t.Errorf("mechanism %q, want %s[-PLUS]", s.Mechanism(), want)
-			}
-			if got := s.JID(); got.Bare().String() != "device@iot.test" || got.Resource == "" {
-				t.Errorf("bound JID %q", got)
-			}
-			if v := s.TLSState().Version; v < tls.VersionTLS12 {
-				t.Errorf("TLS version %x", v)
-			}
-			serve(t, s)
-			if hash != "SHA-256" {
-				return
-			}
-
-			t.Run("direct TLS", func(t *testing.T) {
-				s, err := dial(t, srv, "device", "s3cret", true, nil)
-				if err != nil {
-					t.Fatalf("login over direct TLS: %v\n%s", err, srv.LogTail(20))
-				}
-				if !s.TLSState().HandshakeComplete {
-					t.Fatal("no TLS")
-				}
-				serve(t, s)
-			})
-			t.Run("wrong password", func(t *testing.T) {
-				_, err := dial(t, srv, "device", "wrong", false, nil)
-				var se *xmpp.SASLError
-				if !errors.As(err, &se) || se.Condition != "not-authorized" || !xmpp.IsAuthError(err) {
-					t.Fatalf("Dial with wrong password = %v, want SASLError not-authorized", err)
-				}
-				if strings.Contains(err.Error(), "wrong") {
-					t.Errorf("error %q contains the password", err)
-				}
-			})
-			t.Run("untrusted certificate", func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-				defer cancel()
-				_, err := xmpp.Dial(ctx, xmpp.Config{
-					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr},
-					TLS: &tls.Config{RootCAs: x509.NewCertPool()},
+			testserver.Each(t, testserver.Options{PasswordHash: hash, DirectTLS: hash == "SHA-256"},
+				testserver.EjabberdOptions{PasswordHash: hash, C2SShaper: -1}, func(t *testing.T, srv *testserver.Server) {
+					testLogin(t, srv, hash)
 				})
-				var uerr x509.UnknownAuthorityError
-				if !errors.As(err, &uerr) {
-					t.Fatalf("Dial trusting nothing = %v, want x509.UnknownAuthorityError", err)
-				}
-			})
-			t.Run("wrong server name", func(t *testing.T) {
-				tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile, ServerName: "evil.test"})
-				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-				defer cancel()
-				_, err := xmpp.Dial(ctx, xmpp.Config{
-					JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr}, TLS: tc,
-				})
-				var herr x509.HostnameError
-				if !errors.As(err, &herr) {
-					t.Fatalf("Dial with server_name evil.test = %v, want x509.HostnameError", err)
-				}
-			})
 		})
 	}
 }
 
-// TestIntegrationIQ drives the agent-side mux through Prosody from a second
+func testLogin(t *testing.T, srv *testserver.Server, hash string) {
+	testserver.MustRegister(t, srv, "device", "s3cret")
+
+	s, err := dial(t, srv, "device", "s3cret", false, nil)
+	if err != nil {
+		t.Fatalf("login over STARTTLS: %v\n%s", err, srv.LogTail(20))
+	}
+	if want := "SCRAM-" + hash; !strings.HasPrefix(s.Mechanism(), want) {
+		t.Errorf("mechanism %q, want %s[-PLUS]", s.Mechanism(), want)
+	}
+	if got := s.JID(); got.Bare().String() != "device@iot.test" || got.Resource == "" {
+		t.Errorf("bound JID %q", got)
+	}
+	if v := s.TLSState().Version; v < tls.VersionTLS12 {
+		t.Errorf("TLS version %x", v)
+	}
+	serve(t, s)
+	if hash != "SHA-256" {
+		return
+	}
+
+	t.Run("direct TLS", func(t *testing.T) {
+		s, err := dial(t, srv, "device", "s3cret", true, nil)
+		if err != nil {
+			t.Fatalf("login over direct TLS: %v\n%s", err, srv.LogTail(20))
+		}
+		if !s.TLSState().HandshakeComplete {
+			t.Fatal("no TLS")
+		}
+		serve(t, s)
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		_, err := dial(t, srv, "device", "wrong", false, nil)
+		var se *xmpp.SASLError
+		if !errors.As(err, &se) || se.Condition != "not-authorized" || !xmpp.IsAuthError(err) {
+			t.Fatalf("Dial with wrong password = %v, want SASLError not-authorized", err)
+		}
+		if strings.Contains(err.Error(), "wrong") {
+			t.Errorf("error %q contains the password", err)
+		}
+	})
+	t.Run("untrusted certificate", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := xmpp.Dial(ctx, xmpp.Config{
+			JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr},
+			TLS: &tls.Config{RootCAs: x509.NewCertPool()},
+		})
+		var uerr x509.UnknownAuthorityError
+		if !errors.As(err, &uerr) {
+			t.Fatalf("Dial trusting nothing = %v, want x509.UnknownAuthorityError", err)
+		}
+	})
+	t.Run("wrong server name", func(t *testing.T) {
+		tc, _ := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile, ServerName: "evil.test"})
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := xmpp.Dial(ctx, xmpp.Config{
+			JID: xmpp.MustParseJID("device@iot.test"), Password: "s3cret", Servers: []string{srv.Addr}, TLS: tc,
+		})
+		var herr x509.HostnameError
+		if !errors.As(err, &herr) {
+			t.Fatalf("Dial with server_name evil.test = %v, want x509.HostnameError", err)
+		}
+	})
+}
+
+// TestIntegrationIQ drives the agent-side mux through the server from a second
 // client: ping and version are answered, an IQ nobody handles gets
 // service-unavailable, and the answers go back to the asking full JID.
 func TestIntegrationIQ(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	testserver.Each(t, testserver.Options{}, testserver.EjabberdOptions{C2SShaper: -1}, testIQ)
+}
+
+func testIQ(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw1")
 	testserver.MustRegister(t, srv, "operator", "pw2")
 
@@ -171,11 +180,14 @@ func TestIntegrationIQ(t *testing.T) {
 }
 
 // TestIntegrationResume cuts the TCP connection under a live stream while
-// Prosody stays up: the client resumes the stream (same full JID), resends
+// the server stays up: the client resumes the stream (same full JID), resends
 // what the server had not acknowledged, and the receiver gets every
 // message exactly once, in order.
 func TestIntegrationResume(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	testserver.Each(t, testserver.Options{}, testserver.EjabberdOptions{C2SShaper: -1}, testResume)
+}
+
+func testResume(t *testing.T, srv *testserver.Server) {
 	testserver.MustRegister(t, srv, "device", "pw1")
 	testserver.MustRegister(t, srv, "operator", "pw2")
 	proxy := testserver.NewProxy(t, srv.Addr)
@@ -213,7 +225,7 @@ func TestIntegrationResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !first.StreamManagement() {
-		t.Fatal("stream management not enabled with Prosody")
+		t.Fatal("stream management not enabled")
 	}
 	send := func(s *xmpp.Session, from, to int) {
 		for i := from; i <= to; i++ {

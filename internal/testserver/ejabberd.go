@@ -70,8 +70,10 @@ type EjabberdOptions struct {
 	MUC bool
 	// PubSub adds mod_pubsub on "pubsub.<Host>" (XEP-0060) with the flat
 	// and pep plugins: 23.01 has no mod_pep, so PEP (XEP-0163) exists only
-	// with PubSub. Any local user may create nodes.
-	PubSub bool
+	// with PubSub. Any local user may create nodes, unless
+	// PubSubAdminsCreate: then only Admins may, as on Prosody's component.
+	PubSub             bool
+	PubSubAdminsCreate bool
 	// Admins are bare JIDs in the "admin" ACL: MUC admins, and treated
 	// apart by the stock shaper and offline rules (see below).
 	Admins []string
@@ -291,18 +293,19 @@ func (s *Server) configureEjabberd(ctl, epmd string, owner ejabberdUser, opts Ej
 	}
 
 	cfg := ejabberdConfig{
-		Dir:         s.Dir,
-		Host:        s.Host,
-		CertFile:    pemFile,
-		CAFile:      caFile,
-		ScramHash:   map[string]string{"SHA-256": "sha256", "SHA-1": "sha"}[opts.PasswordHash],
-		MUC:         opts.MUC,
-		PubSub:      opts.PubSub,
-		Admins:      opts.Admins,
-		MaxOffline:  opts.MaxOfflineMessages,
-		C2SShaper:   opts.C2SShaper,
-		PIDFile:     filepath.Join(s.Dir, "ejabberd.pid"),
-		ModulesPath: filepath.Join(s.Dir, "modules"),
+		Dir:          s.Dir,
+		Host:         s.Host,
+		CertFile:     pemFile,
+		CAFile:       caFile,
+		ScramHash:    map[string]string{"SHA-256": "sha256", "SHA-1": "sha"}[opts.PasswordHash],
+		MUC:          opts.MUC,
+		PubSub:       opts.PubSub,
+		AdminsCreate: opts.PubSubAdminsCreate,
+		Admins:       opts.Admins,
+		MaxOffline:   opts.MaxOfflineMessages,
+		C2SShaper:    opts.C2SShaper,
+		PIDFile:      filepath.Join(s.Dir, "ejabberd.pid"),
+		ModulesPath:  filepath.Join(s.Dir, "modules"),
 	}
 	if cfg.C2SPort, err = freePort(); err != nil {
 		return err
@@ -975,6 +978,7 @@ type ejabberdConfig struct {
 	DirectTLSPort int
 	MUC           bool
 	PubSub        bool
+	AdminsCreate  bool // pubsub_createnode: admin only
 	Admins        []string
 	MaxOffline    int // 0: stock
 	C2SShaper     int // 0: stock, -1: none
@@ -1058,7 +1062,11 @@ access_rules:
   muc_create:
     allow: local
   pubsub_createnode:
+{{- if .AdminsCreate}}
+    allow: admin
+{{- else}}
     allow: local
+{{- end}}
 
 api_permissions:
   "console commands":

@@ -123,3 +123,18 @@ func NewProxy(tb testing.TB, target string) *Proxy {
 	tb.Cleanup(func() { p.Close() })
 	return p
 }
+
+// Each runs f against a private Prosody configured by p and a private
+// ejabberd configured by e, as parallel subtests "prosody" and
+// "ejabberd": the protocol tests hold for both servers stanzad is tested
+// with.
+func Each(t *testing.T, p Options, e EjabberdOptions, f func(t *testing.T, srv *Server)) {
+	t.Run("prosody", func(t *testing.T) {
+		t.Parallel()
+		f(t, New(t, p))
+	})
+	t.Run("ejabberd", func(t *testing.T) {
+		t.Parallel()
+		f(t, NewEjabberd(t, e))
+	})
+}
