@@ -461,7 +461,9 @@ func (f *fleet) allBack(agents []*fleetAgent, t time.Time) distribution {
 		ds = append(ds, a.connectedSince(t).Sub(t))
 	}
 	slices.Sort(ds)
-	at := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(10 * time.Millisecond) }
+	at := func(q float64) time.Duration {
+		return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(10 * time.Millisecond)
+	}
 	buckets := make([]int, int(ds[len(ds)-1]/(500*time.Millisecond))+1)
 	for _, d := range ds {
 		buckets[d/(500*time.Millisecond)]++
