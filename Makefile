@@ -11,7 +11,8 @@ LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # AES-GCM and the syscall under it), encoding/json (MQTT commands, json-parsed
 # serial and file lines, discovery configs: human rates), and
 # what serial, file and action devices use at human rates (go.bug.st/serial,
-# fsnotify, regexp, os/exec) — is compiled without inlining: ~300 KB less
+# fsnotify, regexp, os/exec), and log/slog (a disabled level costs one
+# call more) — is compiled without inlining: ~300 KB less
 # on armv7, which keeps the binary in its 8 MiB budget (docs/benchmarks.md,
 # decisions §7). The hot paths (xmpp, agent, outbox, AES/ChaCha20, paho)
 # keep it.
@@ -21,8 +22,13 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'crypto/tls=-l' -gcflags 'encoding/json=-l' \
             -gcflags 'crypto/rsa=-l' -gcflags 'crypto/ecdsa=-l' -gcflags 'crypto/ed25519=-l' \
             -gcflags 'crypto/internal/fips140/rsa=-l' -gcflags 'crypto/internal/fips140/ecdsa=-l' -gcflags 'compress/...=-l' \
-            -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l'
-BUILD     = CGO_ENABLED=0 $(GO) build -trimpath $(GCFLAGS) -ldflags '$(LDFLAGS)'
+            -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l' \
+            -gcflags 'log/slog=-l'
+# TAGS leaves optional parts out of a board's binary: nomqtt (the MQTT
+# bridge and Home Assistant discovery, paho), nogpio (GPIO and I2C
+# devices, periph's host drivers). E.g. make build TAGS=nomqtt,nogpio.
+TAGS      =
+BUILD     = CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' $(GCFLAGS) -ldflags '$(LDFLAGS)'
 # Debian packages the tests, the demo and the benchmarks run against.
 PACKAGES  = prosody mosquitto python3-slixmpp ejabberd lintian qemu-user-static
 
@@ -58,9 +64,14 @@ deps:
 demo: deps build
 	$(GO) run ./internal/demo -stanzad bin/stanzad -stanzactl bin/stanzactl
 
+# test also checks the reduced build (TAGS=nomqtt,nogpio): vet, the unit
+# tests, and the agent end to end against both servers.
 test: deps package
 	$(GO) vet ./...
+	$(GO) vet -tags nomqtt,nogpio ./...
 	$(GO) test -race -tags integration -count=1 ./...
+	$(GO) test -count=1 -tags nomqtt,nogpio ./...
+	$(GO) test -count=1 -tags integration,nomqtt,nogpio -run 'TestIntegrationAgent$$' ./agent/
 
 # bench prints the Go benchmarks (codec, outbox; allocations included) and,
 # against a private Prosody: the fault benchmark (time from the server

@@ -1,3 +1,5 @@
+//go:build !nogpio
+
 package agent
 
 // periph host drivers. host.Init would register every board periph knows

@@ -1,3 +1,5 @@
+//go:build !nogpio
+
 package agent
 
 import (

@@ -64,6 +64,9 @@ func FuzzParseSetPayload(f *testing.F) {
 // subscriptions are ordered; garbage on its topic is an error reading,
 // and read says so too.
 func TestMQTTVirtualDevices(t *testing.T) {
+	if !bridge.Built {
+		t.Skip("no MQTT bridge in this build (-tags nomqtt); TestOptionalParts checks it is refused")
+	}
 	cfg := &config.Config{
 		XMPP:    config.XMPP{JID: "device@iot.test/agent"},
 		Agent:   config.Agent{StateDir: t.TempDir(), OutboxMax: 1 << 20},

@@ -1,16 +1,11 @@
-// Package bridge is the MQTT side of stanzad's bridge: one client
-// connection to a broker (Eclipse paho) that stays up by itself,
-// publishes with the broker's acknowledgement, announces the agent's
-// status with a retained message and a last will, and hands incoming
-// messages to the agent. What goes where (topics, payloads, commands) is
-// the agent's business; this package knows nothing of readings or XMPP.
+//go:build !nomqtt
+
 package bridge
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -22,39 +17,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// Message is one MQTT message.
-type Message struct {
-	Topic   string
-	Payload []byte
-	Retain  bool
-}
-
-// Options configure a Client.
-type Options struct {
-	// Broker is scheme://host:port: tcp, ssl/tls/mqtts (TLS), ws, wss.
-	Broker   string
-	ClientID string
-	Username string
-	Password string
-	// CAFile adds trusted roots for TLS brokers; the system roots are
-	// always trusted. Certificate verification cannot be turned off.
-	CAFile string
-	// ClientCert and ClientKey, if set, authenticate the client by TLS.
-	ClientCert, ClientKey string
-	QoS                   byte          // for publishes and subscriptions
-	Keepalive             time.Duration // default 30s
-	// Status is published (retained) on every connect, e.g. "online"
-	// on {prefix}/status; Will (retained) is what the broker publishes
-	// when the connection dies, e.g. "offline". Shutdown publishes Will
-	// itself before disconnecting.
-	Status, Will Message
-	// Subscribe lists topic filters subscribed to on every connect.
-	Subscribe []string
-	// OnMessage receives every message on the subscribed topics. It runs
-	// on the client's goroutine, one at a time: it must not block.
-	OnMessage func(Message)
-	Logger    *slog.Logger
-}
+// Built reports whether this build has the MQTT bridge (not -tags nomqtt).
+const Built = true
 
 // Client is a connection to a broker. It is safe for concurrent use.
 type Client struct {
@@ -312,9 +276,6 @@ func (p Pending) Done() <-chan struct{} { return p.t.Done() }
 // Err is the publish's outcome once Done is closed.
 func (p Pending) Err() error { return p.t.Error() }
 
-// ErrNotConnected is returned for a publish while the broker is away.
-var ErrNotConnected = errors.New("bridge: not connected to the broker")
-
 // Publish sends m with the client's QoS. It does not wait: see Pending.
 // While the broker is away it fails at once with ErrNotConnected, so the
 // caller keeps the message (the agent's outbox) rather than paho's memory.
@@ -323,24 +284,4 @@ func (cl *Client) Publish(m Message) (Pending, error) {
 		return Pending{}, ErrNotConnected
 	}
 	return Pending{cl.c.Publish(m.Topic, cl.opts.QoS, m.Retain, m.Payload)}, nil
-}
-
-// Match reports whether topic matches the MQTT filter (with + and #
-// wildcards, MQTT 3.1.1 §4.7).
-func Match(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
-		return false // $SYS and friends only match filters that name them
-	}
-	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
-	for i, f := range fs {
-		switch {
-		case f == "#":
-			return true
-		case i >= len(ts):
-			return false
-		case f != "+" && f != ts[i]:
-			return false
-		}
-	}
-	return len(fs) == len(ts)
 }

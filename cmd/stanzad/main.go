@@ -12,12 +12,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/stanzad/stanzad/agent"
 	"github.com/stanzad/stanzad/agent/config"
+	"github.com/stanzad/stanzad/bridge"
 )
 
 // Set at link time by the Makefile.
@@ -45,7 +47,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stderr, "stanzad %s (commit %s) %s %s/%s\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stderr, "stanzad %s (commit %s) %s %s/%s%s\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, without())
 		return 0
 	}
 
@@ -59,6 +61,10 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if _, err := agent.BuildDevices(cfg.Devices); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *cfgPath, err)
+		return 2
+	}
+	if cfg.MQTT != nil && !bridge.Built {
+		fmt.Fprintf(stderr, "%s: [mqtt]: %v\n", *cfgPath, bridge.ErrNotBuilt)
 		return 2
 	}
 	if *check {
@@ -177,4 +183,19 @@ func newLogger(w io.Writer, lv *slog.LevelVar, level, format string) *slog.Logge
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// without names the optional parts this build left out, for -version.
+func without() string {
+	var out []string
+	if !bridge.Built {
+		out = append(out, "mqtt")
+	}
+	if !agent.GPIOBuilt {
+		out = append(out, "gpio")
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return ", without " + strings.Join(out, ", ")
 }

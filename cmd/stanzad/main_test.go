@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stanzad/stanzad/agent"
+	"github.com/stanzad/stanzad/bridge"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -61,5 +64,26 @@ colour = "red"`, 1))
 				t.Fatalf("run(%q) = %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckOptionalParts: -check says when the config needs a part this
+// build left out (make test runs it with -tags nomqtt,nogpio too).
+func TestCheckOptionalParts(t *testing.T) {
+	mqtt := writeConfig(t, goodConfig+"\n[mqtt]\nbroker = \"tcp://127.0.0.1:1883\"\n")
+	gpio := writeConfig(t, goodConfig+"\n[[device]]\nname = \"door\"\nkind = \"gpio-in\"\npin = \"GPIO4\"\n")
+	for _, tc := range []struct {
+		name, path string
+		built      bool
+		tag        string
+	}{
+		{"mqtt", mqtt, bridge.Built, "-tags nomqtt"},
+		{"gpio", gpio, agent.GPIOBuilt, "-tags nogpio"},
+	} {
+		var stderr bytes.Buffer
+		code := run([]string{"-config", tc.path, "-check"}, &stderr)
+		if tc.built && code != 0 || !tc.built && (code != 2 || !strings.Contains(stderr.String(), tc.tag)) {
+			t.Errorf("%s: -check = %d, %q (built: %v)", tc.name, code, stderr.String(), tc.built)
+		}
 	}
 }
