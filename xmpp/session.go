@@ -37,7 +37,9 @@ type Config struct {
 	// DirectTLS starts TLS on connect (XEP-0368) instead of STARTTLS.
 	DirectTLS bool
 	// TLS verifies the server; nil means system roots. ServerName defaults
-	// to the JID's domain. InsecureSkipVerify is refused.
+	// to the JID's domain. InsecureSkipVerify is refused unless
+	// VerifyConnection verifies instead (as TLSConfig's does with a CA
+	// file).
 	TLS *tls.Config
 	// MaxStanza and MaxDepth bound inbound stanzas (defaults 256 KiB, 32).
 	MaxStanza int64
@@ -137,7 +139,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.JID.Domain == "" {
 		return nil, errors.New("xmpp: config has no JID")
 	}
-	if cfg.TLS != nil && cfg.TLS.InsecureSkipVerify {
+	if cfg.TLS != nil && cfg.TLS.InsecureSkipVerify && cfg.TLS.VerifyConnection == nil {
 		return nil, errors.New("xmpp: TLS verification cannot be disabled")
 	}
 	if cfg.Timeout <= 0 {
@@ -307,6 +309,15 @@ func (s *Session) tlsConfig() *tls.Config {
 	}
 	if c.ServerName == "" {
 		c.ServerName = s.cfg.JID.Domain
+	}
+	if c.InsecureSkipVerify && c.VerifyConnection != nil {
+		// The verifier checks the name we expect, which is ServerName, not
+		// the SNI the state carries (empty for an IP address).
+		verify, name := c.VerifyConnection, c.ServerName
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			cs.ServerName = name
+			return verify(cs)
+		}
 	}
 	return c
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 type testPKI struct {
 	server tls.Certificate
 	roots  *x509.CertPool
+	caPEM  []byte
 }
 
 func newTestPKI(t *testing.T) testPKI {
@@ -52,7 +54,8 @@ func newTestPKI(t *testing.T) testPKI {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(caCert)
-	return testPKI{server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, roots: roots}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return testPKI{server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, roots: roots, caPEM: caPEM}
 }
 
 // peer is the server side of a scripted XMPP stream.
@@ -181,7 +184,11 @@ func scripted(t *testing.T, password string, script func(p *peer) error) (Config
 
 func scriptedPeer(t *testing.T, p *peer, password string, script func(p *peer) error) (Config, <-chan error) {
 	t.Helper()
-	pki := newTestPKI(t)
+	return scriptedPKI(t, p, newTestPKI(t), password, script)
+}
+
+func scriptedPKI(t *testing.T, p *peer, pki testPKI, password string, script func(p *peer) error) (Config, <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
