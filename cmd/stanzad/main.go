@@ -78,6 +78,15 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.Agent.MemoryLimit > 0 {
 		debug.SetMemoryLimit(int64(cfg.Agent.MemoryLimit))
 	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One P: the agent waits on the network and devices, never on
+		// CPU. Every P keeps its own partly filled span of each size
+		// class, so each one costs a few hundred kB of resident heap (4
+		// on a Pi 4); one P also spends less CPU per reading (no parallel
+		// GC workers spinning) at the same throughput and round trip
+		// (docs/benchmarks.md). GOMAXPROCS in the environment overrides.
+		runtime.GOMAXPROCS(1)
+	}
 	level := new(slog.LevelVar)
 	log := newLogger(stderr, level, cfg.Agent.LogLevel, cfg.Agent.LogFormat)
 	for _, w := range cfg.Warnings {
