@@ -604,16 +604,7 @@ func procCPU(pid int) time.Duration {
 func (f *fleet) agentPSS() float64 {
 	total := 0
 	for _, a := range f.agents {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", a.cmd.Process.Pid))
-		if err != nil {
-			f.b.Fatal(err)
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(l, "Pss:"); ok {
-				n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-				total += n
-			}
-		}
+		total += procMemory(f.b, a.cmd.Process.Pid)["Pss"]
 	}
 	return float64(total) / float64(len(f.agents))
 }
