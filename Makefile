@@ -87,7 +87,7 @@ bench: deps build
 	$(GO) test -tags integration -run '^$$' -bench IntegrationCommandRTT -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationTelemetry -benchtime 1x ./agent/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationOutboxWear -benchtime 1x ./agent/
-	$(GO) test -tags integration -run '^$$' -bench IntegrationIdleMemory -benchtime 1x ./cmd/stanzad/
+	$(GO) test -tags integration -run '^$$' -bench 'IntegrationIdleMemory|IntegrationMemoryHostile' -benchtime 1x ./cmd/stanzad/
 	$(GO) test -tags integration -run '^$$' -bench IntegrationFleet -benchtime 1x -timeout 60m -v ./cmd/stanzad/
 
 # cross builds static binaries for the boards stanzad targets.
