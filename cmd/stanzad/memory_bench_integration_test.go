@@ -35,6 +35,21 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 	if d, err := time.ParseDuration(os.Getenv("STANZAD_IDLE")); err == nil {
 		idle = d
 	}
+	report := func(b *testing.B, m map[string]int) {
+		for _, k := range []string{"VmRSS", "RssAnon", "RssFile", "Pss"} {
+			b.ReportMetric(float64(m[k]), k+"_kB")
+			b.ReportMetric(float64(m[k+"_max"]), k+"_max_kB")
+		}
+	}
+	// The peer: slixmpp logged in with ad-hoc commands and ping, no
+	// devices, measured the same way (python3 shares little with others).
+	b.Run("slixmpp-peer", func(b *testing.B) {
+		for b.Loop() {
+			srv := testserver.New(b, testserver.Options{})
+			peer := testserver.NewSlixPeer(b, srv, "peer", "pw-peer")
+			report(b, sampleIdle(b, peer.PID(), idle))
+		}
+	})
 	for _, full := range []bool{false, true} {
 		name := "demo"
 		if full {
@@ -42,11 +57,7 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				m := idleMemory(b, bin, full, idle)
-				for _, k := range []string{"VmRSS", "RssAnon", "RssFile", "Pss"} {
-					b.ReportMetric(float64(m[k]), k+"_kB")
-					b.ReportMetric(float64(m[k+"_max"]), k+"_max_kB")
-				}
+				report(b, idleMemory(b, bin, full, idle))
 			}
 		})
 	}
@@ -77,13 +88,18 @@ broker = "tcp://%[2]s"
 `, srv.Host, broker.Addr)
 	}
 	cmd := startAgentProcess(b, bin, srv, dir, "", extra)
-	// The figures are the last sample; the maxima are over the second
-	// half of the idle time, sampled every second, so a figure taken
-	// just after the agent trimmed its heap cannot pass for its idle size.
+	return sampleIdle(b, cmd.Process.Pid, idle)
+}
+
+// sampleIdle waits idle and returns pid's memory figures: the last
+// sample, and the maxima over the second half of the idle time, sampled
+// every second, so a figure taken just after a process trimmed its heap
+// cannot pass for its idle size.
+func sampleIdle(b *testing.B, pid int, idle time.Duration) map[string]int {
 	time.Sleep(idle / 2)
 	m := map[string]int{}
 	for end := time.Now().Add(idle / 2); ; {
-		now := procMemory(b, cmd.Process.Pid)
+		now := procMemory(b, pid)
 		for k, v := range now {
 			m[k] = v
 			m[k+"_max"] = max(m[k+"_max"], v)
