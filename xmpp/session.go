@@ -168,7 +168,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		if err == nil {
 			return s, nil
 		}
-		if len(addrs) == 1 || IsAuthError(err) || errors.Is(err, ErrNoMechanism) {
+		if len(addrs) == 1 || IsAuthError(err) { // the account's, on every node
 			return nil, err
 		}
 		errs = append(errs, err)
@@ -222,7 +222,7 @@ func dialEndpoint(ctx context.Context, cfg Config, log *slog.Logger, addr string
 	stop()
 	if err != nil {
 		conn.Close()
-		if time.Now().After(connectBy) && !s.answered && !isTyped(err) {
+		if !only && time.Now().After(connectBy) && !s.answered && !isTyped(err) {
 			return nil, fmt.Errorf("xmpp: %s did not answer within %v: %w", addr, cfg.ConnectTimeout, err)
 		}
 		if ctx.Err() != nil && !isTyped(err) {
