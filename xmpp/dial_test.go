@@ -336,3 +336,26 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestSRVBadRecords: what a DNS server publishes is outside input. "."
+// says the service is not offered (RFC 2782): an error, nothing dialled.
+// A record whose target is not a host name is dropped, and the valid
+// ones are used, not the domain:5222 fallback.
+func TestSRVBadRecords(t *testing.T) {
+	cfg := Config{JID: MustParseJID("device@iot.test")}
+	cfg.Resolver = fakeDNS(t, "_xmpp-client._tcp.iot.test.", []dnsmessage.SRVResource{
+		{Priority: 0, Weight: 0, Port: 0, Target: dnsmessage.MustNewName(".")},
+	})
+	if addrs, err := resolve(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "publishes no xmpp-client") {
+		t.Errorf("SRV \".\": %v, %v; want an error", addrs, err)
+	}
+
+	cfg.Resolver = fakeDNS(t, "_xmpp-client._tcp.iot.test.", []dnsmessage.SRVResource{
+		{Priority: 10, Port: 5222, Target: dnsmessage.MustNewName("-bad-.iot.test.")},
+		srv(20, 0, 5223),
+	})
+	addrs, err := resolve(context.Background(), cfg)
+	if err != nil || !slices.Equal(addrs, []string{"localhost:5223"}) {
+		t.Errorf("one bad record: %v, %v; want [localhost:5223]", addrs, err)
+	}
+}

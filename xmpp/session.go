@@ -279,8 +279,10 @@ func resolve(ctx context.Context, cfg Config) ([]string, error) {
 	}
 	// LookupSRV sorts by priority and shuffles by weight within one
 	// priority, as RFC 2782 asks: a fleet spreads over equal servers.
-	_, srvs, err := r.LookupSRV(ctx, service, "tcp", cfg.JID.Domain)
-	if err == nil && len(srvs) > 0 {
+	// A record with an invalid target is left out with an error beside
+	// the valid ones: those are still the server's published endpoints.
+	_, srvs, _ := r.LookupSRV(ctx, service, "tcp", cfg.JID.Domain)
+	if len(srvs) > 0 {
 		if len(srvs) == 1 && srvs[0].Target == "." {
 			return nil, fmt.Errorf("xmpp: %s publishes no %s service", cfg.JID.Domain, service)
 		}
