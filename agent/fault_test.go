@@ -56,6 +56,8 @@ type receiver struct {
 	seqs []uint64
 	vals []uint64
 	more chan struct{}
+	// approved counts the presence subscriptions this receiver approved.
+	approved int
 }
 
 func newReceiver(t *testing.T, srv *testserver.Server, user string) *receiver {
@@ -101,7 +103,11 @@ func (r *receiver) connect(t testing.TB, srv *testserver.Server, user string) (s
 	}
 	mux.Presence = func(ctx context.Context, s *xmpp.Session, p *xmpp.Element) {
 		if p.Attr("type") == "subscribe" {
-			s.Send(ctx, xmpp.Stanza("presence", "subscribed", p.Attr("from"), ""))
+			if s.Send(ctx, xmpp.Stanza("presence", "subscribed", p.Attr("from"), "")) == nil {
+				r.mu.Lock()
+				r.approved++
+				r.mu.Unlock()
+			}
 		}
 	}
 	c := xmpp.NewClient(xmpp.Config{

@@ -56,11 +56,16 @@ func TestIntegrationChatHoldWhileOffline(t *testing.T) {
 		stopRx := rx.connect(t, srv, "operator")
 		const n = 60
 		a, _ := runAgent(t, faultConfig(srv, t.TempDir(), srv.Addr), counter{n: n, every: 100 * time.Millisecond})
-		// The agent asks the operator for presence; the receiver grants it.
-		waitStatus(t, a, "readings flowing", 10*time.Second, func(r agent.StatusReport) bool {
+		// The agent asks the operator for presence; the receiver grants
+		// it. Readings flow before that (nothing is known of the person
+		// yet), so wait for the grant itself: a receiver gone before the
+		// request reached it leaves the agent blind, not holding. The
+		// server routes the grant, then the person's unavailable
+		// presence, to the agent in that order.
+		waitStatus(t, a, "readings flowing and presence granted", 10*time.Second, func(r agent.StatusReport) bool {
 			rx.mu.Lock()
 			defer rx.mu.Unlock()
-			return len(rx.vals) >= 5
+			return len(rx.vals) >= 5 && rx.approved > 0
 		})
 		stopRx()
 		rep := waitStatus(t, a, "the sink held", 10*time.Second, func(r agent.StatusReport) bool {
