@@ -38,61 +38,65 @@ func reopened(t *testing.T, o *Outbox, dir string) *Outbox {
 // nobody reads again. The outbox notices, makes the directory again and
 // writes what is pending there, with the same ids.
 func TestHealDeletedDir(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "outbox")
-	o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
-	appendN(t, o, 1, 5)
-	o.Ack(2)
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, o, 6, 7) // written to the deleted log without an error
-	o.tick(time.Now())
-	if st := o.Stats(); st.Degraded != nil {
-		t.Fatalf("a deleted directory is not made again at once: %v", st.Degraded)
-	}
-	o = reopened(t, o, dir)
-	defer o.Close()
-	ids(t, o, 3, 7)
+	eachMem(t, func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "outbox")
+		o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
+		appendN(t, o, 1, 5)
+		o.Ack(2)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, o, 6, 7) // written to the deleted log without an error
+		o.tick(time.Now())
+		if st := o.Stats(); st.Degraded != nil {
+			t.Fatalf("a deleted directory is not made again at once: %v", st.Degraded)
+		}
+		o = reopened(t, o, dir)
+		defer o.Close()
+		ids(t, o, 3, 7)
+	})
 }
 
 // A full disk: the outbox keeps readings in memory, tries the disk again
 // with backoff, and when space comes back writes them all out, in order,
 // with their ids — also when a try fails in between.
 func TestHealFullDisk(t *testing.T) {
-	mnt := tmpfs.Mount(t, 64<<10)
-	dir := filepath.Join(mnt, "outbox")
-	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
-	appendN(t, o, 1, 10)
-	o.Ack(3)
-	filler := filepath.Join(mnt, "filler")
-	if err := tmpfs.Fill(filler); err != nil {
-		t.Fatal(err)
-	}
-	n := 10
-	for o.Stats().Degraded == nil {
-		n++
-		appendN(t, o, n, n)
-		if n > 10000 {
-			t.Fatal("appends to a full disk never failed")
+	eachMem(t, func(t *testing.T) {
+		mnt := tmpfs.Mount(t, 64<<10)
+		dir := filepath.Join(mnt, "outbox")
+		o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
+		appendN(t, o, 1, 10)
+		o.Ack(3)
+		filler := filepath.Join(mnt, "filler")
+		if err := tmpfs.Fill(filler); err != nil {
+			t.Fatal(err)
 		}
-	}
-	appendN(t, o, n+1, n+20) // in memory
-	n += 20
-	time.Sleep(30 * time.Millisecond)
-	o.tick(time.Now()) // a try while the disk is still full
-	if st := o.Stats(); st.Degraded == nil {
-		t.Fatal("healed while the disk is still full")
-	}
-	if o.healWait <= 20*time.Millisecond {
-		t.Errorf("the wait after a failed try is %v; want it to grow", o.healWait)
-	}
-	os.Remove(filler)
-	o.Ack(5)
-	healed(t, o)
-	appendN(t, o, n+1, n+5) // on disk again
-	o = reopened(t, o, dir)
-	defer o.Close()
-	ids(t, o, 6, n+5)
+		n := 10
+		for o.Stats().Degraded == nil {
+			n++
+			appendN(t, o, n, n)
+			if n > 10000 {
+				t.Fatal("appends to a full disk never failed")
+			}
+		}
+		appendN(t, o, n+1, n+20) // in memory
+		n += 20
+		time.Sleep(30 * time.Millisecond)
+		o.tick(time.Now()) // a try while the disk is still full
+		if st := o.Stats(); st.Degraded == nil {
+			t.Fatal("healed while the disk is still full")
+		}
+		if o.healWait <= 20*time.Millisecond {
+			t.Errorf("the wait after a failed try is %v; want it to grow", o.healWait)
+		}
+		os.Remove(filler)
+		o.Ack(5)
+		healed(t, o)
+		appendN(t, o, n+1, n+5) // on disk again
+		o = reopened(t, o, dir)
+		defer o.Close()
+		ids(t, o, 6, n+5)
+	})
 }
 
 // A filesystem that is read-only when the outbox tries again (the
@@ -103,48 +107,52 @@ func TestHealFullDisk(t *testing.T) {
 // happens after a full disk put it there. A write that fails with EROFS
 // takes the same path as one that fails with ENOSPC.)
 func TestHealReadOnly(t *testing.T) {
-	mnt := tmpfs.Mount(t, 64<<10)
-	dir := filepath.Join(mnt, "outbox")
-	o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
-	appendN(t, o, 1, 5)
-	filler := filepath.Join(mnt, "filler")
-	if err := tmpfs.Fill(filler); err != nil {
-		t.Fatal(err)
-	}
-	n := 5
-	for o.Stats().Degraded == nil && n < 10000 {
-		n++
-		appendN(t, o, n, n)
-	}
-	os.Remove(filler)
-	if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remount ro (the outbox must hold no file open for writing while in memory): %v: %s", err, out)
-	}
-	time.Sleep(30 * time.Millisecond)
-	o.tick(time.Now())
-	if err := o.Stats().Degraded; err == nil {
-		t.Fatal("healed on a read-only filesystem")
-	}
-	if out, err := exec.Command("mount", "-o", "remount,rw", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remount rw: %v: %s", err, out)
-	}
-	healed(t, o)
-	o = reopened(t, o, dir)
-	defer o.Close()
-	ids(t, o, 1, n)
+	eachMem(t, func(t *testing.T) {
+		mnt := tmpfs.Mount(t, 64<<10)
+		dir := filepath.Join(mnt, "outbox")
+		o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
+		appendN(t, o, 1, 5)
+		filler := filepath.Join(mnt, "filler")
+		if err := tmpfs.Fill(filler); err != nil {
+			t.Fatal(err)
+		}
+		n := 5
+		for o.Stats().Degraded == nil && n < 10000 {
+			n++
+			appendN(t, o, n, n)
+		}
+		os.Remove(filler)
+		if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("remount ro (the outbox must hold no file open for writing while in memory): %v: %s", err, out)
+		}
+		time.Sleep(30 * time.Millisecond)
+		o.tick(time.Now())
+		if err := o.Stats().Degraded; err == nil {
+			t.Fatal("healed on a read-only filesystem")
+		}
+		if out, err := exec.Command("mount", "-o", "remount,rw", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("remount rw: %v: %s", err, out)
+		}
+		healed(t, o)
+		o = reopened(t, o, dir)
+		defer o.Close()
+		ids(t, o, 1, n)
+	})
 }
 
 // In memory, the outbox is bounded like on disk: oldest dropped, counted.
 func TestDegradedBounded(t *testing.T) {
-	o := open(t, t.TempDir(), Options{Max: 100, HealFirst: time.Hour})
-	defer o.Close()
-	o.mu.Lock()
-	o.degrade(errors.New("test: disk gone"))
-	o.mu.Unlock()
-	appendN(t, o, 1, 50) // "reading NN": 10 bytes each
-	st := o.Stats()
-	if st.Degraded == nil || st.Bytes > 100 || st.Pending != 10 || st.Dropped != 40 {
-		t.Fatalf("degraded after 50 appends of 10 bytes with Max 100: %+v; want 10 pending, 40 dropped", st)
-	}
-	ids(t, o, 41, 50)
+	eachMem(t, func(t *testing.T) {
+		o := open(t, t.TempDir(), Options{Max: 100, HealFirst: time.Hour})
+		defer o.Close()
+		o.mu.Lock()
+		o.degrade(errors.New("test: disk gone"))
+		o.mu.Unlock()
+		appendN(t, o, 1, 50) // "reading NN": 10 bytes each
+		st := o.Stats()
+		if st.Degraded == nil || st.Bytes > 100 || st.Pending != 10 || st.Dropped != 40 {
+			t.Fatalf("degraded after 50 appends of 10 bytes with Max 100: %+v; want 10 pending, 40 dropped", st)
+		}
+		ids(t, o, 41, 50)
+	})
 }

@@ -23,6 +23,9 @@ const (
 	// compactAt: the log is rewritten once this many bytes of it are
 	// acknowledged records and they are more than half of it.
 	compactAt = 1 << 20
+	// markEvery is the spacing of the index into the records held on
+	// disk only: finding one reads at most this much of the log.
+	markEvery = 16 << 10
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -35,6 +38,12 @@ type Options struct {
 	// Max bounds the bytes of unacknowledged payloads; past it the oldest
 	// records are dropped (counted, logged). Default 16 MiB.
 	Max int64
+	// MemMax bounds the bytes of pending payloads also held in memory,
+	// newest first (default 64 KiB). Older pending records are read
+	// back from the log when they are sent, so memory does not grow
+	// with a queue built up offline. In memory-only mode (a failed
+	// disk) every pending record is in memory, bounded by Max.
+	MemMax int64
 	// SyncEvery is the fsync interval for appends. Default 1 s.
 	SyncEvery time.Duration
 	Logger    *slog.Logger
@@ -65,7 +74,19 @@ type retained struct {
 	at time.Time // when it was acknowledged
 }
 
+// mark locates a record of the disk run in the log.
+type mark struct {
+	id  uint64
+	off int64 // offset of its header
+}
+
 // Outbox is a persistent FIFO. It is safe for concurrent use.
+//
+// The pending records, ids acked+1 to next-1, are in two runs: the
+// oldest on disk only (the disk run), the newest also in memory (mem).
+// While the log is open it holds, in order, the acknowledged records
+// (ackBytes), the disk run (up to diskEnd), and the records of mem
+// (up to size). In memory-only mode the disk run is empty.
 type Outbox struct {
 	dir  string
 	opts Options
@@ -74,12 +95,16 @@ type Outbox struct {
 	mu       sync.Mutex
 	f        *os.File // nil in memory-only mode
 	ackFile  *os.File
-	size     int64 // bytes in the log file
-	ackBytes int64 // bytes of acknowledged records at the head of the log
-	pending  []Record
+	size     int64  // bytes in the log file
+	ackBytes int64  // bytes of acknowledged records at the head of the log
+	diskN    int    // records in the disk run
+	diskEnd  int64  // offset after the disk run
+	marks    []mark // the disk run's first record, then one every markEvery bytes
+	mem      []Record
+	memBytes int64      // payload bytes in mem
 	retained []retained // acknowledged records kept for Rewind, oldest first
 	retBytes int64      // payload bytes in retained
-	bytes    int64      // payload bytes in pending
+	bytes    int64      // payload bytes pending
 	next     uint64     // id of the next append
 	acked    uint64
 	dropped  uint64
@@ -95,6 +120,9 @@ type Outbox struct {
 func Open(dir string, opts Options) (*Outbox, error) {
 	if opts.Max <= 0 {
 		opts.Max = 16 << 20
+	}
+	if opts.MemMax <= 0 {
+		opts.MemMax = 64 << 10
 	}
 	if opts.SyncEvery <= 0 {
 		opts.SyncEvery = time.Second
@@ -133,12 +161,13 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	return o, nil
 }
 
-// load reads the log, keeping records after the ack cursor and cutting a
-// torn tail.
+// load reads the log, cutting a torn tail. The records after the ack
+// cursor become the disk run: their payloads stay on disk.
 func (o *Outbox) load() error {
 	r := bufio.NewReader(o.f)
 	var off int64
 	var hdr [headerSize]byte
+	var payload []byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if err != io.EOF {
@@ -153,7 +182,10 @@ func (o *Outbox) load() error {
 			o.cut(off, fmt.Sprintf("record length %d", n))
 			break
 		}
-		payload := make([]byte, n)
+		if cap(payload) < int(n) {
+			payload = make([]byte, n)
+		}
+		payload = payload[:n]
 		if _, err := io.ReadFull(r, payload); err != nil {
 			o.cut(off, "torn record")
 			break
@@ -162,28 +194,54 @@ func (o *Outbox) load() error {
 			o.cut(off, "checksum mismatch")
 			break
 		}
-		off += headerSize + int64(n)
-		if id <= o.acked {
+		if o.diskN == 0 && id <= o.acked {
+			off += headerSize + int64(n)
 			o.ackBytes = off
 			continue
 		}
-		if len(o.pending) > 0 && id != o.next {
-			o.cut(off-headerSize-int64(n), fmt.Sprintf("id %d where %d was due", id, o.next))
-			off -= headerSize + int64(n)
+		if o.diskN > 0 && id != o.next {
+			o.cut(off, fmt.Sprintf("id %d where %d was due", id, o.next))
 			break
 		}
-		o.pending = append(o.pending, Record{ID: id, Payload: payload})
-		o.bytes += int64(n)
+		if o.diskN == 0 {
+			// A cursor behind the log's first pending record: a crash
+			// while the log was written afresh, before the cursor was.
+			o.acked = id - 1
+		}
+		o.addDisk(id, off, int64(n))
+		off += headerSize + int64(n)
 		o.next = id + 1
 	}
 	o.size = off
 	if _, err := o.f.Seek(off, io.SeekStart); err != nil {
 		return err
 	}
-	if len(o.pending) > 0 {
-		o.log.Info("outbox loaded", "pending", len(o.pending), "first_id", o.pending[0].ID)
+	if o.diskN > 0 {
+		o.log.Info("outbox loaded", "pending", o.diskN, "first_id", o.marks[0].id)
 	}
 	return nil
+}
+
+// memOff is the offset in the log of the first record in mem. o.mu is
+// held; o.f is open.
+func (o *Outbox) memOff() int64 {
+	if o.diskN > 0 {
+		return o.diskEnd
+	}
+	return o.ackBytes
+}
+
+// addDisk appends the record id, at off with n payload bytes, to the
+// disk run. o.mu is held (or the outbox is being opened).
+func (o *Outbox) addDisk(id uint64, off, n int64) {
+	if o.diskN == 0 {
+		o.marks = append(o.marks[:0], mark{id, off})
+	} else if off-o.marks[len(o.marks)-1].off >= markEvery {
+		o.marks = append(o.marks, mark{id, off})
+	}
+	o.diskN++
+	o.diskEnd = off + headerSize + n
+	o.bytes += n
 }
 
 // cut truncates the log at off after a damaged record. Records after it
@@ -199,6 +257,12 @@ func (o *Outbox) cut(off int64, why string) {
 		o.log.Warn("outbox: cannot truncate log", "err", err)
 	}
 }
+
+// pendingN is the number of pending records. o.mu is held.
+func (o *Outbox) pendingN() int { return o.diskN + len(o.mem) }
+
+// firstID is the id of the oldest pending record, if there is one.
+func (o *Outbox) firstID() uint64 { return o.acked + 1 }
 
 // Append queues payload and returns its id. When the outbox is over its
 // bound, the oldest records are dropped first. A disk error degrades the
@@ -217,12 +281,11 @@ func (o *Outbox) Append(payload []byte) (uint64, error) {
 	o.next++
 	// One allocation holds the on-disk record and the pending copy.
 	buf := make([]byte, headerSize+len(payload))
-	binary.BigEndian.PutUint32(buf[0:4], uint32(len(payload)))
-	binary.BigEndian.PutUint64(buf[8:16], id)
+	putHeader(buf, id, payload)
 	copy(buf[headerSize:], payload)
-	binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[8:], crcTable))
 	p := buf[headerSize:]
-	o.pending = append(o.pending, Record{ID: id, Payload: p})
+	o.mem = append(o.mem, Record{ID: id, Payload: p})
+	o.memBytes += int64(len(p))
 	o.bytes += int64(len(p))
 	if o.f != nil {
 		if _, err := o.f.Write(buf); err != nil {
@@ -232,25 +295,184 @@ func (o *Outbox) Append(payload []byte) (uint64, error) {
 			o.dirty = true
 		}
 	}
-	for o.bytes > o.opts.Max && len(o.pending) > 1 {
-		r := o.pending[0]
-		o.pending = o.pending[1:]
-		o.bytes -= int64(len(r.Payload))
-		o.ackBytes += headerSize + int64(len(r.Payload))
-		o.dropped++
-		o.setAcked(r.ID)
-		if o.dropped&(o.dropped-1) == 0 {
-			o.log.Warn("outbox full: oldest reading dropped", "id", r.ID, "dropped_total", o.dropped)
-		}
+	for o.bytes > o.opts.Max && o.pendingN() > 1 {
+		o.dropOldest()
 	}
+	o.spill()
 	return id, nil
 }
 
-// degrade switches to memory-only operation until heal succeeds. o.mu
-// is held.
+// putHeader fills the header of the record id with payload into
+// hdr[:headerSize].
+func putHeader(hdr []byte, id uint64, payload []byte) {
+	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(payload)))
+	binary.BigEndian.PutUint64(hdr[8:16], id)
+	binary.BigEndian.PutUint32(hdr[4:8], crc32.Update(crc32.Checksum(hdr[8:16], crcTable), crcTable, payload))
+}
+
+// dropOldest drops the oldest pending record because the outbox is
+// full. o.mu is held; something is pending.
+func (o *Outbox) dropOldest() {
+	id := o.firstID()
+	if o.diskN > 0 {
+		// Only its length is needed: the header says.
+		var hdr [headerSize]byte
+		if _, err := o.f.ReadAt(hdr[:], o.marks[0].off); err != nil || binary.BigEndian.Uint64(hdr[8:16]) != id {
+			o.loseDiskRun(fmt.Errorf("reading record %d: %w", id, errOr(err, "wrong id")))
+			return
+		}
+		n := int64(binary.BigEndian.Uint32(hdr[0:4]))
+		o.bytes -= n
+		o.ackBytes += headerSize + n
+		o.advanceDisk(id+1, o.marks[0].off+headerSize+n)
+	} else {
+		r := o.mem[0]
+		o.mem[0] = Record{}
+		o.mem = o.mem[1:]
+		o.memBytes -= int64(len(r.Payload))
+		o.bytes -= int64(len(r.Payload))
+		o.ackBytes += headerSize + int64(len(r.Payload))
+	}
+	o.dropped++
+	o.setAcked(id)
+	if o.dropped&(o.dropped-1) == 0 {
+		o.log.Warn("outbox full: oldest reading dropped", "id", id, "dropped_total", o.dropped)
+	}
+}
+
+// errOr is err, or an error saying what when err is nil.
+func errOr(err error, what string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(what)
+}
+
+// advanceDisk removes the disk run's records before id, which starts
+// at off. o.mu is held.
+func (o *Outbox) advanceDisk(id uint64, off int64) {
+	o.diskN -= int(id - o.marks[0].id)
+	if o.diskN <= 0 {
+		o.diskN, o.marks = 0, o.marks[:0]
+		return
+	}
+	i := 0
+	for i+1 < len(o.marks) && o.marks[i+1].id <= id {
+		i++
+	}
+	o.marks = append(o.marks[:0], o.marks[i:]...)
+	o.marks[0] = mark{id, off}
+}
+
+// spill lets go of the memory copies of the oldest records while mem
+// holds more than MemMax: they join the disk run. o.mu is held.
+func (o *Outbox) spill() {
+	if o.f == nil {
+		return
+	}
+	n := 0
+	for n < len(o.mem)-1 && o.memBytes > o.opts.MemMax {
+		r := o.mem[n]
+		o.addDisk(r.ID, o.memOff(), int64(len(r.Payload)))
+		o.bytes -= int64(len(r.Payload)) // addDisk counted it again
+		o.memBytes -= int64(len(r.Payload))
+		n++
+	}
+	if n > 0 {
+		clear(o.mem[:n])
+		o.mem = o.mem[n:]
+	}
+}
+
+// scan reads the disk run's records from the one with id from on, in
+// order, checking each, and calls fn with each id, its offset and its
+// payload (valid only during the call) until fn returns false. It
+// returns the id and offset of the record after the last one passed
+// to fn. o.mu is held; the disk run holds from.
+func (o *Outbox) scan(from uint64, fn func(id uint64, off int64, payload []byte) bool) (uint64, int64, error) {
+	i := len(o.marks) - 1
+	for o.marks[i].id > from {
+		i--
+	}
+	id, off := o.marks[i].id, o.marks[i].off
+	r := bufio.NewReaderSize(io.NewSectionReader(o.f, off, o.diskEnd-off), 16<<10)
+	var hdr [headerSize]byte
+	var payload []byte
+	last := o.marks[0].id + uint64(o.diskN) - 1
+	for id <= last {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return id, off, fmt.Errorf("reading record %d: %w", id, err)
+		}
+		n := binary.BigEndian.Uint32(hdr[0:4])
+		if got := binary.BigEndian.Uint64(hdr[8:16]); got != id || n > MaxRecord {
+			return id, off, fmt.Errorf("record %d at offset %d: the log holds id %d, length %d", id, off, got, n)
+		}
+		if id < from {
+			if _, err := r.Discard(int(n)); err != nil {
+				return id, off, fmt.Errorf("reading record %d: %w", id, err)
+			}
+		} else {
+			if cap(payload) < int(n) {
+				payload = make([]byte, n)
+			}
+			payload = payload[:n]
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return id, off, fmt.Errorf("reading record %d: %w", id, err)
+			}
+			if crc32.Update(crc32.Checksum(hdr[8:16], crcTable), crcTable, payload) != binary.BigEndian.Uint32(hdr[4:8]) {
+				return id, off, fmt.Errorf("record %d at offset %d: checksum mismatch", id, off)
+			}
+			if !fn(id, off, payload) {
+				return id + 1, off + headerSize + int64(n), nil
+			}
+		}
+		id++
+		off += headerSize + int64(n)
+	}
+	return id, off, nil
+}
+
+// loseDiskRun drops the disk run after its records could not be read
+// back (a failing disk, or a log changed under the outbox): they are
+// lost, counted as dropped, and the outbox goes on in memory. o.mu is
+// held.
+func (o *Outbox) loseDiskRun(err error) {
+	if o.diskN == 0 {
+		return
+	}
+	n := o.diskN
+	o.log.Error("outbox: queued readings cannot be read back from disk; they are lost", "dir", o.dir, "records", n,
+		"first_id", o.marks[0].id, "err", err)
+	o.bytes -= o.diskEnd - o.marks[0].off - int64(n)*headerSize
+	o.ackBytes = o.diskEnd
+	o.dropped += uint64(n)
+	last := o.marks[0].id + uint64(n) - 1
+	o.diskN, o.marks = 0, o.marks[:0]
+	o.setAcked(last)
+	o.degrade(err)
+}
+
+// degrade switches to memory-only operation until heal succeeds: the
+// disk run is read into memory first. o.mu is held.
 func (o *Outbox) degrade(err error) {
 	if o.f == nil {
 		return
+	}
+	if o.diskN > 0 {
+		back := make([]Record, 0, o.diskN+len(o.mem))
+		_, _, rerr := o.scan(o.marks[0].id, func(id uint64, _ int64, p []byte) bool {
+			back = append(back, Record{ID: id, Payload: append([]byte(nil), p...)})
+			return true
+		})
+		if rerr != nil {
+			o.loseDiskRun(errors.Join(err, rerr)) // calls degrade again, with an empty disk run
+			return
+		}
+		for _, r := range back {
+			o.memBytes += int64(len(r.Payload))
+		}
+		o.mem = append(back, o.mem...)
+		o.diskN, o.marks = 0, o.marks[:0]
 	}
 	o.log.Error("outbox: cannot write to disk; keeping readings in memory only until it works again (they will not survive a restart)",
 		"dir", o.dir, "err", err, "retry_in", o.opts.HealFirst)
@@ -259,8 +481,10 @@ func (o *Outbox) degrade(err error) {
 	o.f = nil
 	// The cursor file too: it may be on a filesystem going read-only, or
 	// in a deleted directory. Heal writes it afresh.
-	o.ackFile.Close()
-	o.ackFile = nil
+	if o.ackFile != nil {
+		o.ackFile.Close()
+		o.ackFile = nil
+	}
 	o.failedAt = time.Now()
 	o.healAt, o.healWait = o.failedAt.Add(o.opts.HealFirst), min(2*o.opts.HealFirst, healMax)
 }
@@ -278,20 +502,22 @@ func (o *Outbox) heal(now time.Time) {
 		o.healAt, o.healWait = now.Add(o.healWait), min(2*o.healWait, healMax)
 		return
 	}
-	o.log.Info("outbox: disk writable again; queued readings are back on disk", "dir", o.dir, "pending", len(o.pending),
+	o.log.Info("outbox: disk writable again; queued readings are back on disk", "dir", o.dir, "pending", o.pendingN(),
 		"failed_for", now.Sub(o.failedAt).Round(time.Second))
 	o.degraded = nil
+	o.spill()
 }
 
 // reopen recreates the directory if it is gone and writes the log and the
-// cursor afresh. o.mu is held; o.f is nil.
+// cursor afresh. o.mu is held; o.f is nil, so everything pending is in
+// mem.
 func (o *Outbox) reopen() error {
 	if err := os.MkdirAll(o.dir, 0o750); err != nil {
 		return err
 	}
 	// The log first: a crash before the cursor is written leaves a new
 	// log of pending records and an older cursor, which load reads right.
-	f, size, err := o.writeLog()
+	f, size, err := o.writeLog(nil)
 	if err != nil {
 		return err
 	}
@@ -343,23 +569,54 @@ func (o *Outbox) Ack(id uint64) {
 	if id <= o.acked || o.closed {
 		return
 	}
-	n := 0
+	id = min(id, o.next-1)
 	now := time.Now()
-	for n < len(o.pending) && o.pending[n].ID <= id {
-		o.bytes -= int64(len(o.pending[n].Payload))
-		o.ackBytes += headerSize + int64(len(o.pending[n].Payload))
-		if o.opts.Retain > 0 {
-			o.retained = append(o.retained, retained{o.pending[n], now})
-			o.retBytes += int64(len(o.pending[n].Payload))
+	keep := o.opts.Retain > 0
+	if o.diskN > 0 {
+		// Records acknowledged from the disk run: their bytes, and the
+		// payloads to retain, come from the log.
+		last := min(id, o.marks[0].id+uint64(o.diskN)-1)
+		start := o.marks[0].off
+		next, off, err := o.scan(o.marks[0].id, func(rid uint64, _ int64, p []byte) bool {
+			if keep {
+				o.retain(Record{rid, append([]byte(nil), p...)}, now)
+			}
+			return rid < last
+		})
+		if err != nil {
+			o.loseDiskRun(err)
+		} else {
+			o.bytes -= off - start - int64(next-o.marks[0].id)*headerSize
+			o.ackBytes = off
+			o.advanceDisk(next, off)
+		}
+	}
+	n := 0
+	for n < len(o.mem) && o.mem[n].ID <= id {
+		r := o.mem[n]
+		o.bytes -= int64(len(r.Payload))
+		o.memBytes -= int64(len(r.Payload))
+		o.ackBytes += headerSize + int64(len(r.Payload))
+		if keep {
+			o.retain(r, now)
 		}
 		n++
 	}
 	o.trimRetained(now)
-	clear(o.pending[:n])
-	o.pending = o.pending[n:]
-	o.setAcked(id)
-	if len(o.pending) == 0 {
+	clear(o.mem[:n])
+	o.mem = o.mem[n:]
+	o.setAcked(max(id, o.acked))
+	if o.pendingN() == 0 {
 		o.compact() // cheap: truncates an all-acknowledged log
+	}
+}
+
+// retain keeps an acknowledged record for Rewind. o.mu is held.
+func (o *Outbox) retain(r Record, now time.Time) {
+	o.retained = append(o.retained, retained{r, now})
+	o.retBytes += int64(len(r.Payload))
+	if o.retBytes > 2*o.opts.RetainBytes {
+		o.trimRetained(now)
 	}
 }
 
@@ -409,21 +666,31 @@ func (o *Outbox) Rewind(id uint64) (restored, lost int) {
 	first := back[0].ID
 	lost = int(first - id)
 	i = len(o.retained) - len(back)
-	restore := make([]Record, 0, len(back)+len(o.pending))
+	restore := make([]Record, 0, len(back))
 	for _, r := range back {
 		restore = append(restore, r.Record)
 		o.bytes += int64(len(r.Payload))
 		o.retBytes -= int64(len(r.Payload))
 	}
-	o.pending = append(restore, o.pending...)
 	clear(o.retained[i:])
 	o.retained = o.retained[:i]
 	o.setAcked(first - 1)
 	if o.f != nil {
-		o.rewrite()
+		o.rewrite(restore)
+	} else {
+		o.prependMem(restore)
 	}
 	o.log.Info("outbox: acknowledged records taken back", "from_id", first, "records", len(restore), "lost", lost)
 	return len(restore), lost
+}
+
+// prependMem puts rs, which come just before the pending records, in
+// front of them in memory. o.mu is held; the disk run is empty.
+func (o *Outbox) prependMem(rs []Record) {
+	for _, r := range rs {
+		o.memBytes += int64(len(r.Payload))
+	}
+	o.mem = append(rs, o.mem...)
 }
 
 // setAcked persists the ack cursor (in memory only while degraded).
@@ -443,39 +710,75 @@ func (o *Outbox) setAcked(id uint64) {
 // compact empties or rewrites the log once acknowledged records dominate.
 // o.mu is held.
 func (o *Outbox) compact() {
-	if o.f == nil || o.ackBytes < compactAt && (len(o.pending) > 0 || o.ackBytes < compactAt/16) {
+	if o.f == nil || o.ackBytes < compactAt && (o.pendingN() > 0 || o.ackBytes < compactAt/16) {
 		return
 	}
-	if len(o.pending) == 0 {
-		if err := o.f.Truncate(0); err != nil {
-			o.degrade(err)
-			return
-		}
-		o.f.Seek(0, io.SeekStart)
-		o.size, o.ackBytes = 0, 0
+	if o.pendingN() == 0 {
+		o.truncate()
 		return
 	}
 	if o.ackBytes*2 < o.size {
 		return
 	}
-	o.rewrite()
+	o.rewrite(nil)
 }
 
-// rewrite writes the pending records to a new log that replaces the old
-// one atomically. o.mu is held and o.f is open.
-func (o *Outbox) rewrite() {
-	f, size, err := o.writeLog()
-	if err != nil {
+// truncate empties an all-acknowledged log. o.mu is held; o.f is open.
+func (o *Outbox) truncate() {
+	if err := o.f.Truncate(0); err != nil {
 		o.degrade(err)
 		return
+	}
+	o.f.Seek(0, io.SeekStart)
+	o.size, o.ackBytes, o.dirty = 0, 0, false
+}
+
+// rewrite replaces the log atomically with one of prefix, records that
+// come just before the pending ones, and the pending records. o.mu is
+// held and o.f is open. The prefix and the disk run become the new disk
+// run; on failure the outbox degrades with every record in memory.
+func (o *Outbox) rewrite(prefix []Record) {
+	f, size, err := o.writeLog(prefix)
+	if err != nil {
+		o.degrade(err)
+		switch {
+		case len(prefix) == 0:
+		case o.acked+1 == prefix[0].ID:
+			o.prependMem(prefix)
+		default: // the disk run after it was lost
+			o.dropped += uint64(len(prefix))
+			for _, r := range prefix {
+				o.bytes -= int64(len(r.Payload))
+			}
+		}
+		return
+	}
+	var pre int64
+	for _, r := range prefix {
+		pre += headerSize + int64(len(r.Payload))
+	}
+	// The disk run moves from ackBytes to pre.
+	shift := pre - o.ackBytes
+	for i := range o.marks {
+		o.marks[i].off += shift
+	}
+	if o.diskN > 0 {
+		o.diskEnd += shift
+	} else {
+		o.diskEnd = pre
+	}
+	if len(prefix) > 0 {
+		o.marks = append([]mark{{prefix[0].ID, 0}}, o.marks...)
+		o.diskN += len(prefix)
 	}
 	o.f.Close()
 	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, false
 }
 
-// writeLog writes the pending records to log.tmp, syncs it and renames it
-// to log, and returns it open at its end. o.mu is held.
-func (o *Outbox) writeLog() (*os.File, int64, error) {
+// writeLog writes prefix, the disk run (copied from the log as it is)
+// and mem to log.tmp, syncs it and renames it to log, and returns it
+// open at its end. o.mu is held.
+func (o *Outbox) writeLog(prefix []Record) (*os.File, int64, error) {
 	tmp := filepath.Join(o.dir, "log.tmp")
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -484,15 +787,26 @@ func (o *Outbox) writeLog() (*os.File, int64, error) {
 	w := bufio.NewWriter(f)
 	var size int64
 	var hdr [headerSize]byte
-	for _, r := range o.pending {
-		binary.BigEndian.PutUint32(hdr[0:4], uint32(len(r.Payload)))
-		binary.BigEndian.PutUint64(hdr[8:16], r.ID)
-		binary.BigEndian.PutUint32(hdr[4:8], crc32.Update(crc32.Checksum(hdr[8:16], crcTable), crcTable, r.Payload))
-		w.Write(hdr[:])
-		w.Write(r.Payload)
-		size += headerSize + int64(len(r.Payload))
+	put := func(rs []Record) {
+		for _, r := range rs {
+			putHeader(hdr[:], r.ID, r.Payload)
+			w.Write(hdr[:])
+			w.Write(r.Payload)
+			size += headerSize + int64(len(r.Payload))
+		}
 	}
-	err = errors.Join(w.Flush(), f.Sync())
+	put(prefix)
+	var copyErr error
+	if o.diskN > 0 {
+		n, err := w.ReadFrom(io.NewSectionReader(o.f, o.marks[0].off, o.diskEnd-o.marks[0].off))
+		size += n
+		if err == nil && n != o.diskEnd-o.marks[0].off {
+			err = io.ErrUnexpectedEOF
+		}
+		copyErr = err
+	}
+	put(o.mem)
+	err = errors.Join(copyErr, w.Flush(), f.Sync())
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(o.dir, "log"))
 	}
@@ -520,25 +834,50 @@ func (o *Outbox) SetMax(n int64) {
 }
 
 // Pending returns up to max pending records with ids greater than after,
-// oldest first. The payloads must not be modified.
+// oldest first. The payloads must not be modified. Records held on disk
+// only are read back from the log.
 func (o *Outbox) Pending(after uint64, max int) []Record {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	i := 0
-	if len(o.pending) > 0 && after >= o.pending[0].ID {
-		i = int(after - o.pending[0].ID + 1) // ids are contiguous
+	from := after + 1
+	if from <= o.acked {
+		from = o.firstID()
 	}
-	if i >= len(o.pending) {
+	if from >= o.next || max <= 0 {
 		return nil
 	}
-	end := min(len(o.pending), i+max)
-	return append([]Record(nil), o.pending[i:end]...)
+	out := make([]Record, 0, min(max, int(o.next-from)))
+	if o.diskN > 0 && from < o.marks[0].id+uint64(o.diskN) {
+		_, _, err := o.scan(from, func(id uint64, _ int64, p []byte) bool {
+			out = append(out, Record{id, append([]byte(nil), p...)})
+			return len(out) < max
+		})
+		if err != nil {
+			o.loseDiskRun(err)
+			// What was read is still returned: its ids are acknowledged
+			// as dropped now, so the caller's acks for them are no-ops.
+		}
+		if len(out) == max || len(o.mem) == 0 {
+			return out
+		}
+		from = o.mem[0].ID
+	}
+	if len(o.mem) == 0 || from < o.mem[0].ID {
+		return out
+	}
+	i := int(from - o.mem[0].ID) // ids are contiguous
+	if i >= len(o.mem) {
+		return out
+	}
+	end := min(len(o.mem), i+max-len(out))
+	return append(out, o.mem[i:end]...)
 }
 
 // Stats describe the outbox for status reports.
 type Stats struct {
 	Pending  int    // records not yet acknowledged
 	Bytes    int64  // their payload bytes
+	InMemory int64  // payload bytes of pending records also held in memory
 	Dropped  uint64 // records dropped because the outbox was full
 	Acked    uint64 // highest acknowledged id
 	Degraded error  // non-nil when the outbox runs in memory only
@@ -548,7 +887,7 @@ type Stats struct {
 func (o *Outbox) Stats() Stats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return Stats{Pending: len(o.pending), Bytes: o.bytes, Dropped: o.dropped, Acked: o.acked, Degraded: o.degraded}
+	return Stats{Pending: o.pendingN(), Bytes: o.bytes, InMemory: o.memBytes, Dropped: o.dropped, Acked: o.acked, Degraded: o.degraded}
 }
 
 // Run fsyncs appended records every SyncEvery until ctx is done. Without
@@ -589,18 +928,16 @@ func (o *Outbox) tick(now time.Time) {
 		o.mu.Unlock()
 		return
 	}
-	if len(o.pending) == 0 && o.size > 0 {
+	if o.pendingN() == 0 && o.size > 0 {
 		// Everything written since the last tick is acknowledged: drop
 		// it before it is synced. Truncating cancels the page cache's
 		// unwritten pages, so a board that is online writes almost
 		// nothing to its SD card.
-		if err := o.f.Truncate(0); err != nil {
-			o.degrade(err)
+		o.truncate()
+		if o.f == nil {
 			o.mu.Unlock()
 			return
 		}
-		o.f.Seek(0, io.SeekStart)
-		o.size, o.ackBytes, o.dirty = 0, 0, false
 	}
 	o.mu.Unlock()
 	o.Sync()
