@@ -11,10 +11,12 @@ LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # AES-GCM and the syscall under it), encoding/json (MQTT commands, json-parsed
 # serial and file lines, discovery configs: human rates), and
 # what serial, file and action devices use at human rates (go.bug.st/serial,
-# fsnotify, regexp, os/exec), and log/slog (a disabled level costs one
-# call more) — is compiled without inlining: ~300 KB less
+# fsnotify, regexp, os/exec), log/slog (a disabled level costs one
+# call more), and our own command handling and agent glue (agent/control,
+# agent: commands, reloads, presence; per reading only a few calls in
+# the dispatcher) — is compiled without inlining: ~300 KB less
 # on armv7, which keeps the binary in its 8 MiB budget (docs/benchmarks.md,
-# decisions §7). The hot paths (xmpp, agent, outbox, AES/ChaCha20, paho)
+# decisions §7). The hot paths (xmpp, telemetry, outbox, AES/ChaCha20, paho)
 # keep it.
 GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.io/...=-l' \
             -gcflags 'github.com/gorilla/websocket=-l' -gcflags 'net/http/...=-l' -gcflags 'golang.org/x/net/...=-l' \
@@ -23,7 +25,7 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'crypto/rsa=-l' -gcflags 'crypto/ecdsa=-l' -gcflags 'crypto/ed25519=-l' \
             -gcflags 'crypto/internal/fips140/rsa=-l' -gcflags 'crypto/internal/fips140/ecdsa=-l' -gcflags 'compress/...=-l' \
             -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l' \
-            -gcflags 'log/slog=-l'
+            -gcflags 'log/slog=-l' -gcflags 'github.com/stanzad/stanzad/agent/control=-l' -gcflags 'github.com/stanzad/stanzad/agent=-l'
 # TAGS leaves optional parts out of a board's binary: nomqtt (the MQTT
 # bridge and Home Assistant discovery, paho), nogpio (GPIO and I2C
 # devices, periph's host drivers). E.g. make build TAGS=nomqtt,nogpio.

@@ -13,6 +13,16 @@
 // Ids double as the readings' seqnr, so a receiver sees a gap exactly
 // where a record was dropped.
 //
+// # Memory
+//
+// Only the newest pending records, up to Options.MemMax (64 KiB by
+// default), are also kept in memory; older ones are read back from the
+// log when a sink sends them (a sequential read, through an index of
+// one offset per 16 KiB of log). A queue built up over a long outage
+// costs disk, not memory. A record that no longer reads back right (a
+// failing card) loses the records held on disk only: they are counted
+// as dropped and logged, and the outbox goes on in memory.
+//
 // # Durability
 //
 // Appends are plain writes: a crash of the process loses nothing (the
@@ -22,8 +32,9 @@
 // A torn or corrupt record at the end of the log (power loss during a
 // write) is detected by its length and CRC on Open, logged, and cut off;
 // everything before it is kept. A full or read-only disk degrades the
-// outbox to memory with a warning: readings keep flowing, only their
-// crash-safety is gone until the agent restarts with a writable disk.
+// outbox to memory with a warning (the records held on disk only are
+// read into memory first): readings keep flowing, only their
+// crash-safety is gone until the disk takes writes again.
 //
 // The package imports only the standard library.
 package outbox

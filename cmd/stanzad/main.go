@@ -158,6 +158,11 @@ func run(args []string, stderr io.Writer) int {
 		debug.FreeOSMemory()
 		log.Debug("start-up memory given back", "image_bytes_unmapped", dropImagePages())
 	})
+	side.Go(func() {
+		runGiveBack(sideCtx, func(heap bool, image int64) {
+			log.Debug("memory given back", "after_burst", heap, "image_bytes_unmapped", image)
+		})
+	})
 	select {
 	case err = <-done:
 	case <-ctx.Done():
