@@ -921,6 +921,13 @@ func (o *Outbox) tick(now time.Time) {
 		o.mu.Unlock()
 		return
 	}
+	// An empty log that nothing was appended to has nothing to lose: an
+	// idle board's tick makes no system call. The first append to a
+	// deleted directory's log is noticed at the next tick.
+	if o.size == 0 && !o.dirty {
+		o.mu.Unlock()
+		return
+	}
 	if err := o.lost(); err != nil {
 		o.degrade(err)
 		o.healAt = now

@@ -17,34 +17,51 @@ import (
 // the runtime keeps that much for the next burst: an idle board would
 // then hold MBs it does not need. The watch counts collections per
 // window; once a busy window (burstGCs or more) is followed by a quiet
-// one, it collects and returns the free pages to the kernel, once. An
-// idle agent collects about once in two minutes (the runtime's forced
-// collection), so this never fires at idle, where a periodic trim would
-// only keep the collector's code resident.
+// one, it collects and returns the free pages to the kernel, once.
 //
-// The executable's pages are dropped again after every imageEvery quiet
-// windows, and after a burst: code that ran once (a reload, a command,
-// the burst) otherwise stays mapped for the life of the process. The
-// pages stay in the page cache; what runs next maps back in.
+// At idle the runtime collects only every two minutes (its forced
+// collection: the heap's 4 MB minimum goal is never reached), so the
+// heap's resident pages grow with two minutes of garbage. A window
+// without any collection ends with one: the garbage stays a window's
+// worth and the pages it frees are reused.
+//
+// The executable's pages are dropped again every imageEvery quiet
+// windows and after a burst: code that ran once (start-up, a reload, a
+// command, the burst) otherwise stays mapped for the life of the
+// process. The pages stay in the page cache; what runs next maps back
+// in (minor faults, no I/O).
 
 const (
 	giveBackWindow = 30 * time.Second
 	burstGCs       = 3
-	imageEvery     = 10 // quiet windows: 5 minutes
+	imageEvery     = 2 // quiet windows: 1 minute
 )
 
 // burstWatch tells, from the collection count at the end of each
-// window, when a burst has ended and when to drop image pages.
+// window, what to give back.
 type burstWatch struct {
 	last  uint64 // collections at the end of the previous window
 	busy  bool   // a busy window has not yet been followed by a quiet one
 	quiet int    // quiet windows since the image was last dropped
 }
 
-// step takes the collection count at the end of a window and reports
-// whether to give the heap's free pages back now, and whether to drop
-// the executable's pages.
-func (w *burstWatch) step(n uint64) (heap, image bool) {
+// giveBackNow is what to do at the end of a window.
+type giveBackNow struct {
+	collect bool // collect the heap
+	release bool // collect and return every free page (FreeOSMemory)
+	image   bool // drop the executable's pages
+}
+
+// step takes the collection count at the end of a window. After a burst
+// (a busy window, then a quiet one) it releases the heap and drops the
+// image pages; in a window without any collection it collects, so that
+// an idle agent's garbage (keepalives, a reading now and then) is a
+// window's worth, not the two minutes' worth the runtime's forced
+// collection allows — the pages freed are reused by the next
+// allocations and the heap's resident size stops growing; every
+// imageEvery quiet windows it drops the image pages. The caller counts
+// its own collections into last.
+func (w *burstWatch) step(n uint64) (do giveBackNow) {
 	cycles := n - w.last
 	w.last = n
 	switch {
@@ -54,14 +71,15 @@ func (w *burstWatch) step(n uint64) (heap, image bool) {
 		w.quiet = 0
 	case w.busy:
 		w.busy, w.quiet = false, 0
-		return true, true
+		return giveBackNow{release: true, image: true}
 	default:
+		do.collect = cycles == 0
 		if w.quiet++; w.quiet >= imageEvery {
 			w.quiet = 0
-			return false, true
+			do.image = true
 		}
 	}
-	return false, false
+	return do
 }
 
 // gcCycles is the number of collections so far, as counted by
@@ -107,13 +125,17 @@ func runGiveBack(ctx context.Context, done func(heap bool, imageBytes int64)) {
 			return
 		case <-t.C:
 		}
-		heap, image := w.step(gcCycles())
-		if heap {
+		do := w.step(gcCycles())
+		switch {
+		case do.release:
 			debug.FreeOSMemory()
 			w.last++ // its own collection is not work
+		case do.collect:
+			runtime.GC()
+			w.last++
 		}
-		if image {
-			done(heap, dropImagePages())
+		if do.image {
+			done(do.release, dropImagePages())
 		}
 	}
 }

@@ -7,43 +7,56 @@ import (
 	"time"
 )
 
-// The watch gives the heap back once after each busy window that a
-// quiet one follows, never at idle however long, and drops the image
-// pages after a burst and every imageEvery quiet windows.
+// The watch releases the heap once after each busy window that a quiet
+// one follows, never at idle however long; collects after windows
+// without a collection; and drops the image pages after a burst and
+// every imageEvery quiet windows.
 func TestBurstWatch(t *testing.T) {
 	quiet := func(n int) []uint64 { return make([]uint64, n) }
+	ones := func(n int) []uint64 {
+		s := make([]uint64, n)
+		for i := range s {
+			s[i] = 1
+		}
+		return s
+	}
 	for _, tt := range []struct {
-		name      string
-		cycles    []uint64 // collections in each window
-		heap, img []int    // windows after which it gives back
+		name                    string
+		cycles                  []uint64 // collections in each window
+		release, collect, image []int    // windows after which it does each
 	}{
-		{"idle", []uint64{0, 1, 0, 0, 1, 0, 1, 1, 0}, nil, nil},
-		{"idle long", quiet(25), nil, []int{9, 19}},
-		{"one burst", []uint64{0, 12, 30, 4, 0, 0, 1, 0}, []int{4}, []int{4}},
-		{"burst then slow", []uint64{5, 2, 1, 0}, []int{2}, []int{2}},
-		{"two bursts", []uint64{9, 0, 0, 3, 1, 0}, []int{1, 4}, []int{1, 4}},
-		{"steady load", []uint64{5, 5, 5, 5, 5}, nil, nil},
-		{"moderate", []uint64{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, nil, nil},
-		{"burst, then idle", append([]uint64{4, 0}, quiet(12)...), []int{1}, []int{1, 11}},
+		{"idle, forced collections", ones(5), nil, nil, []int{1, 3}},
+		{"idle, none", quiet(4), nil, []int{0, 1, 2, 3}, []int{1, 3}},
+		{"one burst", []uint64{1, 12, 30, 4, 1, 1}, []int{4}, nil, []int{4}},
+		{"burst then slow", []uint64{5, 2, 1, 1}, []int{2}, nil, []int{2}},
+		{"two bursts", []uint64{9, 1, 1, 3, 1, 1}, []int{1, 4}, nil, []int{1, 4}},
+		{"steady load", []uint64{5, 5, 5, 5, 5}, nil, nil, nil},
+		{"moderate", []uint64{2, 2, 2, 2, 2, 2}, nil, nil, nil},
+		{"burst, then idle", []uint64{4, 0, 0, 0}, []int{1}, []int{2, 3}, []int{1, 3}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := burstWatch{last: 100}
 			gc := uint64(100)
-			var heap, img []int
+			var release, collect, image []int
 			for i, c := range tt.cycles {
 				gc += c
-				h, im := w.step(gc)
-				if h {
-					heap = append(heap, i)
-					gc++ // FreeOSMemory collects once
-					w.last = gc
+				do := w.step(gc)
+				if do.release {
+					release = append(release, i)
 				}
-				if im {
-					img = append(img, i)
+				if do.collect {
+					collect = append(collect, i)
+				}
+				if do.image {
+					image = append(image, i)
+				}
+				if do.release || do.collect {
+					gc++ // the daemon's own collection
+					w.last++
 				}
 			}
-			if !slices.Equal(heap, tt.heap) || !slices.Equal(img, tt.img) {
-				t.Fatalf("heap given back after windows %v, image dropped after %v; want %v, %v", heap, img, tt.heap, tt.img)
+			if !slices.Equal(release, tt.release) || !slices.Equal(collect, tt.collect) || !slices.Equal(image, tt.image) {
+				t.Fatalf("release %v, collect %v, image %v; want %v, %v, %v", release, collect, image, tt.release, tt.collect, tt.image)
 			}
 		})
 	}
