@@ -13,6 +13,7 @@ import (
 
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/agent/control"
+	"github.com/stanzad/stanzad/agent/history"
 	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
@@ -75,6 +76,7 @@ type Agent struct {
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
 	last         lastReadings
+	hist         *history.Store // nil without a history (history_max 0, or it could not be opened)
 	contacts     contacts
 	health       deviceHealth
 }
@@ -158,6 +160,13 @@ func New(opts Options) (*Agent, error) {
 			}
 		}
 	}
+	if cfg.Agent.HistoryMax > 0 {
+		dir := history.Dir(cfg.Agent.StateDir)
+		if a.hist, err = history.Open(dir, history.Options{Max: int64(cfg.Agent.HistoryMax), Logger: log}); err != nil {
+			log.Error("no reading history this run: cannot open it", "dir", dir, "err", err)
+			a.hist = nil
+		}
+	}
 	a.u.Store(u.with(dus))
 	if err := errors.Join(errs...); err != nil {
 		a.closeState()
@@ -208,6 +217,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		side.Go(func() { a.watchConfig(sessCtx) })
 	}
 	side.Go(func() { a.push.watch(sessCtx, a) })
+	if a.hist != nil {
+		side.Go(func() { a.tickHistory(sessCtx) })
+	}
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
@@ -324,6 +336,9 @@ func (a *Agent) hooks() telemetry.Hooks {
 		Seen: func(r devices.Reading, now time.Time) {
 			a.lastDispatch.Store(now.UnixNano())
 			a.health.note(a.log, r)
+			if a.hist != nil {
+				a.hist.Add(r) // errors are logged by the store
+			}
 		},
 		Accepted: a.accepted,
 	}
@@ -369,11 +384,31 @@ func (a *Agent) emit(r devices.Reading) {
 }
 
 func (a *Agent) closeState() {
+	if a.hist != nil {
+		if err := a.hist.Close(); err != nil {
+			a.log.Warn("history not closed cleanly", "err", err)
+		}
+	}
 	u := a.now()
 	if u == nil {
 		return
 	}
 	a.tel.Close(u.sinks)
+}
+
+// tickHistory writes the history's buffered readings and finished
+// buckets every second until ctx is done.
+func (a *Agent) tickHistory(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.hist.Tick(now) // errors are logged by the store
+		}
+	}
 }
 
 func (a *Agent) onConnect(ctx context.Context, s *xmpp.Session) error {

@@ -130,6 +130,14 @@ func (h *host) Device(name string) (devices.Device, bool) { return (*Agent)(h).d
 // Last returns a device's latest good reading.
 func (h *host) Last(name string) (devices.Reading, bool) { return h.last.get(name) }
 
+// History is the agent's reading history, nil when it keeps none.
+func (h *host) History() control.History {
+	if h.hist == nil {
+		return nil
+	}
+	return h.hist
+}
+
 // Occupant looks up a room occupant's JID (telemetry.Pipeline.Occupant).
 func (h *host) Occupant(from xmpp.JID) (string, bool, bool) { return h.tel.Occupant(from) }
 

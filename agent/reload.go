@@ -207,6 +207,7 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 		old, new any
 	}{
 		{"agent.state_dir", old.Agent.StateDir, cfg.Agent.StateDir},
+		{"agent.history_max", old.Agent.HistoryMax, cfg.Agent.HistoryMax},
 		{"agent.log_format", old.Agent.LogFormat, cfg.Agent.LogFormat},
 	} {
 		if k.old != k.new {

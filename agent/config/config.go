@@ -59,6 +59,9 @@ type Agent struct {
 	// (debug.SetMemoryLimit): the garbage collector works harder to stay
 	// under it. 0 (default) leaves the runtime's own heap goal.
 	MemoryLimit Size `toml:"memory_limit"`
+	// HistoryMax bounds the local reading history on disk (history,
+	// plot, XEP-0323 historical readout). Default 4MiB; 0 keeps none.
+	HistoryMax Size `toml:"history_max"`
 }
 
 // ACL lists who may do what, by bare JID (domain lower-cased).
@@ -321,6 +324,7 @@ func (cfg *Config) setDefaults(has func(string) bool) {
 	dflt(has, "agent.log_level", &a.LogLevel, "info")
 	dflt(has, "agent.log_format", &a.LogFormat, "text")
 	dflt(has, "agent.rollback_after", &a.RollbackAfter, Duration{2 * time.Minute})
+	dflt(has, "agent.history_max", &a.HistoryMax, 4<<20)
 	dflt(has, "acl.command_rate", &cfg.ACL.CommandRate, 2)
 	dflt(has, "acl.command_burst", &cfg.ACL.CommandBurst, 20)
 	for _, list := range [][]string{cfg.ACL.Operators, cfg.ACL.Viewers} {

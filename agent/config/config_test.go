@@ -112,7 +112,7 @@ device = "outside"
 	if x.TLS != "starttls" || x.Keepalive.Duration != 30*s || x.PresenceStatus != "" || x.PasswordFile != "pw" {
 		t.Errorf("XMPP = %+v, want defaults", x)
 	}
-	if a := cfg.Agent; a != (Agent{StateDir: "/var/lib/stanzad", OutboxMax: 16 << 20, LogLevel: "info", LogFormat: "text", RollbackAfter: Duration{2 * time.Minute}}) {
+	if a := cfg.Agent; a != (Agent{StateDir: "/var/lib/stanzad", OutboxMax: 16 << 20, LogLevel: "info", LogFormat: "text", RollbackAfter: Duration{2 * time.Minute}, HistoryMax: 4 << 20}) {
 		t.Errorf("Agent = %+v, want defaults", a)
 	}
 	if got := cfg.ACL.Operators[0]; got != "Op@iot.test" {
@@ -236,6 +236,7 @@ func TestParseErrors(t *testing.T) {
 		{"outbox small", head + "[agent]\noutbox_max = \"32KiB\"\n", "agent.outbox_max", 5, "minimum of 64KiB"},
 		{"outbox zero", head + "[agent]\noutbox_max = 0\n", "agent.outbox_max", 5, "minimum of 64KiB"},
 		{"memory limit small", head + "[agent]\nmemory_limit = \"1MiB\"\n", "agent.memory_limit", 5, "minimum of 2MiB"},
+		{"history max small", head + "[agent]\nhistory_max = \"10KiB\"\n", "agent.history_max", 5, "minimum of 64KiB"},
 		{"rollback short", head + "[agent]\nrollback_after = \"0s\"\n", "agent.rollback_after", 5, "minimum of 1s"},
 		{"outbox invalid", head + "[agent]\noutbox_max = \"lots\"\n", "agent.outbox_max", 5, "invalid size"},
 		{"outbox negative", head + "[agent]\noutbox_max = -1\n", "agent.outbox_max", 5, "below the minimum"},

@@ -118,6 +118,9 @@ func (cfg *Config) check(c *checker) {
 	if a.StateDir == "" {
 		c.add("agent.state_dir", "must not be empty")
 	}
+	if a.HistoryMax != 0 && a.HistoryMax < 64<<10 {
+		c.add("agent.history_max", "%v is below the minimum of 64KiB (0 keeps no history)", a.HistoryMax)
+	}
 	if a.OutboxMax < 64<<10 {
 		c.add("agent.outbox_max", "%v is below the minimum of 64KiB", a.OutboxMax)
 	}

@@ -14,7 +14,7 @@ import (
 
 // ChatCommand is a parsed chat text command.
 type ChatCommand struct {
-	Verb string   // help, status, read, set, run
+	Verb string   // help, status, read, history, set, run
 	Args []string // fields after the verb
 }
 
@@ -34,7 +34,9 @@ const (
 	chatUsageViewer = `commands:
   help                  this text
   status                agent, session and device status
-  read [device…]        current readings (all devices if none named)`
+  read [device…]        current readings (all devices if none named)
+  history <device> [field] [duration]
+                        min/avg/max and a sparkline, e.g. "history greenhouse 12h"`
 	chatUsage = chatUsageViewer + `
   set <device> <value>  switch or set a device, e.g. "set relay1 on"
   run <action>          run a configured action, e.g. "run restart-modem"`
@@ -64,6 +66,10 @@ func ParseChatCommand(body string) (ChatCommand, error) {
 			return ChatCommand{}, fmt.Errorf("%w: %s takes no arguments", ErrChatSyntax, verb)
 		}
 	case "read":
+	case "history":
+		if _, err := ParseHistoryArgs(c.Args); err != nil {
+			return ChatCommand{}, err
+		}
 	case "set":
 		if len(c.Args) != 2 {
 			return ChatCommand{}, fmt.Errorf("%w: usage: set <device> <value>, e.g. \"set relay1 on\"", ErrChatSyntax)
@@ -199,6 +205,13 @@ func (pl *Plane) chat(ctx context.Context, c Caller, body string) string {
 			lines[i] = formatAged(r, now)
 		}
 		return strings.Join(lines, "\n")
+	case "history":
+		req, _ := ParseHistoryArgs(cmd.Args) // checked by ParseChatCommand
+		ans, err := pl.History(ctx, c, req)
+		if err != nil {
+			return chatError("history", err)
+		}
+		return ans.Text()
 	case "set":
 		r, err := pl.Set(ctx, c, cmd.Args[0], cmd.Args[1])
 		if err != nil {

@@ -33,6 +33,14 @@ func TestParseChatCommand(t *testing.T) {
 		{in: "read \xff", wantErr: "not UTF-8"},
 		{in: "read " + strings.Repeat("x ", 600), wantErr: "longer than"},
 		{in: "read" + strings.Repeat(" d", 40), wantErr: "more than 32 arguments"},
+		{in: "history greenhouse", verb: "history", args: []string{"greenhouse"}},
+		{in: "history greenhouse temperature 12h", verb: "history", args: []string{"greenhouse", "temperature", "12h"}},
+		{in: "history greenhouse 7d", verb: "history", args: []string{"greenhouse", "7d"}},
+		{in: "history", wantErr: "usage: history <device> [field] [duration]"},
+		{in: "history greenhouse temperature soon", wantErr: `"soon" is not a duration`},
+		{in: "history greenhouse temperature -3h", wantErr: "must be more than 0"},
+		{in: "history greenhouse temperature 400d", wantErr: "at most a year"},
+		{in: "history a b c d", wantErr: "usage: history"},
 	}
 	for _, tt := range tests {
 		got, err := ParseChatCommand(tt.in)
@@ -49,7 +57,7 @@ func TestParseChatCommand(t *testing.T) {
 }
 
 func FuzzParseChatCommand(f *testing.F) {
-	for _, s := range []string{"help", "read a b", "set relay1 on", "/status", "set x", "\xff", "run reboot"} {
+	for _, s := range []string{"help", "read a b", "set relay1 on", "/status", "set x", "\xff", "run reboot", "history g t 7d", "history g 1h30m"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -221,12 +221,12 @@ func StanzaError(err error) *xmpp.StanzaError {
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrDeviceBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error() + "; try again when it has finished"}
-	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownAction):
+	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownAction), errors.Is(err, ErrUnknownField):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "item-not-found", Text: err.Error()}
 	case errors.Is(err, devices.ErrBadValue), errors.Is(err, ErrNotWritable), errors.Is(err, ErrNotReadable),
 		errors.Is(err, ErrBadConfig), errors.Is(err, xmpp.ErrForm), errors.Is(err, ErrBadRequest):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeModify, Condition: "bad-request", Text: telemetry.Truncate(err.Error(), 1024)}
-	case errors.Is(err, ErrNoConfigFile):
+	case errors.Is(err, ErrNoConfigFile), errors.Is(err, ErrNoHistory):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "feature-not-implemented", Text: err.Error()}
 	default:
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "internal-server-error", Text: err.Error()}

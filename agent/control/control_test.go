@@ -155,7 +155,10 @@ type testHost struct {
 	// rooms: the occupants (nick → real JID, "" hidden) of the rooms the
 	// agent is in, by room JID.
 	rooms map[string]map[string]string
+	hist  History
 }
+
+func (h *testHost) History() History { return h.hist }
 
 func (h *testHost) Occupant(from xmpp.JID) (string, bool, bool) {
 	occ, in := h.rooms[from.Bare().String()]

@@ -39,6 +39,8 @@ type Host interface {
 	// whether the nick is in the room; real the occupant's real JID, ""
 	// when the room hides it. IQs a room relays come from such JIDs.
 	Occupant(from xmpp.JID) (real string, present, inRoom bool)
+	// History is the agent's reading history, nil when it keeps none.
+	History() History
 	// Report fills in the status report: everything but Actions.
 	Report() StatusReport
 	// Reload, ConfigText and PushConfig do what the methods of Plane by

@@ -1,0 +1,231 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stanzad/stanzad/agent/history"
+)
+
+// History is what the control plane reads from the agent's reading
+// history.
+type History interface {
+	Query(device, field string, from, to time.Time) ([]history.Point, error)
+	Series() []history.Series
+	Oldest() time.Time
+}
+
+// Errors of history requests; each says what the user can ask instead.
+var (
+	ErrNoHistory    = errors.New("this agent keeps no history ([agent] history_max is 0, or its directory cannot be opened)")
+	ErrUnknownField = errors.New("no such field")
+)
+
+// reqError is a request error whose text is all the user needs; it
+// wraps kind for the stanza error condition.
+type reqError struct {
+	msg  string
+	kind error
+}
+
+func (e reqError) Error() string { return e.msg }
+func (e reqError) Unwrap() error { return e.kind }
+
+// HistoryRequest is what history (and plot) answer: a device, one field
+// or every field it has history for, over the last Span (0: the last
+// DefaultHistorySpan, or as much as the history holds if that is less).
+type HistoryRequest struct {
+	Device, Field string
+	Span          time.Duration
+}
+
+// DefaultHistorySpan is the span when the request names none.
+const DefaultHistorySpan = 24 * time.Hour
+
+// ParseHistoryArgs reads "<device> [field] [duration]" as typed in chat.
+// A duration is Go's (90m, 6h) or whole days (7d).
+func ParseHistoryArgs(args []string) (HistoryRequest, error) {
+	usage := `usage: history <device> [field] [duration], e.g. "history greenhouse temperature 12h"`
+	if len(args) < 1 || len(args) > 3 {
+		return HistoryRequest{}, fmt.Errorf("%w: %s", ErrChatSyntax, usage)
+	}
+	req := HistoryRequest{Device: args[0]}
+	rest := args[1:]
+	if len(rest) > 0 {
+		if d, err := ParseSpan(rest[len(rest)-1]); err == nil {
+			req.Span = d
+			rest = rest[:len(rest)-1]
+		} else if len(rest) == 2 {
+			return HistoryRequest{}, fmt.Errorf("%w: %v", ErrChatSyntax, err)
+		}
+	}
+	if len(rest) == 1 {
+		req.Field = rest[0]
+	}
+	return req, nil
+}
+
+// ParseSpan parses a history duration: Go's syntax (90m, 6h30m) or whole
+// days (7d), positive and at most a year.
+func ParseSpan(s string) (time.Duration, error) {
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, perr := strconv.Atoi(days)
+		if perr != nil {
+			err = perr
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a duration (e.g. 90m, 12h, 7d)", s)
+	case d <= 0 || d > 366*24*time.Hour:
+		return 0, fmt.Errorf("duration %s: must be more than 0 and at most a year", s)
+	}
+	return d, nil
+}
+
+// HistoryAnswer is the history of one device over a span.
+type HistoryAnswer struct {
+	Device   string
+	From, To time.Time
+	Fields   []FieldHistory
+}
+
+// FieldHistory is one field's points.
+type FieldHistory struct {
+	Field, Unit string
+	Points      []history.Point
+}
+
+// History answers a history request. Viewers and operators; debug-logged
+// like read.
+func (pl *Plane) History(ctx context.Context, c Caller, req HistoryRequest) (ans HistoryAnswer, err error) {
+	start := time.Now()
+	defer func() {
+		pl.audit(ctx, c, slog.LevelDebug, "history", []string{req.Device, req.Field, req.Span.String()}, err, time.Since(start))
+	}()
+	if c.Role < RoleViewer {
+		return ans, ErrForbidden
+	}
+	h := pl.host.History()
+	if h == nil {
+		return ans, ErrNoHistory
+	}
+	var fields []history.Series
+	for _, s := range h.Series() {
+		if s.Device == req.Device {
+			fields = append(fields, s)
+		}
+	}
+	if len(fields) == 0 {
+		if _, ok := pl.host.Device(req.Device); ok {
+			return ans, reqError{req.Device + " has no history yet (no numeric readings since history began)", ErrUnknownField}
+		}
+		return ans, fmt.Errorf("%w %q (devices: %s)", ErrUnknownDevice, req.Device, pl.deviceNames())
+	}
+	if req.Field != "" {
+		names := make([]string, len(fields))
+		var match []history.Series
+		for i, s := range fields {
+			names[i] = s.Field
+			if s.Field == req.Field {
+				match = append(match, s)
+			}
+		}
+		if len(match) == 0 {
+			return ans, reqError{fmt.Sprintf("%s has no field %q; fields: %s", req.Device, req.Field, strings.Join(names, ", ")), ErrUnknownField}
+		}
+		fields = match
+	}
+	ans.To = time.Now()
+	span := req.Span
+	oldest := h.Oldest()
+	kept := ans.To.Sub(oldest)
+	switch {
+	case span == 0:
+		span = min(DefaultHistorySpan, kept.Round(time.Minute)+time.Minute)
+	case !oldest.IsZero() && span > kept+history.Bucket:
+		return HistoryAnswer{}, reqError{fmt.Sprintf("the history goes back %s (to %s); ask for %s or less",
+			roundSpan(kept), oldest.Local().Format("Jan 2 15:04"), roundSpan(kept)), ErrBadRequest}
+	}
+	ans.From = ans.To.Add(-span)
+	ans.Device = req.Device
+	for _, s := range fields {
+		pts, err := h.Query(s.Device, s.Field, ans.From, ans.To)
+		if err != nil {
+			return HistoryAnswer{}, err
+		}
+		ans.Fields = append(ans.Fields, FieldHistory{Field: s.Field, Unit: s.Unit, Points: pts})
+	}
+	return ans, nil
+}
+
+// roundSpan shows a span the way a person asks for one: 7d, 12h, 1h30m,
+// 5m (whole days from two days on, else whole minutes, rounded down).
+func roundSpan(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= 2*day {
+		return strconv.Itoa(int(d/day)) + "d"
+	}
+	h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+	switch {
+	case h == 0:
+		return strconv.Itoa(max(1, m)) + "m"
+	case m == 0:
+		return strconv.Itoa(h) + "h"
+	}
+	return strconv.Itoa(h) + "h" + strconv.Itoa(m) + "m"
+}
+
+// sparkWidth is the sparkline's width in chat: it fits a phone's line.
+const sparkWidth = 32
+
+// Text is the history as chat text: per field a sparkline, then the
+// minimum and maximum with their local times and the mean.
+func (a HistoryAnswer) Text() string {
+	var b strings.Builder
+	span := roundSpan(a.To.Sub(a.From))
+	for i, f := range a.Fields {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		s, ok := history.Summarize(f.Points)
+		if !ok {
+			fmt.Fprintf(&b, "%s %s, last %s: no readings", a.Device, f.Field, span)
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s, last %s (%d readings):\n%s\n", a.Device, f.Field, span, s.N,
+			history.Sparkline(f.Points, a.From, a.To, sparkWidth))
+		fmt.Fprintf(&b, "min %s at %s, avg %s, max %s at %s",
+			withUnit(s.Min, f.Unit), clock(s.MinAt, a.To), withUnit(s.Avg, f.Unit), withUnit(s.Max, f.Unit), clock(s.MaxAt, a.To))
+	}
+	return b.String()
+}
+
+// withUnit formats a value with at most two decimals, and its unit.
+func withUnit(v float64, unit string) string {
+	s := strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
+	if unit != "" {
+		s += " " + unit
+	}
+	return s
+}
+
+// clock is a local time of day, with the date when it is not within the
+// last day.
+func clock(t, now time.Time) string {
+	if now.Sub(t) < 24*time.Hour {
+		return t.Local().Format("15:04")
+	}
+	return t.Local().Format("Jan 2 15:04")
+}
