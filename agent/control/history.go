@@ -153,7 +153,7 @@ func (pl *Plane) History(ctx context.Context, c Caller, req HistoryRequest) (ans
 	kept := ans.To.Sub(oldest)
 	switch {
 	case span == 0:
-		span = min(DefaultHistorySpan, kept.Round(time.Minute)+time.Minute)
+		span = min(DefaultHistorySpan, kept.Truncate(time.Minute)+time.Minute)
 	case !oldest.IsZero() && span > kept+history.Bucket:
 		return HistoryAnswer{}, reqError{fmt.Sprintf("the history goes back %s (to %s); ask for %s or less",
 			roundSpan(kept), oldest.Local().Format("Jan 2 15:04"), roundSpan(kept)), ErrBadRequest}
