@@ -16,12 +16,13 @@ import (
 
 // XEP-0050 command nodes, as DESIGN.md names them.
 const (
-	NodeStatus = "status"
-	NodeRead   = "read"
-	NodeSet    = "set"
-	NodeAction = "action"
-	NodeReload = "reload"
-	NodeConfig = "config"
+	NodeStatus  = "status"
+	NodeRead    = "read"
+	NodeSet     = "set"
+	NodeAction  = "action"
+	NodeReload  = "reload"
+	NodeConfig  = "config"
+	NodeHistory = "history"
 )
 
 // Register installs the command surface on the mux: XEP-0050
@@ -34,6 +35,7 @@ func (pl *Plane) Register(mux *xmpp.Mux) {
 	for _, cmd := range []*xmpp.Command{
 		{Node: NodeStatus, Name: "Status", Allowed: viewer, Run: pl.adhocStatus},
 		{Node: NodeRead, Name: "Read sensors", Allowed: viewer, Run: pl.adhocRead},
+		{Node: NodeHistory, Name: "History of a sensor", Allowed: viewer, Run: pl.adhocHistory},
 		{Node: NodeSet, Name: "Set a device", Allowed: operator, Run: pl.adhocSet},
 		{Node: NodeAction, Name: "Run an action", Allowed: operator, Run: pl.adhocAction},
 		{Node: NodeReload, Name: "Reload configuration", Allowed: operator, Run: pl.adhocReload},

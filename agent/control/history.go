@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stanzad/stanzad/agent/history"
+	"github.com/stanzad/stanzad/xmpp"
 )
 
 // History is what the control plane reads from the agent's reading
@@ -229,3 +230,75 @@ func clock(t, now time.Time) string {
 	}
 	return t.Local().Format("Jan 2 15:04")
 }
+
+// historyRows bounds the rows of an ad-hoc history answer: a week of
+// one-minute buckets would not fit in a stanza.
+const historyRows = 500
+
+func (pl *Plane) historyForm() *xmpp.Form {
+	dev := xmpp.FormField{Var: "device", Type: xmpp.FieldListSingle, Label: "Device", Required: true}
+	seen := map[string]bool{}
+	if h := pl.host.History(); h != nil {
+		for _, s := range h.Series() {
+			if !seen[s.Device] {
+				seen[s.Device] = true
+				dev.Options = append(dev.Options, xmpp.FormOption{Label: s.Device, Value: s.Device})
+			}
+		}
+	}
+	return &xmpp.Form{Type: xmpp.FormForm, Title: "History of a sensor", Fields: []xmpp.FormField{
+		dev,
+		{Var: "field", Type: xmpp.FieldTextSingle, Label: "Field", Desc: "One field, e.g. temperature; empty for every field"},
+		{Var: "duration", Type: xmpp.FieldTextSingle, Label: "How far back", Desc: "e.g. 90m, 12h, 7d; empty for the last day"},
+	}}
+}
+
+// adhocHistory answers with each field's sparkline and summary as text,
+// and its points (downsampled to at most historyRows per field) in a
+// hidden field "csv" for scripts (stanzactl history), one value of
+// lines: a header, then time (RFC 3339 in UTC, milliseconds), field,
+// min, avg, max, readings.
+func (pl *Plane) adhocHistory(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
+	c, err := pl.adhocStart(ctx, r)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	if r.Form == nil {
+		if c.Role < RoleViewer {
+			return nil, wrapStanza(ErrForbidden)
+		}
+		return &xmpp.CommandResponse{Form: pl.historyForm(), Next: true, Last: true}, nil
+	}
+	req := HistoryRequest{Device: r.Form.Value("device"), Field: r.Form.Value("field")}
+	if req.Device == "" {
+		return nil, wrapStanza(fmt.Errorf("%w: no device chosen", ErrBadRequest))
+	}
+	if d := r.Form.Value("duration"); d != "" {
+		if req.Span, err = ParseSpan(d); err != nil {
+			return nil, wrapStanza(fmt.Errorf("%w: %v", ErrBadRequest, err))
+		}
+	}
+	ans, err := pl.History(ctx, c, req)
+	if err != nil {
+		return nil, wrapStanza(err)
+	}
+	res := &xmpp.Form{Type: xmpp.FormResult, Title: "History of " + ans.Device}
+	rows := []string{"time,field,min,avg,max,readings"}
+	for _, f := range ans.Fields {
+		one := HistoryAnswer{Device: ans.Device, From: ans.From, To: ans.To, Fields: []FieldHistory{f}}
+		lines := strings.Split(one.Text(), "\n")
+		res.Fields = append(res.Fields, resultMulti(f.Field, lines[0], lines[1:]))
+		for _, p := range history.Downsample(f.Points, ans.From, ans.To, historyRows) {
+			rows = append(rows, fmt.Sprintf("%s,%s,%s,%s,%s,%d", p.T.UTC().Format(csvTime), f.Field,
+				num(p.Min), num(p.Avg), num(p.Max), p.N))
+		}
+	}
+	res.Fields = append(res.Fields, xmpp.FormField{Var: "csv", Type: xmpp.FieldHidden, Values: []string{strings.Join(rows, "\n")}})
+	return &xmpp.CommandResponse{Form: res}, nil
+}
+
+// csvTime is the time format of history rows.
+const csvTime = "2006-01-02T15:04:05.000Z07:00"
+
+// num is a value as scripts read it: the shortest form that round-trips.
+func num(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }

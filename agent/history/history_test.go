@@ -261,3 +261,24 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func TestDownsample(t *testing.T) {
+	var pts []Point
+	for i := range 100 {
+		v := float64(i)
+		pts = append(pts, Point{T: t0.Add(time.Duration(i) * time.Second), Min: v, Avg: v, Max: v, N: 1})
+	}
+	got := Downsample(pts, t0, t0.Add(100*time.Second), 10)
+	if len(got) != 10 {
+		t.Fatalf("%d points, want 10", len(got))
+	}
+	for i, p := range got {
+		lo := float64(i * 10)
+		if p.N != 10 || p.Min != lo || p.Max != lo+9 || p.Avg != lo+4.5 || !p.T.Equal(t0.Add(time.Duration(i*10)*time.Second)) {
+			t.Fatalf("slice %d = %+v", i, p)
+		}
+	}
+	if got := Downsample(pts, t0.Add(95*time.Second), t0.Add(time.Hour), 10); len(got) != 5 {
+		t.Errorf("%d points in range, want the 5 as they are", len(got))
+	}
+}

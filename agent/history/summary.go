@@ -81,3 +81,35 @@ func Sparkline(pts []Point, from, to time.Time, width int) string {
 	}
 	return b.String()
 }
+
+// Downsample merges pts into at most n points, one per equal slice of
+// from..to that has any: the slice's minimum and maximum, its mean
+// weighted by readings, at the time of its first point. Points outside
+// from..to are left out. With n ≤ 0 or no more than n points in range,
+// the points in range come back as they are.
+func Downsample(pts []Point, from, to time.Time, n int) []Point {
+	var in []Point
+	for _, p := range pts {
+		if !p.T.Before(from) && p.T.Before(to) {
+			in = append(in, p)
+		}
+	}
+	if n <= 0 || len(in) <= n || !to.After(from) {
+		return in
+	}
+	span := int64(to.Sub(from))
+	out := make([]Point, 0, n)
+	slice := -1
+	for _, p := range in {
+		i := int(int64(p.T.Sub(from)) * int64(n) / span)
+		if i != slice {
+			out = append(out, Point{T: p.T, Min: p.Min, Max: p.Max})
+			slice = i
+		}
+		o := &out[len(out)-1]
+		o.Min, o.Max = min(o.Min, p.Min), max(o.Max, p.Max)
+		o.Avg = (o.Avg*float64(o.N) + p.Avg*float64(p.N)) / float64(o.N+p.N)
+		o.N += p.N
+	}
+	return out
+}
