@@ -28,7 +28,7 @@ func TestIntegrationStanzactl(t *testing.T) {
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: config.Endpoints{srv.Addr},
 			CAFile: srv.CAFile, PresenceStatus: "online"},
-		Agent:   config.Agent{StateDir: filepath.Join(dir, "state")},
+		Agent:   config.Agent{StateDir: filepath.Join(dir, "state"), HistoryMax: 1 << 20},
 		ACL:     config.ACL{Operators: []string{"operator@" + srv.Host}},
 		Devices: []config.Device{{Name: "greenhouse", Kind: "sim", Interval: config.Duration{Duration: 200 * time.Millisecond}}, {Name: "relay1", Kind: "sim-switch"}},
 		Sinks:   []config.Sink{{Kind: "chat", To: "operator@" + srv.Host, Devices: []string{"greenhouse"}, Batch: 32}},
@@ -42,10 +42,15 @@ func TestIntegrationStanzactl(t *testing.T) {
 
 	tests := []ctlCase{
 		{[]string{"ping"}, 0, []string{"pong from device@"}},
-		{[]string{"commands"}, 0, []string{"status", "read", "set", "action", "reload"}},
+		{[]string{"commands"}, 0, []string{"status", "read", "history", "set", "action", "reload"}},
 		{[]string{"status"}, 0, []string{"Session: online as device@", "relay1 (writable)", "hello"}},
 		{[]string{"read", "greenhouse"}, 0, []string{"greenhouse: temperature=", "humidity="}},
 		{[]string{"read", "pump"}, 1, []string{"item-not-found", "pump"}},
+		{[]string{"history", "greenhouse", "temperature", "1m"}, 0, []string{"time,field,min,avg,max,readings\n20", ",temperature,"}},
+		{[]string{"-json", "history", "greenhouse", "1m"}, 0, []string{`"field": "humidity"`, `"field": "temperature"`, `"readings": 1`}},
+		{[]string{"history", "greenhouse", "co2"}, 1, []string{"item-not-found", `greenhouse has no field "co2"; fields: humidity, temperature`}},
+		{[]string{"history", "greenhouse", "temperature", "soon"}, 1, []string{`"soon" is not a duration`}},
+		{[]string{"history"}, 2, []string{"usage: history"}},
 		{[]string{"set", "relay1", "on"}, 0, []string{"ok, relay1 set to true"}},
 		{[]string{"read", "relay1"}, 0, []string{"relay1: state=true"}},
 		{[]string{"set", "relay1", "7"}, 1, []string{"bad-request", "7"}},

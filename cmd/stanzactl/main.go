@@ -31,6 +31,10 @@ commands:
                          run an ad-hoc command; with values, in one stage
   status                 agent status (ad-hoc "status")
   read [device…]         current readings (XEP-0323 momentary readout)
+  history <device> [field] [duration]
+                         the device's readings from the agent's history as
+                         CSV (time,field,min,avg,max,readings; -json: JSON
+                         rows); duration e.g. 90m, 12h, 7d (default: a day)
   set <device> <value>   switch or set a device (XEP-0325)
   run <action>           run a configured action (ad-hoc "action")
   reload                 make the agent re-read its config (ad-hoc "reload")
@@ -64,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "log protocol progress to stderr")
 	count := fs.Int("count", 0, "watch: stop after this many readings (0: until interrupted)")
 	pubsub := fs.String("pubsub", "", "watch: the pubsub service whose device nodes to watch")
+	asJSON := fs.Bool("json", false, "history: print JSON rows instead of CSV")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,6 +101,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case len(cargs) == 2 && cargs[0] == "push":
 		default:
 			fmt.Fprintln(stderr, "stanzactl: usage: config get | config push FILE")
+			return 2
+		}
+	case "history":
+		if len(cargs) < 1 || len(cargs) > 3 {
+			fmt.Fprintln(stderr, "stanzactl: usage: history <device> [field] [duration]")
 			return 2
 		}
 	case "set":
@@ -162,7 +172,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 256), presences: make(chan *xmpp.Element, 256)}
+	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 256), presences: make(chan *xmpp.Element, 256), json: *asJSON}
 	if err := c.connect(ctx, cc.XMPP); err != nil {
 		fmt.Fprintf(stderr, "stanzactl: %v\n", err)
 		return 1
@@ -224,6 +234,7 @@ type ctl struct {
 	served    chan error
 	replies   chan *xmpp.Element // messages
 	presences chan *xmpp.Element
+	json      bool // history: JSON rows
 }
 
 func (c *ctl) connect(ctx context.Context, x config.XMPP) error {
@@ -321,6 +332,8 @@ func (c *ctl) do(ctx context.Context, cmd string, args []string) (string, error)
 		return c.exec(ctx, "reload", nil, nil)
 	case "read":
 		return c.read(ctx, args)
+	case "history":
+		return c.history(ctx, args, c.json)
 	case "set":
 		return c.set(ctx, args[0], args[1])
 	}
