@@ -12,6 +12,7 @@ import (
 
 	"github.com/stanzad/stanzad/agent/history"
 	"github.com/stanzad/stanzad/internal/testserver"
+	"github.com/stanzad/stanzad/xmpp"
 )
 
 // The agent keeps its readings: history in chat and as an ad-hoc
@@ -25,9 +26,9 @@ func TestIntegrationHistory(t *testing.T) {
 	cfg := agentConfig(srv, state)
 	cfg.Agent.HistoryMax = 1 << 20
 	cfg.Sinks = nil
-	const n = 30
+	const n = 250 // more than one message of historical readout
 	done := make(chan struct{})
-	_, stop := runAgent(t, cfg, counter{n: n, every: 20 * time.Millisecond, done: done})
+	_, stop := runAgent(t, cfg, counter{n: n, every: 5 * time.Millisecond, done: done})
 	<-done
 	to := "device@" + srv.Host + "/agent"
 	check := func(readings int) {
@@ -71,6 +72,36 @@ func TestIntegrationHistory(t *testing.T) {
 		}
 	}
 	check(n)
+	// XEP-0323 historical readout: the same numbers, as timestamps.
+	req := xmpp.NewElement(xmpp.NSSensorData, "req", "seqnr", "77", "historicalOther", "true",
+		"from", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+	req.Add(xmpp.NewElement(xmpp.NSSensorData, "node", "nodeId", "counter"))
+	if _, err := op.iq(t, "get", to, req); err != nil {
+		t.Fatal(err)
+	}
+	var vals []string
+	messages := 0
+	for done := false; !done; messages++ {
+		m := op.next(t, 5*time.Second, func(m *xmpp.Element) bool {
+			f := m.Child(xmpp.NSSensorData, "fields")
+			return f != nil && f.Attr("seqnr") == "77"
+		})
+		f := m.Child(xmpp.NSSensorData, "fields")
+		done = f.Attr("done") == "true"
+		for _, node := range f.Children {
+			for _, ts := range node.Children {
+				for _, fl := range ts.Children {
+					if node.Attr("nodeId") != "counter" || fl.Attr("name") != "n" || fl.Attr("historicalOther") != "true" {
+						t.Fatalf("historical readout field %s", m)
+					}
+					vals = append(vals, fl.Attr("value"))
+				}
+			}
+		}
+	}
+	if len(vals) != n || vals[0] != "1" || vals[n-1] != itoa(n) || messages != 3 {
+		t.Fatalf("historical readout: %d values in %d messages, want 1..%d in 3: %v", len(vals), messages, n, vals)
+	}
 	if got := op.ask(t, to, "history counter n 2h"); !strings.HasPrefix(got, "history: the history goes back 1m (to ") {
 		t.Errorf("history longer than kept: %q", got)
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,10 @@ type ReadoutRequest struct {
 	// Momentary reports whether momentary values were asked for (or no
 	// field type at all, which XEP-0323 §3.1 reads as all types).
 	Momentary bool
+	// Historical reports whether any historical field type (or all) was
+	// asked for; From and To, when not zero, bound the historical values.
+	Historical bool
+	From, To   time.Time
 }
 
 // readout field type attributes of <req/> (XEP-0323 §3.1).
@@ -56,11 +61,32 @@ func ParseReadoutRequest(e *Element) (ReadoutRequest, error) {
 				if t == "momentary" || t == "all" {
 					r.Momentary = true
 				}
+				if t == "all" || strings.HasPrefix(t, "historical") {
+					r.Historical = true
+				}
 			}
 		}
 	}
 	if !any {
+		// XEP-0323 reads no field type as all of them; a bare request
+		// gets the momentary values only, so it never pulls the whole
+		// history by accident. Historical values are asked for by name.
 		r.Momentary = true
+	}
+	for _, b := range []struct {
+		attr string
+		t    *time.Time
+	}{{"from", &r.From}, {"to", &r.To}} {
+		if v := e.Attr(b.attr); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return r, fmt.Errorf("%s=%q: want an xs:dateTime with its zone, e.g. 2026-11-28T22:00:00Z", b.attr, v)
+			}
+			*b.t = t
+		}
+	}
+	if !r.From.IsZero() && !r.To.IsZero() && !r.From.Before(r.To) {
+		return r, fmt.Errorf("from=%q is not before to=%q", e.Attr("from"), e.Attr("to"))
 	}
 	for _, c := range e.Children {
 		if c.Space != NSSensorData {

@@ -17,8 +17,15 @@ func TestParseReadoutRequest(t *testing.T) {
 	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'/>`)); !r.Momentary {
 		t.Error("a request without field types does not ask for momentary values")
 	}
-	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalDay='true'/>`)); r.Momentary {
-		t.Error("a historical-only request asks for momentary values")
+	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalDay='true'/>`)); r.Momentary || !r.Historical {
+		t.Error("a historical-only request asks for momentary values, or not for historical ones")
+	}
+	if r, _ := ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'/>`)); r.Historical {
+		t.Error("a bare request asks for the history")
+	}
+	r, err = ParseReadoutRequest(parseEl(t, `<req xmlns='urn:xmpp:iot:sensordata' seqnr='2' historicalMinute='true' from='2026-11-28T22:00:00Z' to='2026-11-29T06:00:00+01:00'/>`))
+	if err != nil || !r.Historical || !r.From.Equal(time.Date(2026, 11, 28, 22, 0, 0, 0, time.UTC)) || !r.To.Equal(time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)) {
+		t.Errorf("historical request with a range = %+v, %v", r, err)
 	}
 	for _, bad := range []string{
 		`<req xmlns='urn:xmpp:iot:sensordata'/>`,
@@ -26,6 +33,9 @@ func TestParseReadoutRequest(t *testing.T) {
 		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' momentary='maybe'/>`,
 		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'><node/></req>`,
 		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1'><field/></req>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalDay='true' from='yesterday'/>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalDay='true' from='2026-11-28T22:00:00'/>`,
+		`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' all='true' from='2026-11-29T00:00:00Z' to='2026-11-28T00:00:00Z'/>`,
 	} {
 		if _, err := ParseReadoutRequest(parseEl(t, bad)); err == nil {
 			t.Errorf("ParseReadoutRequest(%s) = nil error", bad)
@@ -92,10 +102,32 @@ func TestAppendReadoutMessages(t *testing.T) {
 	}
 }
 
+// A historical readout: one node's timestamps under one <node/>, each
+// field with its type flag.
+func TestAppendFieldsMessageHistorical(t *testing.T) {
+	ts := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	f := func(v float64, typ string) []SensorField {
+		return []SensorField{{Name: "t", Type: typ, Num: v, Decimals: -1}}
+	}
+	got := string(AppendFieldsMessage(nil, "op@iot.test", 3, false, []SensorNode{
+		{ID: "a", Time: ts, Fields: f(1, "historicalMinute")},
+		{ID: "a", Time: ts.Add(time.Minute), Fields: f(2, "historicalOther")},
+		{ID: "b", Time: ts, Fields: f(3, "historicalMinute")},
+	}))
+	want := `<message to='op@iot.test'><fields xmlns='urn:xmpp:iot:sensordata' seqnr='3'>` +
+		`<node nodeId='a'><timestamp value='2026-11-24T10:00:00Z'><numeric name='t' historicalMinute='true' automaticReadout='true' value='1'/></timestamp>` +
+		`<timestamp value='2026-11-24T10:01:00Z'><numeric name='t' historicalOther='true' automaticReadout='true' value='2'/></timestamp></node>` +
+		`<node nodeId='b'><timestamp value='2026-11-24T10:00:00Z'><numeric name='t' historicalMinute='true' automaticReadout='true' value='3'/></timestamp></node></fields></message>`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
 func FuzzParseIoT(f *testing.F) {
 	f.Add(`<set xmlns='urn:xmpp:iot:control'><boolean name='relay1' value='true'/></set>`)
 	f.Add(`<set xmlns='urn:xmpp:iot:control'><node nodeId='a'/><duration name='d' value='-P1DT2H'/></set>`)
 	f.Add(`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' momentary='true'><node nodeId='a'/></req>`)
+	f.Add(`<req xmlns='urn:xmpp:iot:sensordata' seqnr='1' historicalHour='true' from='2026-11-28T22:00:00Z' to='2026-11-29T06:00:00Z'/>`)
 	f.Fuzz(func(t *testing.T, s string) {
 		el, err := parseOne(s)
 		if err != nil {

@@ -22,7 +22,10 @@ const (
 // SensorField is one XEP-0323 field. All readouts are momentary and
 // automatic, as stanzad reports what it measures.
 type SensorField struct {
-	Name     string
+	Name string
+	// Type is the XEP-0323 field type flag set on the field, e.g.
+	// "historicalMinute"; empty means "momentary".
+	Type     string
 	Kind     FieldKind
 	Num      float64
 	Decimals int // -1: shortest round-trip representation
@@ -137,10 +140,25 @@ type SensorFailure struct {
 	Text string
 }
 
+// appendFieldsElement appends <fields/> with nodes; consecutive nodes
+// with the same ID are one <node/> with a <timestamp/> each (a
+// historical readout).
 func appendFieldsElement(dst []byte, seqnr uint64, done bool, nodes []SensorNode) []byte {
 	dst = appendSeqnr(dst, "<fields", seqnr, done)
 	for i := range nodes {
-		dst = appendSensorNode(dst, nodes[i].ID, nodes[i].Time, nodes[i].Fields)
+		n := &nodes[i]
+		if i == 0 || nodes[i-1].ID != n.ID {
+			if i > 0 {
+				dst = append(dst, "</node>"...)
+			}
+			dst = append(dst, "<node nodeId='"...)
+			dst = AppendEscaped(dst, n.ID)
+			dst = append(dst, "'>"...)
+		}
+		dst = appendTimestamp(dst, n.Time, n.Fields)
+	}
+	if len(nodes) > 0 {
+		dst = append(dst, "</node>"...)
 	}
 	return append(dst, "</fields>"...)
 }
@@ -178,6 +196,15 @@ func AppendReadoutMessages(dst []byte, to string, seqnr uint64, nodes []SensorNo
 	return dst
 }
 
+// AppendFieldsMessage appends one message with a <fields/> of nodes for
+// readout seqnr; done marks the last message of the readout. A readout
+// too large for one stanza is sent as several.
+func AppendFieldsMessage(dst []byte, to string, seqnr uint64, done bool, nodes []SensorNode) []byte {
+	dst = appendMessageStart(dst, to)
+	dst = appendFieldsElement(dst, seqnr, done, nodes)
+	return append(dst, "</message>"...)
+}
+
 func appendMessageStart(dst []byte, to string) []byte {
 	dst = append(dst, "<message"...)
 	dst = appendAttr(dst, "to", to)
@@ -197,13 +224,19 @@ func appendSeqnr(dst []byte, start string, seqnr uint64, done bool) []byte {
 func appendSensorNode(dst []byte, node string, ts time.Time, fields []SensorField) []byte {
 	dst = append(dst, "<node nodeId='"...)
 	dst = AppendEscaped(dst, node)
-	dst = append(dst, "'><timestamp value='"...)
+	dst = append(dst, "'>"...)
+	dst = appendTimestamp(dst, ts, fields)
+	return append(dst, "</node>"...)
+}
+
+func appendTimestamp(dst []byte, ts time.Time, fields []SensorField) []byte {
+	dst = append(dst, "<timestamp value='"...)
 	dst = AppendTime(dst, ts)
 	dst = append(dst, "'>"...)
 	for i := range fields {
 		dst = appendSensorField(dst, &fields[i])
 	}
-	return append(dst, "</timestamp></node>"...)
+	return append(dst, "</timestamp>"...)
 }
 
 func appendSensorField(dst []byte, f *SensorField) []byte {
@@ -216,7 +249,14 @@ func appendSensorField(dst []byte, f *SensorField) []byte {
 		dst = append(dst, "<string"...)
 	}
 	dst = appendAttr(dst, "name", f.Name)
-	dst = append(dst, " momentary='true' automaticReadout='true' value='"...)
+	if f.Type == "" {
+		dst = append(dst, " momentary='true'"...)
+	} else {
+		dst = append(dst, ' ')
+		dst = append(dst, f.Type...)
+		dst = append(dst, "='true'"...)
+	}
+	dst = append(dst, " automaticReadout='true' value='"...)
 	switch f.Kind {
 	case FieldNumeric:
 		dst = appendNumber(dst, f.Num, f.Decimals)

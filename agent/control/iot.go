@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/stanzad/stanzad/agent/history"
 	"github.com/stanzad/stanzad/agent/telemetry"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
@@ -96,6 +98,15 @@ func (pl *Plane) readout(ctx context.Context, s *xmpp.Session, iq *xmpp.Element)
 	if err := s.Reply(ctx, iq, accepted); err != nil {
 		return nil, xmpp.ErrHandled // the session is gone; nobody to answer
 	}
+	if req.Historical {
+		if err := pl.historicalReadout(ctx, s, c, from, req, !req.Momentary); err != nil {
+			pl.log.Warn("historical readout not sent", "to", from.String(), "err", err)
+			return nil, xmpp.ErrHandled
+		}
+		if !req.Momentary {
+			return nil, xmpp.ErrHandled
+		}
+	}
 	var rs []devices.Reading
 	if req.Momentary {
 		if rs, err = pl.Read(ctx, c, req.Nodes); err != nil {
@@ -124,4 +135,65 @@ func (pl *Plane) readout(ctx context.Context, s *xmpp.Session, iq *xmpp.Element)
 		pl.log.Warn("readout not sent", "to", from.String(), "err", err)
 	}
 	return nil, xmpp.ErrHandled
+}
+
+// Historical readout (XEP-0323 §3.4): the history's points for the
+// requested nodes and fields between from and to, as timestamps whose
+// fields carry historicalMinute (one-minute buckets: the mean) or
+// historicalOther (raw readings). At most historicalPoints per field,
+// downsampled over the range, sent historicalPerMessage timestamps to a
+// message; the last message of the readout says done.
+const (
+	historicalPoints     = 1000
+	historicalPerMessage = 100
+)
+
+// historicalReadout sends the historical part of a readout; last says
+// whether it ends the readout (no momentary part follows).
+func (pl *Plane) historicalReadout(ctx context.Context, s *xmpp.Session, c Caller, to xmpp.JID, req xmpp.ReadoutRequest, last bool) error {
+	h := pl.host.History()
+	var nodes []xmpp.SensorNode
+	if h != nil {
+		end := req.To
+		if end.IsZero() {
+			end = time.Now().Add(time.Second)
+		}
+		for _, se := range h.Series() {
+			if len(req.Nodes) > 0 && !slices.Contains(req.Nodes, se.Device) || len(req.Fields) > 0 && !slices.Contains(req.Fields, se.Field) {
+				continue
+			}
+			pts, err := h.Query(se.Device, se.Field, req.From, end)
+			if err != nil {
+				return err
+			}
+			start := req.From
+			if start.IsZero() && len(pts) > 0 {
+				start = pts[0].T
+			}
+			for _, p := range history.Downsample(pts, start, end, historicalPoints) {
+				typ := "historicalOther"
+				if p.N > 1 {
+					typ = "historicalMinute"
+				}
+				nodes = append(nodes, xmpp.SensorNode{ID: se.Device, Time: p.T, Fields: []xmpp.SensorField{
+					{Name: se.Field, Type: typ, Kind: xmpp.FieldNumeric, Num: p.Avg, Decimals: -1, Unit: se.Unit},
+				}})
+			}
+		}
+	}
+	pl.audit(ctx, c, slog.LevelDebug, "history", append([]string{"xep-0323"}, req.Nodes...), nil, 0)
+	// One node's timestamps in time order, nodes in series order.
+	if len(nodes) == 0 && !last {
+		return nil // the momentary part follows and ends the readout
+	}
+	var b []byte
+	for first := true; first || len(nodes) > 0; first = false {
+		n := min(len(nodes), historicalPerMessage)
+		b = xmpp.AppendFieldsMessage(b[:0], to.String(), req.SeqNr, last && n == len(nodes), nodes[:n])
+		if err := s.SendRaw(ctx, b); err != nil {
+			return err
+		}
+		nodes = nodes[n:]
+	}
+	return nil
 }
