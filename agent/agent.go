@@ -77,6 +77,7 @@ type Agent struct {
 	lastDispatch atomic.Int64
 	last         lastReadings
 	hist         *history.Store // nil without a history (history_max 0, or it could not be opened)
+	upload       uploadState
 	contacts     contacts
 	health       deviceHealth
 }

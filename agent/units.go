@@ -131,6 +131,7 @@ type link struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	replaced chan struct{} // closed when another link takes over
+	caFile   string        // the [xmpp] ca_file, also trusted for uploads
 }
 
 // conn returns the XMPP client in use.
@@ -207,7 +208,7 @@ func (a *Agent) newLink(cfg *config.Config, self xmpp.JID) (*link, error) {
 	c.OnConnect = a.onConnect
 	c.OnAck = a.tel.OnAck
 	c.Keepalive = x.Keepalive.Duration
-	return &link{client: c, mux: mux, replaced: make(chan struct{})}, nil
+	return &link{client: c, mux: mux, replaced: make(chan struct{}), caFile: x.CAFile}, nil
 }
 
 // tlsConfig loads the TLS files [xmpp] names.

@@ -23,6 +23,7 @@ const (
 	NodeReload  = "reload"
 	NodeConfig  = "config"
 	NodeHistory = "history"
+	NodePlot    = "plot"
 )
 
 // Register installs the command surface on the mux: XEP-0050
@@ -36,6 +37,7 @@ func (pl *Plane) Register(mux *xmpp.Mux) {
 		{Node: NodeStatus, Name: "Status", Allowed: viewer, Run: pl.adhocStatus},
 		{Node: NodeRead, Name: "Read sensors", Allowed: viewer, Run: pl.adhocRead},
 		{Node: NodeHistory, Name: "History of a sensor", Allowed: viewer, Run: pl.adhocHistory},
+		{Node: NodePlot, Name: "Chart of a sensor", Allowed: viewer, Run: pl.adhocPlot},
 		{Node: NodeSet, Name: "Set a device", Allowed: operator, Run: pl.adhocSet},
 		{Node: NodeAction, Name: "Run an action", Allowed: operator, Run: pl.adhocAction},
 		{Node: NodeReload, Name: "Reload configuration", Allowed: operator, Run: pl.adhocReload},

@@ -14,7 +14,7 @@ import (
 
 // ChatCommand is a parsed chat text command.
 type ChatCommand struct {
-	Verb string   // help, status, read, history, set, run
+	Verb string   // help, status, read, history, plot, set, run
 	Args []string // fields after the verb
 }
 
@@ -36,7 +36,9 @@ const (
   status                agent, session and device status
   read [device…]        current readings (all devices if none named)
   history <device> [field] [duration]
-                        min/avg/max and a sparkline, e.g. "history greenhouse 12h"`
+                        min/avg/max and a sparkline, e.g. "history greenhouse 12h"
+  plot <device> [field] [duration]
+                        the same as a chart (a PNG link), e.g. "plot greenhouse 24h"`
 	chatUsage = chatUsageViewer + `
   set <device> <value>  switch or set a device, e.g. "set relay1 on"
   run <action>          run a configured action, e.g. "run restart-modem"`
@@ -66,8 +68,8 @@ func ParseChatCommand(body string) (ChatCommand, error) {
 			return ChatCommand{}, fmt.Errorf("%w: %s takes no arguments", ErrChatSyntax, verb)
 		}
 	case "read":
-	case "history":
-		if _, err := ParseHistoryArgs(c.Args); err != nil {
+	case "history", "plot":
+		if _, err := ParseHistoryArgs(verb, c.Args); err != nil {
 			return ChatCommand{}, err
 		}
 	case "set":
@@ -135,42 +137,76 @@ func (pl *Plane) HandleChat(ctx context.Context, s *xmpp.Session, st *xmpp.Eleme
 		pl.strangers.log(ctx, pl.log, from, "chat")
 		return
 	}
-	reply := pl.chat(ctx, c, body)
-	m := xmpp.Stanza("message", "chat", from.String(), "")
-	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(reply))
-	if th := st.ChildText(xmpp.NSClient, "thread"); th != "" {
-		m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(th))
-	}
-	if err := s.Send(ctx, m); err != nil {
-		pl.log.Warn("chat reply not sent", "to", from.String(), "err", err)
-	}
+	thread := st.ChildText(xmpp.NSClient, "thread")
+	pl.chat(ctx, c, body, func(ctx context.Context, r ChatReply) {
+		var ms []*xmpp.Element
+		if r.Link != "" {
+			ms = append(ms, xmpp.LinkMessage("chat", from.String(), r.Link))
+		}
+		if r.Text != "" {
+			m := xmpp.Stanza("message", "chat", from.String(), "")
+			ms = append(ms, m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(r.Text)))
+		}
+		for _, m := range ms {
+			if thread != "" {
+				m.Add(xmpp.NewElement(xmpp.NSClient, "thread").SetText(thread))
+			}
+			if err := s.Send(ctx, m); err != nil {
+				pl.log.Warn("chat reply not sent", "to", from.String(), "err", err)
+				return
+			}
+		}
+	})
 }
+
+// ChatReply is an answer to a chat command: Text, and for plot a Link
+// to send first, as its own message whose body is exactly the URL with
+// a matching jabber:x:oob url (what clients show inline).
+type ChatReply struct {
+	Link, Text string
+}
+
+// ReplyFunc sends a reply to where a chat command came from. It may be
+// called after the handler returned (plot), with a context of its own.
+type ReplyFunc func(ctx context.Context, r ChatReply)
 
 // RoomCommand runs a command addressed to the agent in a room, as the
 // occupant's real JID — which the room must show the agent; from is the
 // occupant (room@service/nick). It is telemetry.Hooks.RoomCommand.
-func (pl *Plane) RoomCommand(ctx context.Context, from xmpp.JID, real, text string) (string, bool) {
+func (pl *Plane) RoomCommand(ctx context.Context, from xmpp.JID, real, text string, reply func(ctx context.Context, link, text string)) bool {
 	if real == "" {
 		if !pl.hidden.First(from.String()) {
-			return "", false
+			return false
 		}
-		return "I can't see your real JID in this room, so I can't tell whether you may do that. " +
-			"Send me the command in a private chat, or make the room non-anonymous.", true
+		reply(ctx, "", "I can't see your real JID in this room, so I can't tell whether you may do that. "+
+			"Send me the command in a private chat, or make the room non-anonymous.")
+		return true
 	}
 	jid, err := xmpp.ParseJID(real)
 	if err != nil {
-		return "", false
+		return false
 	}
 	c := pl.caller(jid, "muc")
 	if c.Role == RoleNone {
 		pl.strangers.log(ctx, pl.log, jid, "groupchat command in "+from.Bare().String())
-		return "", false
+		return false
 	}
-	return pl.chat(ctx, c, text), true
+	pl.chat(ctx, c, text, func(ctx context.Context, r ChatReply) { reply(ctx, r.Link, r.Text) })
+	return true
 }
 
-// chat runs one chat text command and returns the reply text.
-func (pl *Plane) chat(ctx context.Context, c Caller, body string) string {
+// chat runs one chat text command and sends its reply; plot sends it
+// later, from a goroutine of its own.
+func (pl *Plane) chat(ctx context.Context, c Caller, body string, send ReplyFunc) {
+	if cmd, err := ParseChatCommand(body); err == nil && cmd.Verb == "plot" {
+		pl.chatPlot(ctx, c, cmd, send)
+		return
+	}
+	send(ctx, ChatReply{Text: pl.chatText(ctx, c, body)})
+}
+
+// chatText runs one chat text command and returns the reply text.
+func (pl *Plane) chatText(ctx context.Context, c Caller, body string) string {
 	cmd, err := ParseChatCommand(body)
 	if err != nil {
 		return err.Error()
@@ -206,7 +242,7 @@ func (pl *Plane) chat(ctx context.Context, c Caller, body string) string {
 		}
 		return strings.Join(lines, "\n")
 	case "history":
-		req, _ := ParseHistoryArgs(cmd.Args) // checked by ParseChatCommand
+		req, _ := ParseHistoryArgs(cmd.Verb, cmd.Args) // checked by ParseChatCommand
 		ans, err := pl.History(ctx, c, req)
 		if err != nil {
 			return chatError("history", err)

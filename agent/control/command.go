@@ -219,7 +219,7 @@ func StanzaError(err error) *xmpp.StanzaError {
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
 	case errors.Is(err, ErrConfigBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error()}
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrDeviceBusy):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrDeviceBusy), errors.Is(err, ErrPlotBusy):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeWait, Condition: "resource-constraint", Text: err.Error() + "; try again when it has finished"}
 	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownAction), errors.Is(err, ErrUnknownField):
 		return &xmpp.StanzaError{Type: xmpp.ErrorTypeCancel, Condition: "item-not-found", Text: err.Error()}

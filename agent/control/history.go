@@ -49,10 +49,11 @@ type HistoryRequest struct {
 // DefaultHistorySpan is the span when the request names none.
 const DefaultHistorySpan = 24 * time.Hour
 
-// ParseHistoryArgs reads "<device> [field] [duration]" as typed in chat.
-// A duration is Go's (90m, 6h) or whole days (7d).
-func ParseHistoryArgs(args []string) (HistoryRequest, error) {
-	usage := `usage: history <device> [field] [duration], e.g. "history greenhouse temperature 12h"`
+// ParseHistoryArgs reads the "<device> [field] [duration]" of verb
+// (history or plot) as typed in chat. A duration is Go's (90m, 6h) or
+// whole days (7d).
+func ParseHistoryArgs(verb string, args []string) (HistoryRequest, error) {
+	usage := fmt.Sprintf(`usage: %[1]s <device> [field] [duration], e.g. "%[1]s greenhouse temperature 12h"`, verb)
 	if len(args) < 1 || len(args) > 3 {
 		return HistoryRequest{}, fmt.Errorf("%w: %s", ErrChatSyntax, usage)
 	}
@@ -155,7 +156,10 @@ func (pl *Plane) History(ctx context.Context, c Caller, req HistoryRequest) (ans
 	switch {
 	case span == 0:
 		span = min(DefaultHistorySpan, kept.Truncate(time.Minute)+time.Minute)
-	case !oldest.IsZero() && span > kept+history.Bucket:
+	case !oldest.IsZero() && span > kept+kept/10+history.Bucket:
+		// Clearly longer than what is kept (by a tenth): say so, rather
+		// than draw a mostly empty chart. "24h" of a history of 23h58m
+		// is what the user meant.
 		return HistoryAnswer{}, reqError{fmt.Sprintf("the history goes back %s (to %s); ask for %s or less",
 			roundSpan(kept), oldest.Local().Format("Jan 2 15:04"), roundSpan(kept)), ErrBadRequest}
 	}
@@ -269,14 +273,9 @@ func (pl *Plane) adhocHistory(ctx context.Context, r *xmpp.CommandRequest) (*xmp
 		}
 		return &xmpp.CommandResponse{Form: pl.historyForm(), Next: true, Last: true}, nil
 	}
-	req := HistoryRequest{Device: r.Form.Value("device"), Field: r.Form.Value("field")}
-	if req.Device == "" {
-		return nil, wrapStanza(fmt.Errorf("%w: no device chosen", ErrBadRequest))
-	}
-	if d := r.Form.Value("duration"); d != "" {
-		if req.Span, err = ParseSpan(d); err != nil {
-			return nil, wrapStanza(fmt.Errorf("%w: %v", ErrBadRequest, err))
-		}
+	req, err := historyRequest(r.Form)
+	if err != nil {
+		return nil, wrapStanza(err)
 	}
 	ans, err := pl.History(ctx, c, req)
 	if err != nil {
@@ -302,3 +301,18 @@ const csvTime = "2006-01-02T15:04:05.000Z07:00"
 
 // num is a value as scripts read it: the shortest form that round-trips.
 func num(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// historyRequest reads a submitted history (or plot) form.
+func historyRequest(f *xmpp.Form) (HistoryRequest, error) {
+	req := HistoryRequest{Device: f.Value("device"), Field: f.Value("field")}
+	if req.Device == "" {
+		return req, fmt.Errorf("%w: no device chosen", ErrBadRequest)
+	}
+	if d := f.Value("duration"); d != "" {
+		var err error
+		if req.Span, err = ParseSpan(d); err != nil {
+			return req, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+	}
+	return req, nil
+}

@@ -36,7 +36,7 @@ func TestChatHistory(t *testing.T) {
 	viewer := Caller{Role: RoleViewer, Via: "test"}
 	ctx := context.Background()
 
-	got := pl.chat(ctx, viewer, "history greenhouse temperature 90m")
+	got := pl.chatText(ctx, viewer, "history greenhouse temperature 90m")
 	for _, want := range []string{"greenhouse temperature, last 1h30m (", "min 10 °C at " + now.Local().Format("15:04"), "max 30 °C at " + now.Add(-time.Hour).Local().Format("15:04")} {
 		if !strings.Contains(got, want) {
 			t.Errorf("history text %q lacks %q", got, want)
@@ -47,7 +47,7 @@ func TestChatHistory(t *testing.T) {
 		t.Errorf("history text is not a title, a sparkline and a summary: %q", got)
 	}
 	// Without a duration: the last day, or all there is (2 h here).
-	if got := pl.chat(ctx, viewer, "history greenhouse"); !strings.Contains(got, "greenhouse humidity, last 2h1m (121 readings)") || !strings.Contains(got, "greenhouse temperature, last 2h1m (121 readings)") {
+	if got := pl.chatText(ctx, viewer, "history greenhouse"); !strings.Contains(got, "greenhouse humidity, last 2h1m (121 readings)") || !strings.Contains(got, "greenhouse temperature, last 2h1m (121 readings)") {
 		t.Errorf("history of every field: %q", got)
 	}
 	for cmd, want := range map[string]string{
@@ -57,7 +57,7 @@ func TestChatHistory(t *testing.T) {
 		"history greenhouse 30d":       "history: the history goes back 2h (to ",
 		"history greenhouse x 1 2 3 4": "bad command: usage: history",
 	} {
-		if got := pl.chat(ctx, viewer, cmd); !strings.HasPrefix(got, want) {
+		if got := pl.chatText(ctx, viewer, cmd); !strings.HasPrefix(got, want) {
 			t.Errorf("%q: %q, want it to start with %q", cmd, got, want)
 		}
 	}
@@ -69,7 +69,7 @@ func TestChatHistory(t *testing.T) {
 		t.Errorf("unknown field as %s, want item-not-found", se.Condition)
 	}
 	host.hist = nil
-	if got := pl.chat(ctx, viewer, "history greenhouse"); !strings.Contains(got, "keeps no history") {
+	if got := pl.chatText(ctx, viewer, "history greenhouse"); !strings.Contains(got, "keeps no history") {
 		t.Errorf("without a history: %q", got)
 	}
 }

@@ -59,6 +59,8 @@ type Plane struct {
 	log   *slog.Logger
 	pol   atomic.Pointer[policy]
 	calls deviceCalls
+	// plotting is set while a chart is drawn and uploaded.
+	plotting atomic.Bool
 
 	strangers strangerLog
 	limited   strangerLog // rate-limited senders, logged once a minute

@@ -8,8 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
+	"sort"
 	"sync"
 	"time"
 
@@ -340,7 +339,11 @@ func (s *Store) Query(device, field string, from, to time.Time) ([]Point, error)
 	if err := s.raw.scan(collect(false)); err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(pts, func(a, b Point) int { return a.T.Compare(b.T) })
+	// Buckets come before raw readings and each log is in time order,
+	// unless a device's clock jumped back.
+	if !sort.SliceIsSorted(pts, func(i, j int) bool { return pts[i].T.Before(pts[j].T) }) {
+		sort.SliceStable(pts, func(i, j int) bool { return pts[i].T.Before(pts[j].T) })
+	}
 	return pts, nil
 }
 
@@ -352,11 +355,11 @@ func (s *Store) Series() []Series {
 	for k, unit := range s.series {
 		out = append(out, Series{Device: k.device, Field: k.field, Unit: unit})
 	}
-	slices.SortFunc(out, func(a, b Series) int {
-		if a.Device != b.Device {
-			return strings.Compare(a.Device, b.Device)
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Device != out[j].Device {
+			return out[i].Device < out[j].Device
 		}
-		return strings.Compare(a.Field, b.Field)
+		return out[i].Field < out[j].Field
 	})
 	return out
 }

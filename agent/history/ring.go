@@ -10,7 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -70,7 +70,7 @@ func (r *ring) open() error {
 		}
 		r.segs = append(r.segs, segment{n: n, size: fi.Size()})
 	}
-	slices.SortFunc(r.segs, func(a, b segment) int { return a.n - b.n })
+	sort.Slice(r.segs, func(i, j int) bool { return r.segs[i].n < r.segs[j].n })
 	if len(r.segs) == 0 {
 		r.segs = []segment{{n: 1}}
 	}

@@ -359,15 +359,25 @@ func (p *Pipeline) HandleRoomMessage(ctx context.Context, s *xmpp.Session, st *x
 		return true
 	}
 	real, _ := r.occupant(nick)
-	reply, ok := p.h.RoomCommand(ctx, from, real, text)
-	if !ok {
-		return true
-	}
-	m := xmpp.Stanza("message", "groupchat", from.Bare().String(), "")
-	m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(nick + ": " + reply))
-	if err := s.Send(ctx, m); err != nil {
-		p.log.Warn("room reply not sent", "room", from.Bare().String(), "err", err)
-	}
+	room := from.Bare().String()
+	p.h.RoomCommand(ctx, from, real, text, func(ctx context.Context, link, reply string) {
+		// A link is its own message, the body exactly the URL (clients
+		// show it inline only then); the text is addressed to the nick.
+		var ms []*xmpp.Element
+		if link != "" {
+			ms = append(ms, xmpp.LinkMessage("groupchat", room, link))
+		}
+		if reply != "" {
+			m := xmpp.Stanza("message", "groupchat", room, "")
+			ms = append(ms, m.Add(xmpp.NewElement(xmpp.NSClient, "body").SetText(nick+": "+reply)))
+		}
+		for _, m := range ms {
+			if err := s.Send(ctx, m); err != nil {
+				p.log.Warn("room reply not sent", "room", room, "err", err)
+				return
+			}
+		}
+	})
 	return true
 }
 

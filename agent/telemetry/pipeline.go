@@ -31,9 +31,10 @@ type Hooks struct {
 	// room.
 	Status func() string
 	// RoomCommand runs text, addressed to the agent in a room by the
-	// occupant from (room@service/nick) whose real JID is real ("" when
-	// the room hides it), and returns the reply; ok false sends none.
-	RoomCommand func(ctx context.Context, from xmpp.JID, real, text string) (reply string, ok bool)
+	// occupant from (whose real JID is real, "" when the room hides it),
+	// and sends its reply through reply (perhaps later, from another
+	// goroutine: a chart); ok is false when the command is ignored.
+	RoomCommand func(ctx context.Context, from xmpp.JID, real, text string, reply func(ctx context.Context, link, text string)) (ok bool)
 	// Seen is called on the dispatcher goroutine for every reading taken
 	// off the bus, good or failed, with when it was taken.
 	Seen func(r devices.Reading, now time.Time)

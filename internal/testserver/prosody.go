@@ -46,6 +46,12 @@ type Options struct {
 	// ejabberd's c2s_shaper. (mod_limits' "b/s" unit is off by ten in
 	// 0.12, so the rate is given in kB/s.)
 	C2SRateKB int
+	// Upload adds XEP-0363 HTTP File Upload: the component
+	// "upload.<Host>" (mod_http_file_share) and plain HTTP on a port of
+	// 127.0.0.1 (Server.UploadAddr). UploadSizeLimit bounds a file
+	// (default Prosody's 10 MB).
+	Upload          bool
+	UploadSizeLimit int
 	// Log, if set, receives one line per harness step (started, ready,
 	// stopped). The server's own log is in Dir; see Server.LogTail.
 	Log io.Writer
@@ -110,7 +116,7 @@ func (s *Server) configure(bin, ctl string, opts Options) error {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
 	}
-	names := []string{s.Host, "conference." + s.Host, "pubsub." + s.Host}
+	names := []string{s.Host, "conference." + s.Host, "pubsub." + s.Host, "upload." + s.Host}
 	c, err := newCerts(names, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now())
 	if err != nil {
 		return err
@@ -140,6 +146,7 @@ func (s *Server) configure(bin, ctl string, opts Options) error {
 		Admins:       opts.Admins,
 		NoOffline:    opts.NoOffline,
 		C2SRateKB:    opts.C2SRateKB,
+		UploadLimit:  opts.UploadSizeLimit,
 	}
 	if cfg.C2SPort, err = freePort(); err != nil {
 		return err
@@ -152,6 +159,13 @@ func (s *Server) configure(bin, ctl string, opts Options) error {
 		}
 		s.DirectTLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DirectTLSPort))
 		addrs = append(addrs, s.DirectTLSAddr)
+	}
+	if opts.Upload {
+		if cfg.HTTPPort, err = freePort(); err != nil {
+			return err
+		}
+		s.UploadAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))
+		addrs = append(addrs, s.UploadAddr)
 	}
 	var buf bytes.Buffer
 	if err := prosodyTemplate.Execute(&buf, cfg); err != nil {
@@ -242,6 +256,8 @@ type prosodyConfig struct {
 	Admins        []string
 	NoOffline     bool
 	C2SRateKB     int
+	HTTPPort      int // 0: no HTTP, no upload component
+	UploadLimit   int
 }
 
 var prosodyTemplate = template.Must(template.New("prosody").Funcs(template.FuncMap{"lua": luaQuote}).Parse(
@@ -255,7 +271,8 @@ log = {
 	{ levels = { min = "info" }, to = "file", filename = {{lua .LogFile}}, timestamps = true };
 }
 
--- Loopback only, our ports only; no s2s, HTTP or external components.
+-- Loopback only, our ports only; no s2s or external components, HTTP
+-- only for the upload component when asked for.
 interfaces = { "127.0.0.1" }
 c2s_ports = { {{.C2SPort}} }
 c2s_direct_tls_ports = { {{if .DirectTLSPort}}{{.DirectTLSPort}}{{end}} }
@@ -263,8 +280,14 @@ legacy_ssl_ports = { }
 s2s_ports = { }
 s2s_direct_tls_ports = { }
 component_ports = { }
-http_ports = { }
+http_ports = { {{if .HTTPPort}}{{.HTTPPort}}{{end}} }
+http_interfaces = { "127.0.0.1" }
 https_ports = { }
+{{- if .HTTPPort}}
+http_external_url = "http://127.0.0.1:{{.HTTPPort}}/"
+-- Requests name 127.0.0.1, not the component: route them to it.
+http_default_host = {{lua (printf "upload.%s" .Host)}}
+{{- end}}
 -- Without TCP_NODELAY every round trip can stall ~40 ms (Nagle + delayed ACK).
 network_settings = { nagle = false }
 
@@ -306,6 +329,13 @@ Component {{lua (printf "conference.%s" .Host)}} "muc"
 {{- if .PubSub}}
 
 Component {{lua (printf "pubsub.%s" .Host)}} "pubsub"
+{{- end}}
+{{- if .HTTPPort}}
+
+Component {{lua (printf "upload.%s" .Host)}} "http_file_share"
+{{- if .UploadLimit}}
+	http_file_share_size_limit = {{.UploadLimit}}
+{{- end}}
 {{- end}}
 `))
 

@@ -17,6 +17,7 @@ type Server struct {
 	Host          string // virtual host, e.g. "iot.test"
 	Addr          string // c2s (STARTTLS) address, "127.0.0.1:port"
 	DirectTLSAddr string // direct TLS c2s address; empty for Prosody unless Options.DirectTLS
+	UploadAddr    string // HTTP address of the upload service (Prosody Options.Upload), "127.0.0.1:port"
 	CAFile        string // PEM file of the private CA that signed the server certificate
 	Dir           string // private directory holding config, data, log and certificates
 
