@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +18,42 @@ import (
 // prints the points it returns: the CSV as the agent sends it, or JSON
 // rows.
 func (c *ctl) history(ctx context.Context, args []string, asJSON bool) (string, error) {
+	form, err := c.historyCommand(ctx, "history", args)
+	if err != nil {
+		return "", err
+	}
+	csv := form.Value("csv")
+	if csv == "" {
+		return "", fmt.Errorf("the agent's answer has no history rows (an older stanzad?)")
+	}
+	if !asJSON {
+		return csv, nil
+	}
+	return historyJSON(csv)
+}
+
+// plot runs the agent's ad-hoc "plot" and prints the chart's URL (and
+// the summary); with out, it downloads the PNG there too.
+func (c *ctl) plot(ctx context.Context, args []string, out string) (string, error) {
+	form, err := c.historyCommand(ctx, "plot", args)
+	if err != nil {
+		return "", err
+	}
+	url := form.Value("url")
+	if url == "" {
+		return "", fmt.Errorf("the agent drew no chart (no upload service on its server?)")
+	}
+	if out != "" {
+		if err := download(ctx, url, out); err != nil {
+			return "", err
+		}
+	}
+	return url, nil
+}
+
+// historyCommand runs ad-hoc node (history or plot) in one stage with
+// "<device> [field] [duration]" and returns the answer's form.
+func (c *ctl) historyCommand(ctx context.Context, node string, args []string) (*xmpp.Form, error) {
 	kvs := []string{"device=" + args[0]}
 	rest := args[1:]
 	if len(rest) > 0 && isSpan(rest[len(rest)-1]) {
@@ -26,9 +65,9 @@ func (c *ctl) history(ctx context.Context, args []string, asJSON bool) (string, 
 	case 1:
 		kvs = append(kvs, "field="+rest[0])
 	default:
-		return "", fmt.Errorf("%q is not a duration (e.g. 90m, 12h, 7d)", rest[len(rest)-1])
+		return nil, fmt.Errorf("%q is not a duration (e.g. 90m, 12h, 7d)", rest[len(rest)-1])
 	}
-	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", "history", "action", "execute")
+	cmd := xmpp.NewElement(xmpp.NSCommands, "command", "node", node, "action", "execute")
 	f := &xmpp.Form{Type: xmpp.FormSubmit}
 	for _, kv := range kvs {
 		k, v, _ := strings.Cut(kv, "=")
@@ -36,20 +75,34 @@ func (c *ctl) history(ctx context.Context, args []string, asJSON bool) (string, 
 	}
 	res, err := c.sess.SendIQ(ctx, xmpp.Stanza("iq", "set", c.target.String(), "").Add(cmd.Add(f.Element())))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	form, err := xmpp.ParseForm(res.FirstChild().Child(xmpp.NSData, "x"))
 	if err != nil {
-		return "", fmt.Errorf("the agent's answer has no history: %w", err)
+		return nil, fmt.Errorf("the agent's answer has no form: %w", err)
 	}
-	csv := form.Value("csv")
-	if csv == "" {
-		return "", fmt.Errorf("the agent's answer has no history rows (an older stanzad?)")
+	return form, nil
+}
+
+// download GETs url into the file out.
+func download(ctx context.Context, url, out string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
 	}
-	if !asJSON {
-		return csv, nil
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
 	}
-	return historyJSON(csv)
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, res.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, body, 0o644)
 }
 
 // isSpan reports whether s reads as a history duration (90m, 12h, 7d).

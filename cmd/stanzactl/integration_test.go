@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +22,11 @@ import (
 // stanzactl against a real agent through a private Prosody: every
 // command, its output and its exit status.
 func TestIntegrationStanzactl(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	srv := testserver.New(t, testserver.Options{Upload: true})
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	testserver.MustRegister(t, srv, "operator", "pw-operator")
 	dir := t.TempDir()
+	chart := filepath.Join(dir, "chart.png")
 	cfg := &config.Config{
 		XMPP: config.XMPP{JID: "device@" + srv.Host + "/agent", Password: "pw-device", Server: config.Endpoints{srv.Addr},
 			CAFile: srv.CAFile, PresenceStatus: "online"},
@@ -51,6 +53,8 @@ func TestIntegrationStanzactl(t *testing.T) {
 		{[]string{"history", "greenhouse", "co2"}, 1, []string{"item-not-found", `greenhouse has no field "co2"; fields: humidity, temperature`}},
 		{[]string{"history", "greenhouse", "temperature", "soon"}, 1, []string{`"soon" is not a duration`}},
 		{[]string{"history"}, 2, []string{"usage: history"}},
+		{[]string{"-o", chart, "plot", "greenhouse", "temperature", "1m"}, 0, []string{"http://127.0.0.1:"}},
+		{[]string{"plot"}, 2, []string{"usage: plot"}},
 		{[]string{"set", "relay1", "on"}, 0, []string{"ok, relay1 set to true"}},
 		{[]string{"read", "relay1"}, 0, []string{"relay1: state=true"}},
 		{[]string{"set", "relay1", "7"}, 1, []string{"bad-request", "7"}},
@@ -82,6 +86,14 @@ func TestIntegrationStanzactl(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { run1(t, tt) })
+	}
+	if f, err := os.Open(chart); err != nil {
+		t.Errorf("plot -o wrote no file: %v", err)
+	} else {
+		if _, err := png.Decode(f); err != nil {
+			t.Errorf("plot -o wrote no PNG: %v", err)
+		}
+		f.Close()
 	}
 
 	// Once the operator has subscribed to the agent (approved by its ACL),

@@ -35,6 +35,9 @@ commands:
                          the device's readings from the agent's history as
                          CSV (time,field,min,avg,max,readings; -json: JSON
                          rows); duration e.g. 90m, 12h, 7d (default: a day)
+  plot <device> [field] [duration]
+                         a chart of the same, uploaded by the agent (XEP-0363):
+                         prints its URL; -o FILE also downloads the PNG
   set <device> <value>   switch or set a device (XEP-0325)
   run <action>           run a configured action (ad-hoc "action")
   reload                 make the agent re-read its config (ad-hoc "reload")
@@ -69,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	count := fs.Int("count", 0, "watch: stop after this many readings (0: until interrupted)")
 	pubsub := fs.String("pubsub", "", "watch: the pubsub service whose device nodes to watch")
 	asJSON := fs.Bool("json", false, "history: print JSON rows instead of CSV")
+	outFile := fs.String("o", "", "plot: write the chart's PNG to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -103,9 +107,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "stanzactl: usage: config get | config push FILE")
 			return 2
 		}
-	case "history":
+	case "history", "plot":
 		if len(cargs) < 1 || len(cargs) > 3 {
-			fmt.Fprintln(stderr, "stanzactl: usage: history <device> [field] [duration]")
+			fmt.Fprintf(stderr, "stanzactl: usage: %s <device> [field] [duration]\n", cmd)
 			return 2
 		}
 	case "set":
@@ -172,7 +176,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 256), presences: make(chan *xmpp.Element, 256), json: *asJSON}
+	c := &ctl{target: target, log: log, replies: make(chan *xmpp.Element, 256), presences: make(chan *xmpp.Element, 256), json: *asJSON, out: *outFile}
 	if err := c.connect(ctx, cc.XMPP); err != nil {
 		fmt.Fprintf(stderr, "stanzactl: %v\n", err)
 		return 1
@@ -234,7 +238,8 @@ type ctl struct {
 	served    chan error
 	replies   chan *xmpp.Element // messages
 	presences chan *xmpp.Element
-	json      bool // history: JSON rows
+	json      bool   // history: JSON rows
+	out       string // plot: where to write the PNG
 }
 
 func (c *ctl) connect(ctx context.Context, x config.XMPP) error {
@@ -334,6 +339,8 @@ func (c *ctl) do(ctx context.Context, cmd string, args []string) (string, error)
 		return c.read(ctx, args)
 	case "history":
 		return c.history(ctx, args, c.json)
+	case "plot":
+		return c.plot(ctx, args, c.out)
 	case "set":
 		return c.set(ctx, args[0], args[1])
 	}
