@@ -14,7 +14,10 @@ LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # fsnotify, regexp, os/exec), log/slog (a disabled level costs one
 # call more), and our own command handling and agent glue (agent/control,
 # agent: commands, reloads, presence; per reading only a few calls in
-# the dispatcher) — is compiled without inlining: ~300 KB less
+# the dispatcher), the history and its charts, device parsing, and the
+# standard library's net, os, fmt, time and strings (each costs a call
+# of a few ns where it was inlined, beside syscalls and allocations that
+# cost microseconds) — is compiled without inlining: ~400 KB less
 # on armv7, which keeps the binary in its 8 MiB budget (docs/benchmarks.md,
 # decisions §7). The hot paths (xmpp, telemetry, outbox, AES/ChaCha20, paho)
 # keep it.
@@ -25,7 +28,10 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'crypto/rsa=-l' -gcflags 'crypto/ecdsa=-l' -gcflags 'crypto/ed25519=-l' \
             -gcflags 'crypto/internal/fips140/rsa=-l' -gcflags 'crypto/internal/fips140/ecdsa=-l' -gcflags 'compress/...=-l' \
             -gcflags 'go.bug.st/...=-l' -gcflags 'github.com/fsnotify/...=-l' -gcflags 'regexp/...=-l' -gcflags 'os/exec=-l' \
-            -gcflags 'log/slog=-l' -gcflags 'github.com/stanzad/stanzad/agent/control=-l' -gcflags 'github.com/stanzad/stanzad/agent=-l'
+            -gcflags 'log/slog=-l' -gcflags 'github.com/stanzad/stanzad/agent/control=-l' -gcflags 'github.com/stanzad/stanzad/agent=-l' \
+            -gcflags 'github.com/stanzad/stanzad/agent/history=-l' -gcflags 'github.com/stanzad/stanzad/agent/chart=-l' \
+            -gcflags 'github.com/stanzad/stanzad/devices=-l' -gcflags 'net=-l' -gcflags 'os=-l' -gcflags 'fmt=-l' \
+            -gcflags 'time=-l' -gcflags 'strings=-l'
 # TAGS leaves optional parts out of a board's binary: nomqtt (the MQTT
 # bridge and Home Assistant discovery, paho), nogpio (GPIO and I2C
 # devices, periph's host drivers). E.g. make build TAGS=nomqtt,nogpio.

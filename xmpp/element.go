@@ -45,6 +45,13 @@ type Element struct {
 
 // NewElement returns an element with the given namespace, name and
 // attribute name/value pairs.
+//
+// Building elements is for the control plane and set-up, not per
+// reading (readings are appended as bytes): NewElement, SetAttr, Add,
+// SetText and Stanza are not inlined, which keeps their many callers
+// small (the armv7 binary's 8 MiB budget; docs/decisions.md §7).
+//
+//go:noinline
 func NewElement(space, name string, attrs ...string) *Element {
 	e := &Element{Space: space, Name: name}
 	for i := 0; i+1 < len(attrs); i += 2 {
@@ -54,6 +61,8 @@ func NewElement(space, name string, attrs ...string) *Element {
 }
 
 // Attr returns the value of the named attribute, or "".
+//
+//go:noinline
 func (e *Element) Attr(name string) string {
 	if e == nil {
 		return ""
@@ -67,6 +76,8 @@ func (e *Element) Attr(name string) string {
 }
 
 // SetAttr sets or replaces an attribute. An empty value removes it.
+//
+//go:noinline
 func (e *Element) SetAttr(name, value string) *Element {
 	for i, a := range e.Attrs {
 		if a.Name == name {
@@ -86,6 +97,8 @@ func (e *Element) SetAttr(name, value string) *Element {
 
 // Child returns the first child with the namespace and name; an empty
 // space matches any namespace.
+//
+//go:noinline
 func (e *Element) Child(space, name string) *Element {
 	if e == nil {
 		return nil
@@ -99,6 +112,8 @@ func (e *Element) Child(space, name string) *Element {
 }
 
 // ChildText returns the text of the first matching child, or "".
+//
+//go:noinline
 func (e *Element) ChildText(space, name string) string {
 	if c := e.Child(space, name); c != nil {
 		return c.Text
@@ -107,6 +122,8 @@ func (e *Element) ChildText(space, name string) string {
 }
 
 // FirstChild returns the first child element, or nil.
+//
+//go:noinline
 func (e *Element) FirstChild() *Element {
 	if e == nil || len(e.Children) == 0 {
 		return nil
@@ -115,12 +132,16 @@ func (e *Element) FirstChild() *Element {
 }
 
 // Add appends children and returns e.
+//
+//go:noinline
 func (e *Element) Add(children ...*Element) *Element {
 	e.Children = append(e.Children, children...)
 	return e
 }
 
 // SetText sets the text and returns e.
+//
+//go:noinline
 func (e *Element) SetText(s string) *Element {
 	e.Text = s
 	return e
@@ -212,6 +233,8 @@ func AppendEscaped(dst []byte, s string) []byte {
 
 // Stanza returns a message, presence or iq element with the common
 // attributes set (empty values are left out).
+//
+//go:noinline
 func Stanza(name, typ, to, id string) *Element {
 	e := &Element{Space: NSClient, Name: name}
 	e.SetAttr("type", typ)
