@@ -178,10 +178,10 @@ func testControl(t *testing.T, srv *testserver.Server) {
 			}
 			return nodes
 		}
-		if got := list(op); !slices.Equal(got, []string{"status", "read", "set", "action", "reload", "config"}) {
+		if got := list(op); !slices.Equal(got, []string{"status", "read", "history", "plot", "set", "action", "reload", "config"}) {
 			t.Errorf("operator's commands: %v", got)
 		}
-		if got := list(viewer); !slices.Equal(got, []string{"status", "read"}) {
+		if got := list(viewer); !slices.Equal(got, []string{"status", "read", "history", "plot"}) {
 			t.Errorf("viewer's commands: %v", got)
 		}
 		ni, err := op.iq(t, "get", to, xmpp.NewElement(xmpp.NSDiscoInf, "query", "node", "set"))

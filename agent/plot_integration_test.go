@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stanzad/stanzad/agent"
+	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/internal/testserver"
 	"github.com/stanzad/stanzad/xmpp"
@@ -23,17 +25,22 @@ import (
 // the URL and whose oob url is the same, a PNG that downloads and
 // decodes at the stated size, then the sparkline text; ad-hoc plot too.
 func TestIntegrationPlot(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{Upload: true})
+	srv := testserver.New(t, testserver.Options{Upload: true, MUC: true})
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	op := newPeer(t, srv, "operator")
+	lab := "lab@conference." + srv.Host
+	op.createRoom(t, lab, "op", "anyone")
 	cfg := agentConfig(srv, t.TempDir())
 	cfg.Agent.HistoryMax = 1 << 20
-	cfg.Sinks = nil
+	cfg.Sinks = []config.Sink{{Kind: "muc", Room: lab, Nick: "stanzad", Devices: []string{"none"}}}
 	const n = 720
 	done := make(chan struct{})
-	_, stop := runAgent(t, cfg, replay{n: n, done: done})
+	a, stop := runAgent(t, cfg, replay{n: n, done: done})
 	defer stop()
 	<-done
+	waitStatus(t, a, "in the room", 15*time.Second, func(rep agent.StatusReport) bool {
+		return len(rep.Outboxes) == 1 && !strings.Contains(rep.Outboxes[0].Note, "not in the room")
+	})
 	to := "device@" + srv.Host + "/agent"
 	time.Sleep(300 * time.Millisecond) // the last reading through the dispatcher
 	op.say(t, to, "plot greenhouse 24h")
@@ -76,6 +83,19 @@ func TestIntegrationPlot(t *testing.T) {
 	}
 	_, err = op.command(t, to, "plot", "execute", "", "device", "greenhouse", "field", "co2")
 	wantStanzaError(t, "plot of an unknown field", err, "item-not-found", `greenhouse has no field "co2"`)
+
+	// In the room, addressed by nick: the link as its own groupchat
+	// message (body exactly the URL), then the summary to the asker.
+	op.groupchat(t, lab, "stanzad: plot greenhouse temperature 6h")
+	rl := op.next(t, 20*time.Second, func(m *xmpp.Element) bool {
+		return m.Attr("type") == "groupchat" && m.Attr("from") == lab+"/stanzad" && m.Child(xmpp.NSOOB, "x") != nil
+	})
+	if u := rl.ChildText(xmpp.NSClient, "body"); !strings.HasPrefix(u, "http://127.0.0.1:") || rl.Child(xmpp.NSOOB, "x").ChildText(xmpp.NSOOB, "url") != u {
+		t.Errorf("room link message: %s", rl)
+	}
+	if got := op.roomText(t, lab+"/stanzad", "op: greenhouse temperature, last 6h (", nil); !strings.Contains(got, "min ") {
+		t.Errorf("room summary: %q", got)
+	}
 }
 
 // Without an upload service, plot answers with the text alone and says

@@ -63,7 +63,7 @@ func TestIntegrationRoomCommands(t *testing.T) {
 		if got := commands(alice); !slices.Contains(got, "set") || !slices.Contains(got, "config") {
 			t.Errorf("operator's commands through the room: %v", got)
 		}
-		if got := commands(bob); !slices.Equal(got, []string{"status", "read"}) {
+		if got := commands(bob); !slices.Equal(got, []string{"status", "read", "history", "plot"}) {
 			t.Errorf("viewer's commands through the room: %v", got)
 		}
 
