@@ -95,7 +95,8 @@ func (pl *Plane) chatPlot(ctx context.Context, c Caller, cmd ChatCommand, send R
 		return
 	}
 	req, _ := ParseHistoryArgs(cmd.Verb, cmd.Args) // checked by ParseChatCommand
-	ctx = context.WithoutCancel(ctx)
+	// ctx is the session's: the plot ends with it (its answer could not
+	// be sent anyway), and Plot bounds it by plotTimeout.
 	go func() {
 		ans, err := pl.Plot(ctx, c, req)
 		switch {

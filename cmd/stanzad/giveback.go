@@ -25,16 +25,17 @@ import (
 // without any collection ends with one: the garbage stays a window's
 // worth and the pages it frees are reused.
 //
-// The executable's pages are dropped again every imageEvery quiet
-// windows and after a burst: code that ran once (start-up, a reload, a
-// command, the burst) otherwise stays mapped for the life of the
-// process. The pages stay in the page cache; what runs next maps back
-// in (minor faults, no I/O).
+// The executable's pages are dropped again at the end of every quiet
+// window, right after its collection, and after a burst: code that ran
+// once (start-up, a reload, a command, the burst, the collector itself)
+// otherwise stays mapped for the life of the process. The pages stay in
+// the page cache; what runs next maps back in (a few hundred minor
+// faults a window, no I/O).
 
 const (
 	giveBackWindow = 30 * time.Second
 	burstGCs       = 3
-	imageEvery     = 2 // quiet windows: 1 minute
+	imageEvery     = 1 // quiet windows: every one, right after its collection
 )
 
 // burstWatch tells, from the collection count at the end of each
