@@ -104,12 +104,12 @@ func TestAppendReadoutMessages(t *testing.T) {
 
 // A historical readout: one node's timestamps under one <node/>, each
 // field with its type flag.
-func TestAppendFieldsMessageHistorical(t *testing.T) {
+func TestAppendHistoricalMessageHistorical(t *testing.T) {
 	ts := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 	f := func(v float64, typ string) []SensorField {
 		return []SensorField{{Name: "t", Type: typ, Num: v, Decimals: -1}}
 	}
-	got := string(AppendFieldsMessage(nil, "op@iot.test", 3, false, []SensorNode{
+	got := string(AppendHistoricalMessage(nil, "op@iot.test", 3, false, []SensorNode{
 		{ID: "a", Time: ts, Fields: f(1, "historicalMinute")},
 		{ID: "a", Time: ts.Add(time.Minute), Fields: f(2, "historicalOther")},
 		{ID: "b", Time: ts, Fields: f(3, "historicalMinute")},

@@ -140,10 +140,19 @@ type SensorFailure struct {
 	Text string
 }
 
-// appendFieldsElement appends <fields/> with nodes; consecutive nodes
-// with the same ID are one <node/> with a <timestamp/> each (a
-// historical readout).
 func appendFieldsElement(dst []byte, seqnr uint64, done bool, nodes []SensorNode) []byte {
+	dst = appendSeqnr(dst, "<fields", seqnr, done)
+	for i := range nodes {
+		dst = appendSensorNode(dst, nodes[i].ID, nodes[i].Time, nodes[i].Fields)
+	}
+	return append(dst, "</fields>"...)
+}
+
+// appendGroupedFields appends <fields/> with nodes, consecutive nodes
+// with the same ID as one <node/> with a <timestamp/> each: a historical
+// readout. Telemetry keeps a <node/> per reading (appendFieldsElement),
+// which is what receivers count.
+func appendGroupedFields(dst []byte, seqnr uint64, done bool, nodes []SensorNode) []byte {
 	dst = appendSeqnr(dst, "<fields", seqnr, done)
 	for i := range nodes {
 		n := &nodes[i]
@@ -196,12 +205,13 @@ func AppendReadoutMessages(dst []byte, to string, seqnr uint64, nodes []SensorNo
 	return dst
 }
 
-// AppendFieldsMessage appends one message with a <fields/> of nodes for
-// readout seqnr; done marks the last message of the readout. A readout
-// too large for one stanza is sent as several.
-func AppendFieldsMessage(dst []byte, to string, seqnr uint64, done bool, nodes []SensorNode) []byte {
+// AppendHistoricalMessage appends one message of a historical readout
+// with seqnr: a <fields/> whose consecutive nodes of one device are one
+// <node/> with a <timestamp/> each; done marks the last message. A
+// readout too large for one stanza is sent as several.
+func AppendHistoricalMessage(dst []byte, to string, seqnr uint64, done bool, nodes []SensorNode) []byte {
 	dst = appendMessageStart(dst, to)
-	dst = appendFieldsElement(dst, seqnr, done, nodes)
+	dst = appendGroupedFields(dst, seqnr, done, nodes)
 	return append(dst, "</message>"...)
 }
 

@@ -59,6 +59,12 @@ func TestSensorMessageGolden(t *testing.T) {
 			{ID: "greenhouse", Time: ts, Fields: climate()},
 			{ID: "relay1", Time: ts.Add(time.Millisecond), Fields: []SensorField{{Name: "state", Kind: FieldBoolean, Bool: true}}},
 		}}},
+		// A batch of one device's readings: still a <node/> per reading,
+		// which is what receivers count (a historical readout groups them).
+		{"reading-batch-one-device.xml", SensorMessage{To: "operator@iot.test", ID: "r-45", SeqNr: 45, Nodes: []SensorNode{
+			{ID: "greenhouse", Time: ts, Fields: climate()},
+			{ID: "greenhouse", Time: ts.Add(time.Second), Fields: climate()},
+		}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

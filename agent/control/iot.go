@@ -189,7 +189,7 @@ func (pl *Plane) historicalReadout(ctx context.Context, s *xmpp.Session, c Calle
 	var b []byte
 	for first := true; first || len(nodes) > 0; first = false {
 		n := min(len(nodes), historicalPerMessage)
-		b = xmpp.AppendFieldsMessage(b[:0], to.String(), req.SeqNr, last && n == len(nodes), nodes[:n])
+		b = xmpp.AppendHistoricalMessage(b[:0], to.String(), req.SeqNr, last && n == len(nodes), nodes[:n])
 		if err := s.SendRaw(ctx, b); err != nil {
 			return err
 		}
