@@ -27,7 +27,8 @@ import (
 // simulated devices and a chat sink, as DESIGN.md's footprint bar says,
 // and reports its memory: VmRSS, RssAnon, RssFile and PSS in kB. "full"
 // adds a pubsub, a PEP and a room sink and the MQTT bridge; "full-long"
-// idles six minutes (STANZAD_IDLE_LONG).
+// idles six minutes (STANZAD_IDLE_LONG); "demo-nohistory" is the demo
+// without the reading history, to show what it costs.
 func BenchmarkIntegrationIdleMemory(b *testing.B) {
 	bin, _ := filepath.Abs("../../bin/stanzad")
 	if _, err := os.Stat(bin); err != nil {
@@ -59,10 +60,16 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				report(b, idleMemory(b, bin, full, idle))
+				report(b, idleMemory(b, bin, full, idle, ""))
 			}
 		})
 	}
+	// What the reading history (on by default) costs at idle.
+	b.Run("demo-nohistory", func(b *testing.B) {
+		for b.Loop() {
+			report(b, idleMemory(b, bin, false, idle, "history_max = 0"))
+		}
+	})
 	// The bar is taken a minute after start; a board idles for months.
 	// Six minutes covers three of the runtime's forced collections and
 	// several rounds of the daemon's give-back (maxima over minutes 3-6).
@@ -72,12 +79,12 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 	}
 	b.Run("full-long", func(b *testing.B) {
 		for b.Loop() {
-			report(b, idleMemory(b, bin, true, long))
+			report(b, idleMemory(b, bin, true, long, ""))
 		}
 	})
 }
 
-func idleMemory(b *testing.B, bin string, full bool, idle time.Duration) map[string]int {
+func idleMemory(b *testing.B, bin string, full bool, idle time.Duration, agentExtra string) map[string]int {
 	srv := testserver.New(b, testserver.Options{MUC: full, PubSub: full, Admins: []string{"device@iot.test"}})
 	testserver.MustRegister(b, srv, "device", "pw-device")
 	testserver.MustRegister(b, srv, "operator", "pw-operator")
@@ -101,7 +108,7 @@ room = "lab@conference.%[1]s"
 broker = "tcp://%[2]s"
 `, srv.Host, broker.Addr)
 	}
-	cmd := startAgentProcess(b, bin, srv, dir, "", extra)
+	cmd := startAgentProcess(b, bin, srv, dir, agentExtra, extra)
 	m := sampleIdle(b, cmd.Process.Pid, idle)
 	if os.Getenv("STANZAD_SHOWLOG") != "" {
 		logData, _ := os.ReadFile(filepath.Join(dir, "stanzad.log"))
