@@ -263,30 +263,17 @@ func (pl *Plane) historyForm() *xmpp.Form {
 // lines: a header, then time (RFC 3339 in UTC, milliseconds), field,
 // min, avg, max, readings.
 func (pl *Plane) adhocHistory(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
-	c, err := pl.adhocStart(ctx, r)
-	if err != nil {
-		return nil, wrapStanza(err)
-	}
-	if r.Form == nil {
-		if c.Role < RoleViewer {
-			return nil, wrapStanza(ErrForbidden)
-		}
-		return &xmpp.CommandResponse{Form: pl.historyForm(), Next: true, Last: true}, nil
-	}
-	req, err := historyRequest(r.Form)
-	if err != nil {
-		return nil, wrapStanza(err)
+	c, req, first, err := pl.historyStage(ctx, r, "History of a sensor")
+	if first != nil || err != nil {
+		return first, err
 	}
 	ans, err := pl.History(ctx, c, req)
 	if err != nil {
 		return nil, wrapStanza(err)
 	}
-	res := &xmpp.Form{Type: xmpp.FormResult, Title: "History of " + ans.Device}
+	res := &xmpp.Form{Type: xmpp.FormResult, Title: "History of " + ans.Device, Fields: ans.textFields()}
 	rows := []string{"time,field,min,avg,max,readings"}
 	for _, f := range ans.Fields {
-		one := HistoryAnswer{Device: ans.Device, From: ans.From, To: ans.To, Fields: []FieldHistory{f}}
-		lines := strings.Split(one.Text(), "\n")
-		res.Fields = append(res.Fields, resultMulti(f.Field, lines[0], lines[1:]))
 		for _, p := range history.Downsample(f.Points, ans.From, ans.To, historyRows) {
 			rows = append(rows, fmt.Sprintf("%s,%s,%s,%s,%s,%d", p.T.UTC().Format(csvTime), f.Field,
 				num(p.Min), num(p.Avg), num(p.Max), p.N))
@@ -294,6 +281,39 @@ func (pl *Plane) adhocHistory(ctx context.Context, r *xmpp.CommandRequest) (*xmp
 	}
 	res.Fields = append(res.Fields, xmpp.FormField{Var: "csv", Type: xmpp.FieldHidden, Values: []string{strings.Join(rows, "\n")}})
 	return &xmpp.CommandResponse{Form: res}, nil
+}
+
+// historyStage is the part history and plot share as ad-hoc commands:
+// the caller and rate limit, the form on the first stage (first, to
+// return as it is), then the submitted request. err is a stanza error.
+func (pl *Plane) historyStage(ctx context.Context, r *xmpp.CommandRequest, title string) (c Caller, req HistoryRequest, first *xmpp.CommandResponse, err error) {
+	if c, err = pl.adhocStart(ctx, r); err != nil {
+		return c, req, nil, wrapStanza(err)
+	}
+	if r.Form == nil {
+		if c.Role < RoleViewer {
+			return c, req, nil, wrapStanza(ErrForbidden)
+		}
+		f := pl.historyForm()
+		f.Title = title
+		return c, req, &xmpp.CommandResponse{Form: f, Next: true, Last: true}, nil
+	}
+	if req, err = historyRequest(r.Form); err != nil {
+		return c, req, nil, wrapStanza(err)
+	}
+	return c, req, nil, nil
+}
+
+// textFields is the answer as result fields: per field a text-multi
+// labelled with its title, holding the sparkline and the summary.
+func (a HistoryAnswer) textFields() []xmpp.FormField {
+	var out []xmpp.FormField
+	for _, f := range a.Fields {
+		one := HistoryAnswer{Device: a.Device, From: a.From, To: a.To, Fields: []FieldHistory{f}}
+		lines := strings.Split(one.Text(), "\n")
+		out = append(out, resultMulti(f.Field, lines[0], lines[1:]))
+	}
+	return out
 }
 
 // csvTime is the time format of history rows.

@@ -113,21 +113,9 @@ func (pl *Plane) chatPlot(ctx context.Context, c Caller, cmd ChatCommand, send R
 // adhocPlot is plot as an ad-hoc command: the form of history, and an
 // answer with the chart's URL (field "url") and the summary.
 func (pl *Plane) adhocPlot(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.CommandResponse, error) {
-	c, err := pl.adhocStart(ctx, r)
-	if err != nil {
-		return nil, wrapStanza(err)
-	}
-	if r.Form == nil {
-		if c.Role < RoleViewer {
-			return nil, wrapStanza(ErrForbidden)
-		}
-		f := pl.historyForm()
-		f.Title = "Chart of a sensor"
-		return &xmpp.CommandResponse{Form: f, Next: true, Last: true}, nil
-	}
-	req, err := historyRequest(r.Form)
-	if err != nil {
-		return nil, wrapStanza(err)
+	c, req, first, err := pl.historyStage(ctx, r, "Chart of a sensor")
+	if first != nil || err != nil {
+		return first, err
 	}
 	ans, err := pl.Plot(ctx, c, req)
 	if err != nil {
@@ -140,10 +128,6 @@ func (pl *Plane) adhocPlot(ctx context.Context, r *xmpp.CommandRequest) (*xmpp.C
 	} else {
 		notes = append(notes, xmpp.Note{Type: "warn", Text: "no chart: " + ans.Why})
 	}
-	for _, f := range ans.History.Fields {
-		one := HistoryAnswer{Device: ans.History.Device, From: ans.History.From, To: ans.History.To, Fields: []FieldHistory{f}}
-		lines := strings.Split(one.Text(), "\n")
-		res.Fields = append(res.Fields, resultMulti(f.Field, lines[0], lines[1:]))
-	}
+	res.Fields = append(res.Fields, ans.History.textFields()...)
 	return &xmpp.CommandResponse{Form: res, Notes: notes}, nil
 }
