@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -246,56 +245,20 @@ func agentName(i int) string { return fmt.Sprintf("dev%03d", i) }
 // it counts every reading number per agent.
 func (f *fleet) collect() {
 	home := f.nodes[len(f.nodes)-1]
-	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: f.ca})
-	if err != nil {
-		f.b.Fatal(err)
-	}
-	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc", Name: "collector"}, xmpp.Software{Name: "collector"})
-	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
-		fields := m.Child(xmpp.NSSensorData, "fields")
-		from, err := xmpp.ParseJID(m.Attr("from"))
-		if fields == nil || err != nil || !strings.HasPrefix(from.Local, "dev") {
-			return
-		}
-		i, err := strconv.Atoi(from.Local[3:])
-		if err != nil || i < 0 || i >= f.n {
-			return
-		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		// A batch holds several readings: a node per device, a timestamp
-		// per reading.
-		for _, node := range fields.Children {
-			for _, ts := range node.Children {
-				for _, fl := range ts.Children {
-					if fl.Attr("name") == "n" {
-						if v, err := strconv.Atoi(fl.Attr("value")); err == nil {
-							f.got[i][v]++
-						}
-					}
-				}
+	stop := runCounter(f.b, xmpp.MustParseJID("collector@"+f.host+"/bench"), "pw-collector", home.Addr, f.ca,
+		func(from xmpp.JID, v int) {
+			if !strings.HasPrefix(from.Local, "dev") {
+				return
 			}
-		}
-	}
-	c := xmpp.NewClient(xmpp.Config{
-		JID: xmpp.MustParseJID("collector@" + f.host + "/bench"), Password: "pw-collector",
-		Servers: []string{home.Addr}, TLS: tc, Handler: mux, MaxHandlers: 1,
-	})
-	c.OnConnect = func(ctx context.Context, s *xmpp.Session) error {
-		if s.Resumed() {
-			return nil
-		}
-		return s.SendRaw(ctx, []byte("<presence/>"))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	f.b.Cleanup(func() { cancel(); <-done })
-	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	defer wcancel()
-	if _, err := c.WaitConnected(wctx); err != nil {
-		f.b.Fatal(err)
-	}
+			i, err := strconv.Atoi(from.Local[3:])
+			if err != nil || i < 0 || i >= f.n {
+				return
+			}
+			f.mu.Lock()
+			f.got[i][v]++
+			f.mu.Unlock()
+		})
+	f.b.Cleanup(stop)
 }
 
 func (f *fleet) startAgent(i int) {

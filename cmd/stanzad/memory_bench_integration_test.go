@@ -399,14 +399,25 @@ wait:
 // connectCounter logs user in and calls count with the value of every
 // field "n" in the readings it receives, until the returned stop.
 func connectCounter(b *testing.B, srv *testserver.Server, user string, count func(int)) (stop func()) {
-	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: srv.CAFile})
+	return runCounter(b, xmpp.MustParseJID(user+"@"+srv.Host+"/counter"), "pw-"+user, srv.Addr, srv.CAFile,
+		func(_ xmpp.JID, v int) { count(v) })
+}
+
+// runCounter logs jid in at addr (trusting ca), sends presence, and calls
+// count with the sender and the value of every field "n" of every
+// reading it receives (a batch holds several: a node each), one message
+// at a time, until the returned stop.
+func runCounter(tb testing.TB, jid xmpp.JID, password, addr, ca string, count func(from xmpp.JID, v int)) (stop func()) {
+	tb.Helper()
+	tc, err := xmpp.TLSConfig(xmpp.TLSOptions{CAFile: ca})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	mux := xmpp.NewMux(xmpp.Identity{Category: "client", Type: "pc"}, xmpp.Software{Name: "counter"})
 	mux.Message = func(_ context.Context, _ *xmpp.Session, m *xmpp.Element) {
 		fields := m.Child(xmpp.NSSensorData, "fields")
-		if fields == nil {
+		from, err := xmpp.ParseJID(m.Attr("from"))
+		if fields == nil || err != nil {
 			return
 		}
 		for _, node := range fields.Children {
@@ -414,17 +425,14 @@ func connectCounter(b *testing.B, srv *testserver.Server, user string, count fun
 				for _, fl := range ts.Children {
 					if fl.Attr("name") == "n" {
 						if v, err := strconv.Atoi(fl.Attr("value")); err == nil {
-							count(v)
+							count(from, v)
 						}
 					}
 				}
 			}
 		}
 	}
-	c := xmpp.NewClient(xmpp.Config{
-		JID: xmpp.MustParseJID(user + "@" + srv.Host + "/counter"), Password: "pw-" + user,
-		Servers: []string{srv.Addr}, TLS: tc, Handler: mux, MaxHandlers: 1,
-	})
+	c := xmpp.NewClient(xmpp.Config{JID: jid, Password: password, Servers: []string{addr}, TLS: tc, Handler: mux, MaxHandlers: 1})
 	c.OnConnect = func(ctx context.Context, s *xmpp.Session) error {
 		if s.Resumed() {
 			return nil
@@ -439,7 +447,7 @@ func connectCounter(b *testing.B, srv *testserver.Server, user string, count fun
 	if _, err := c.WaitConnected(wctx); err != nil {
 		cancel()
 		<-done
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return func() { cancel(); <-done }
 }
