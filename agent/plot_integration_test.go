@@ -152,3 +152,24 @@ func (r replay) Run(ctx context.Context, emit func(devices.Reading)) error {
 	<-ctx.Done()
 	return nil
 }
+
+// A chart larger than the upload service takes: the text answer says so.
+func TestIntegrationPlotTooLarge(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{Upload: true, UploadSizeLimit: 1000})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	op := newPeer(t, srv, "operator")
+	cfg := agentConfig(srv, t.TempDir())
+	cfg.Agent.HistoryMax = 1 << 20
+	cfg.Sinks = nil
+	done := make(chan struct{})
+	_, stop := runAgent(t, cfg, counter{n: 5, every: 10 * time.Millisecond, done: done})
+	defer stop()
+	<-done
+	time.Sleep(300 * time.Millisecond)
+	op.say(t, "device@"+srv.Host+"/agent", "plot counter")
+	got := op.next(t, 20*time.Second, isText)
+	body := got.ChildText(xmpp.NSClient, "body")
+	if got.Child(xmpp.NSOOB, "x") != nil || !strings.HasPrefix(body, "no chart: the chart is ") || !strings.Contains(body, "takes at most 1000") {
+		t.Fatalf("plot over the upload limit: %s", got)
+	}
+}
