@@ -101,7 +101,27 @@ func TestIntegrationPlot(t *testing.T) {
 // Without an upload service, plot answers with the text alone and says
 // why.
 func TestIntegrationPlotNoUpload(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{})
+	got := plotWithout(t, testserver.Options{})
+	body := got.ChildText(xmpp.NSClient, "body")
+	if got.Child(xmpp.NSOOB, "x") != nil || !strings.HasPrefix(body, "no chart: the server offers no HTTP upload service") || !strings.Contains(body, "counter n, last") {
+		t.Fatalf("plot without upload: %s", got)
+	}
+}
+
+// A chart larger than the upload service takes: the text answer says so.
+func TestIntegrationPlotTooLarge(t *testing.T) {
+	got := plotWithout(t, testserver.Options{Upload: true, UploadSizeLimit: 1000})
+	body := got.ChildText(xmpp.NSClient, "body")
+	if got.Child(xmpp.NSOOB, "x") != nil || !strings.HasPrefix(body, "no chart: the chart is ") || !strings.Contains(body, "takes at most 1000") {
+		t.Fatalf("plot over the upload limit: %s", got)
+	}
+}
+
+// plotWithout asks an agent with five counter readings, on a server
+// configured by opts, for "plot counter" and returns the first answer.
+func plotWithout(t *testing.T, opts testserver.Options) *xmpp.Element {
+	t.Helper()
+	srv := testserver.New(t, opts)
 	testserver.MustRegister(t, srv, "device", "pw-device")
 	op := newPeer(t, srv, "operator")
 	cfg := agentConfig(srv, t.TempDir())
@@ -109,15 +129,11 @@ func TestIntegrationPlotNoUpload(t *testing.T) {
 	cfg.Sinks = nil
 	done := make(chan struct{})
 	_, stop := runAgent(t, cfg, counter{n: 5, every: 10 * time.Millisecond, done: done})
-	defer stop()
+	t.Cleanup(func() { stop() })
 	<-done
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the last reading through the dispatcher
 	op.say(t, "device@"+srv.Host+"/agent", "plot counter")
-	got := op.next(t, 20*time.Second, isText)
-	body := got.ChildText(xmpp.NSClient, "body")
-	if got.Child(xmpp.NSOOB, "x") != nil || !strings.HasPrefix(body, "no chart: the server offers no HTTP upload service") || !strings.Contains(body, "counter n, last") {
-		t.Fatalf("plot without upload: %s", got)
-	}
+	return op.next(t, 20*time.Second, isText)
 }
 
 // replay is a greenhouse that reports the last day at once: n readings
@@ -151,25 +167,4 @@ func (r replay) Run(ctx context.Context, emit func(devices.Reading)) error {
 	close(r.done)
 	<-ctx.Done()
 	return nil
-}
-
-// A chart larger than the upload service takes: the text answer says so.
-func TestIntegrationPlotTooLarge(t *testing.T) {
-	srv := testserver.New(t, testserver.Options{Upload: true, UploadSizeLimit: 1000})
-	testserver.MustRegister(t, srv, "device", "pw-device")
-	op := newPeer(t, srv, "operator")
-	cfg := agentConfig(srv, t.TempDir())
-	cfg.Agent.HistoryMax = 1 << 20
-	cfg.Sinks = nil
-	done := make(chan struct{})
-	_, stop := runAgent(t, cfg, counter{n: 5, every: 10 * time.Millisecond, done: done})
-	defer stop()
-	<-done
-	time.Sleep(300 * time.Millisecond)
-	op.say(t, "device@"+srv.Host+"/agent", "plot counter")
-	got := op.next(t, 20*time.Second, isText)
-	body := got.ChildText(xmpp.NSClient, "body")
-	if got.Child(xmpp.NSOOB, "x") != nil || !strings.HasPrefix(body, "no chart: the chart is ") || !strings.Contains(body, "takes at most 1000") {
-		t.Fatalf("plot over the upload limit: %s", got)
-	}
 }
