@@ -11,6 +11,7 @@ import (
 	"github.com/stanzad/stanzad/agent/config"
 	"github.com/stanzad/stanzad/agent/history"
 	"github.com/stanzad/stanzad/devices"
+	"github.com/stanzad/stanzad/xmpp"
 )
 
 // history over chat: the numbers are those fed in, the errors say what
@@ -79,4 +80,25 @@ func absInt(n int) int {
 		return -n
 	}
 	return n
+}
+
+// A submitted history or plot form: the device is required, the
+// duration must be one.
+func TestHistoryRequestForm(t *testing.T) {
+	form := func(kv ...string) *xmpp.Form {
+		f := &xmpp.Form{Type: xmpp.FormSubmit}
+		for i := 0; i+1 < len(kv); i += 2 {
+			f.Fields = append(f.Fields, xmpp.FormField{Var: kv[i], Values: []string{kv[i+1]}})
+		}
+		return f
+	}
+	if req, err := historyRequest(form("device", "greenhouse", "field", "temperature", "duration", "7d")); err != nil ||
+		req != (HistoryRequest{Device: "greenhouse", Field: "temperature", Span: 7 * 24 * time.Hour}) {
+		t.Errorf("good form: %+v, %v", req, err)
+	}
+	for _, f := range []*xmpp.Form{form(), form("field", "temperature"), form("device", "g", "duration", "soon"), form("device", "g", "duration", "0s"), form("device", "g", "duration", "-1h")} {
+		if _, err := historyRequest(f); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("historyRequest(%+v) = %v, want a bad request", f.Fields, err)
+		}
+	}
 }
