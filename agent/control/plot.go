@@ -47,7 +47,7 @@ func (pl *Plane) Plot(ctx context.Context, c Caller, req HistoryRequest) (ans Pl
 	defer func() {
 		pl.audit(ctx, c, slog.LevelDebug, "plot", []string{req.Device, req.Field, req.Span.String()}, err, time.Since(start))
 	}()
-	h, err := pl.History(ctx, c, req)
+	h, err := pl.history(c, req)
 	if err != nil {
 		return ans, err
 	}

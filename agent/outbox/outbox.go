@@ -574,10 +574,15 @@ func (o *Outbox) Ack(id uint64) {
 	keep := o.opts.Retain > 0
 	if o.diskN > 0 {
 		// Records acknowledged from the disk run: their bytes, and the
-		// payloads to retain, come from the log.
+		// payloads to retain, come from the log. Without retaining, only
+		// the headers up to the last one are read (from the nearest
+		// mark), not every payload.
 		last := min(id, o.marks[0].id+uint64(o.diskN)-1)
-		start := o.marks[0].off
-		next, off, err := o.scan(o.marks[0].id, func(rid uint64, _ int64, p []byte) bool {
+		start, from := o.marks[0].off, last
+		if keep {
+			from = o.marks[0].id
+		}
+		next, off, err := o.scan(from, func(rid uint64, _ int64, p []byte) bool {
 			if keep {
 				o.retain(Record{rid, append([]byte(nil), p...)}, now)
 			}
