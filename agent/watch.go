@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/stanzad/stanzad/devices"
 )
 
 // configSettle is how long the config file must be quiet before a change
@@ -18,20 +21,16 @@ const configSettle = 500 * time.Millisecond
 // which ends a watch on the old inode. A watch that cannot be set up is
 // logged; SIGHUP and the ad-hoc reload still work.
 func (a *Agent) watchConfig(ctx context.Context) {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		a.log.Warn("config file not watched; reload with SIGHUP", "err", err)
-		return
-	}
-	defer w.Close()
 	dir, name := filepath.Split(filepath.Clean(a.configPath))
 	if dir == "" {
 		dir = "."
 	}
-	if err := w.Add(dir); err != nil {
+	w, err := devices.WatchDir(dir)
+	if err != nil {
 		a.log.Warn("config file not watched; reload with SIGHUP", "dir", dir, "err", err)
 		return
 	}
+	defer w.Close()
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
@@ -39,18 +38,21 @@ func (a *Agent) watchConfig(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-w.Events:
+		case ev, ok := <-w.Events():
 			if !ok {
 				return
 			}
 			if filepath.Base(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				settle.Reset(configSettle)
 			}
-		case err, ok := <-w.Errors:
+		case err, ok := <-w.Errors():
 			if !ok {
 				return
 			}
 			a.log.Warn("config watch", "err", err)
+			if errors.Is(err, devices.ErrWatchOverflow) {
+				settle.Reset(configSettle) // a change may be among the lost
+			}
 		case <-settle.C:
 			if !a.fileChanged() {
 				continue // the file a push wrote, already running

@@ -74,14 +74,11 @@ func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("watch %s: %w", dir, err)
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := WatchDir(dir)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
-	}
 	if !isDir {
 		if _, err := os.Stat(path); err == nil {
 			emit(f.read(path))
@@ -96,7 +93,7 @@ func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events:
+		case ev, ok := <-w.Events():
 			if !ok {
 				return errors.New("watcher closed")
 			}
@@ -110,7 +107,7 @@ func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 				pending[ev.Name] = true
 				settle.Reset(fileSettle)
 			}
-		case err, ok := <-w.Errors:
+		case err, ok := <-w.Errors():
 			if !ok {
 				return errors.New("watcher closed")
 			}
