@@ -42,13 +42,21 @@ BUILD     = CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' $(GCFLAGS) -ldfl
 # Debian packages the tests, the demo and the benchmarks run against.
 PACKAGES  = prosody mosquitto python3-slixmpp ejabberd lintian qemu-user-static
 
-.PHONY: all build deps demo test bench cross package clean
+.PHONY: all build deps demo test bench cross package clean memdebug
 
 all: build
 
 build:
 	$(BUILD) -o bin/stanzad ./cmd/stanzad
 	$(BUILD) -o bin/stanzactl ./cmd/stanzactl
+
+# memdebug: the shipped build plus a report of where its memory goes
+# (cmd/stanzad/memdebug.go; not stripped: it reads its own DWARF). E.g.
+# STANZAD_BIN=bin/stanzad-memdebug STANZAD_GOROUTINES=/tmp/out.log \
+#   go test -tags integration -run X -bench 'IdleMemory/full$$' ./cmd/stanzad
+memdebug:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags 'memdebug $(TAGS)' $(GCFLAGS) -ldflags '-checklinkname=0' -o bin/stanzad-memdebug ./cmd/stanzad
+	bin/stanzad-memdebug -memdebug-offsets > bin/stanzad-memdebug.offsets
 
 # deps installs Prosody, mosquitto, slixmpp and ejabberd from Debian when missing,
 # without starting their system services (policy-rc.d exits 101 during the

@@ -1,5 +1,12 @@
 // Command stanzad is the device agent daemon: it loads the config, wires
 // the agent, and handles signals. All logic lives in package agent.
+//
+// stanzad sets GOMAXPROCS itself (one P, below), so the runtime need not
+// read the cgroup files at start nor keep a goroutine re-reading them
+// (docs/benchmarks.md, "Where the memory goes").
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,10 +31,7 @@ import (
 // idles six minutes (STANZAD_IDLE_LONG); "demo-nohistory" is the demo
 // without the reading history, to show what it costs.
 func BenchmarkIntegrationIdleMemory(b *testing.B) {
-	bin, _ := filepath.Abs("../../bin/stanzad")
-	if _, err := os.Stat(bin); err != nil {
-		b.Skipf("%s: run make build (make bench does)", bin)
-	}
+	bin := shippedBinary(b)
 	idle := 60 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("STANZAD_IDLE")); err == nil {
 		idle = d
@@ -43,6 +41,7 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 			b.ReportMetric(float64(m[k]), k+"_kB")
 			b.ReportMetric(float64(m[k+"_max"]), k+"_max_kB")
 		}
+		b.ReportMetric(float64(m["Threads"]), "threads")
 	}
 	// The peer: slixmpp logged in with ad-hoc commands and ping, no
 	// devices, measured the same way (python3 shares little with others).
@@ -60,14 +59,29 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				report(b, idleMemory(b, bin, full, idle, ""))
+				report(b, idleMemory(b, bin, full, idle, "", ""))
 			}
 		})
 	}
 	// What the reading history (on by default) costs at idle.
 	b.Run("demo-nohistory", func(b *testing.B) {
 		for b.Loop() {
-			report(b, idleMemory(b, bin, false, idle, "history_max = 0"))
+			report(b, idleMemory(b, bin, false, idle, "history_max = 0", ""))
+		}
+	})
+	// Three file devices (fsnotify) beside the config watch: they share
+	// one watcher (devices.WatchDir).
+	b.Run("demo-files", func(b *testing.B) {
+		for b.Loop() {
+			var devs strings.Builder
+			for i := range 3 {
+				dir := filepath.Join(b.TempDir(), fmt.Sprint("in", i))
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				fmt.Fprintf(&devs, "\n[[device]]\nname = \"file%d\"\nkind = \"file\"\npath = %q\n", i, filepath.Join(dir, "value"))
+			}
+			report(b, idleMemory(b, bin, false, idle, "", devs.String()))
 		}
 	})
 	// The bar is taken a minute after start; a board idles for months.
@@ -79,20 +93,35 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 	}
 	b.Run("full-long", func(b *testing.B) {
 		for b.Loop() {
-			report(b, idleMemory(b, bin, true, long, ""))
+			report(b, idleMemory(b, bin, true, long, "", ""))
 		}
 	})
 }
 
-func idleMemory(b *testing.B, bin string, full bool, idle time.Duration, agentExtra string) map[string]int {
+// shippedBinary is bin/stanzad from make build, or STANZAD_BIN (e.g. the
+// make memdebug build).
+func shippedBinary(b *testing.B) string {
+	bin, _ := filepath.Abs("../../bin/stanzad")
+	if p := os.Getenv("STANZAD_BIN"); p != "" {
+		bin, _ = filepath.Abs(filepath.Join("../..", p))
+		if filepath.IsAbs(p) {
+			bin = p
+		}
+	}
+	if _, err := os.Stat(bin); err != nil {
+		b.Skipf("%s: run make build (make bench does)", bin)
+	}
+	return bin
+}
+
+func idleMemory(b *testing.B, bin string, full bool, idle time.Duration, agentExtra, extra string) map[string]int {
 	srv := testserver.New(b, testserver.Options{MUC: full, PubSub: full, Admins: []string{"device@iot.test"}})
 	testserver.MustRegister(b, srv, "device", "pw-device")
 	testserver.MustRegister(b, srv, "operator", "pw-operator")
 	dir := b.TempDir()
-	extra := ""
 	if full {
 		broker := testserver.NewMosquitto(b, testserver.MosquittoOptions{})
-		extra = fmt.Sprintf(`
+		extra += fmt.Sprintf(`
 [[sink]]
 kind = "pubsub"
 service = "pubsub.%[1]s"
@@ -110,6 +139,24 @@ broker = "tcp://%[2]s"
 	}
 	cmd := startAgentProcess(b, bin, srv, dir, agentExtra, extra)
 	m := sampleIdle(b, cmd.Process.Pid, idle)
+	if out := os.Getenv("STANZAD_GOROUTINES"); out != "" {
+		if strings.HasSuffix(out, "/") {
+			out += strconv.Itoa(cmd.Process.Pid) + ".log"
+		}
+		// The goroutines' stacks, for "where the memory goes": the
+		// runtime prints them on SIGQUIT and exits; the log goes to out,
+		// the mappings (smaps) to out.smaps.
+		smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
+		if err := os.WriteFile(out+".smaps", smaps, 0o644); err != nil {
+			b.Error(err)
+		}
+		cmd.Process.Signal(syscall.SIGQUIT)
+		cmd.Wait()
+		logData, _ := os.ReadFile(filepath.Join(dir, "stanzad.log"))
+		if err := os.WriteFile(out, logData, 0o644); err != nil {
+			b.Error(err)
+		}
+	}
 	if os.Getenv("STANZAD_SHOWLOG") != "" {
 		logData, _ := os.ReadFile(filepath.Join(dir, "stanzad.log"))
 		b.Log(string(logData))
@@ -225,10 +272,7 @@ to = "operator@%[1]s"
 //     serial line; they queue in the outbox on disk, not in memory. Then
 //     the server returns and every reading must reach the operator once.
 func BenchmarkIntegrationMemoryHostile(b *testing.B) {
-	bin, _ := filepath.Abs("../../bin/stanzad")
-	if _, err := os.Stat(bin); err != nil {
-		b.Skipf("%s: run make build (make bench does)", bin)
-	}
+	bin := shippedBinary(b)
 	report := func(b *testing.B, phase string, m map[string]int) {
 		b.ReportMetric(float64(m["RssAnon"]), "RssAnon_"+phase+"_kB")
 		b.ReportMetric(float64(m["VmRSS"]), "VmRSS_"+phase+"_kB")
