@@ -54,6 +54,7 @@ type Sink struct {
 	box     *outbox.Outbox
 	wake    chan struct{} // capacity 1: "the outbox has news"
 	cancel  context.CancelFunc
+	unkeep  func()         // ends the outbox upkeep (outbox.Keep)
 	wg      sync.WaitGroup // the sink's goroutines
 
 	// Used by the dispatcher goroutine only.
@@ -457,18 +458,16 @@ func (s *Sink) Kind() string { return s.kind }
 // Key names the sink's outbox directory: its kind and destination.
 func (s *Sink) Key() string { return s.key }
 
-// Start runs the sink's goroutines (sender, outbox upkeep, room) until
+// Start runs the sink's goroutines (sender, room) and has its outbox kept
+// (synced, compacted) on the shared upkeep goroutine, until
 // Halt, StopRun or ctx stops them.
 func (s *Sink) Start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
-	s.wg.Add(2)
+	s.unkeep = s.box.Keep(ctx) // syncs and compaction, on the shared upkeep goroutine
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.run(ctx)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.box.Run(ctx)
 	}()
 	if s.room != nil {
 		s.wg.Add(1)
@@ -483,6 +482,7 @@ func (s *Sink) Start(ctx context.Context) {
 func (s *Sink) StopRun() {
 	if s.cancel != nil {
 		s.cancel()
+		s.unkeep()
 		s.wg.Wait()
 		s.cancel = nil
 	}
