@@ -38,17 +38,11 @@ func (a *Agent) watchConfig(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-w.Events():
-			if !ok {
-				return
-			}
+		case ev := <-w.Events():
 			if filepath.Base(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				settle.Reset(configSettle)
 			}
-		case err, ok := <-w.Errors():
-			if !ok {
-				return
-			}
+		case err := <-w.Errors():
 			a.log.Warn("config watch", "err", err)
 			if errors.Is(err, devices.ErrWatchOverflow) {
 				settle.Reset(configSettle) // a change may be among the lost

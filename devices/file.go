@@ -2,7 +2,6 @@ package devices
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -93,10 +92,7 @@ func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events():
-			if !ok {
-				return errors.New("watcher closed")
-			}
+		case ev := <-w.Events():
 			if ev.Name == dir && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
 				return fmt.Errorf("watched directory %s was removed", dir)
 			}
@@ -107,10 +103,7 @@ func (f *File) Run(ctx context.Context, emit func(Reading)) error {
 				pending[ev.Name] = true
 				settle.Reset(fileSettle)
 			}
-		case err, ok := <-w.Errors():
-			if !ok {
-				return errors.New("watcher closed")
-			}
+		case err := <-w.Errors():
 			return fmt.Errorf("watch %s: %w", dir, err) // e.g. event queue overflow
 		case <-settle.C:
 			for name := range pending {
