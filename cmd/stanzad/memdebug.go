@@ -14,6 +14,10 @@ package main
 //     runtime's span sets (its per-size-class lists of spans: a spine
 //     and a block of off-heap memory each, never given back).
 //
+// Run as a guest under qemu-user (STANZAD_BIN a script that execs
+// qemu-arm-static on an arm build of it), memmap and memstacks are the
+// guest's own: docs/benchmarks.md estimates 32-bit boards that way.
+//
 // STANZAD_HEAPPROFILE=file also writes a heap profile (every allocation
 // sampled) at 45 s. The runtime's internals are read through linkname at
 // field offsets from this binary's DWARF, so it follows the Go version
