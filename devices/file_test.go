@@ -120,6 +120,10 @@ func TestFileDirectory(t *testing.T) {
 	if r := untilReading(t, c, func() { os.WriteFile(filepath.Join(dir, "b.json"), []byte(`{"t":2}`), 0o644) }); r.Err != nil || fieldString(r.Fields) != "file=b.json t=2" {
 		t.Fatalf("after recreate: %+v", r)
 	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
 }
 
 // untilReading repeats write until a reading arrives: a write made before
