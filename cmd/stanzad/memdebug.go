@@ -18,8 +18,8 @@ package main
 // qemu-arm-static on an arm build of it), memmap and memstacks are the
 // guest's own: docs/benchmarks.md estimates 32-bit boards that way.
 //
-// STANZAD_HEAPPROFILE=file also writes a heap profile (every allocation
-// sampled) at 45 s. The runtime's internals are read through linkname at
+// STANZAD_HEAPPROFILE=file also writes heap profiles (every allocation
+// sampled) at 25 s (file.early) and 45 s. The runtime's internals are read through linkname at
 // field offsets from this binary's DWARF, so it follows the Go version
 // it is built with; make memdebug writes them beside the binary
 // (stanzad-memdebug -memdebug-offsets > bin/stanzad-memdebug.offsets):
@@ -61,10 +61,18 @@ func init() {
 	if out := os.Getenv("STANZAD_HEAPPROFILE"); out != "" {
 		runtime.MemProfileRate = 1
 		go func() {
-			time.Sleep(45 * time.Second)
-			if f, err := os.Create(out); err == nil {
-				pprof.Lookup("heap").WriteTo(f, 0)
-				f.Close()
+			// out.early at 25 s, out at 45 s: go tool pprof -diff_base
+			// out.early out shows what the idle agent allocates.
+			for _, at := range []struct {
+				sleep time.Duration
+				name  string
+			}{{25 * time.Second, out + ".early"}, {20 * time.Second, out}} {
+				time.Sleep(at.sleep)
+				runtime.GC() // the profile is as of the last collection
+				if f, err := os.Create(at.name); err == nil {
+					pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
 			}
 		}()
 	}
