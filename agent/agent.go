@@ -71,7 +71,7 @@ type Agent struct {
 	pipe            chan func(*telemetry.Dispatcher) // pipeline edits, run by the dispatcher
 	fatal           chan error                       // the first session cannot log in
 
-	bus     chan devices.Reading
+	bus     *telemetry.Bus
 	dropped atomic.Uint64
 	// lastDispatch is when the dispatcher last took a reading (unix ns).
 	lastDispatch atomic.Int64
@@ -98,7 +98,7 @@ func New(opts Options) (*Agent, error) {
 		log:     log,
 		version: opts.Version,
 		started: time.Now(), // not in Run: Status may be called while Run starts
-		bus:     make(chan devices.Reading, busSize),
+		bus:     telemetry.NewBus(busSize),
 
 		running:    cfg,
 		configPath: opts.ConfigPath,
@@ -242,7 +242,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, d := range a.now().devs {
 		d.halt()
 	}
-	close(a.bus)
+	a.bus.Close()
 	<-dispatched
 	if runErr == nil {
 		a.awaitAcks(sessCtx, 2*time.Second)
@@ -314,7 +314,7 @@ func (a *Agent) Summary() string {
 // taken off the bus. A watchdog restarts an agent that stops being healthy
 // (a hung disk under the outbox, a deadlock).
 func (a *Agent) Healthy() bool {
-	return len(a.bus) < cap(a.bus) || time.Since(time.Unix(0, a.lastDispatch.Load())) < 10*time.Second
+	return a.bus.Len() < a.bus.Max() || time.Since(time.Unix(0, a.lastDispatch.Load())) < 10*time.Second
 }
 
 // Queued returns how many readings wait in the outboxes, not yet
@@ -373,13 +373,12 @@ func (a *Agent) superviseDevice(ctx context.Context, d devices.Device) {
 }
 
 // emit is the devices' only way into the agent. It never blocks: when the
-// bus is full the reading is dropped and counted.
+// bus is full (or closed: the agent is stopping) the reading is dropped
+// and counted.
 func (a *Agent) emit(r devices.Reading) {
-	select {
-	case a.bus <- r:
-	default:
+	if err := a.bus.Push(r); err != nil {
 		if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ...
-			a.log.Warn("bus full: reading dropped", "device", r.Device, "dropped_total", n)
+			a.log.Warn(err.Error()+": reading dropped", "device", r.Device, "dropped_total", n)
 		}
 	}
 }

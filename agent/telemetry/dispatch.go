@@ -21,15 +21,15 @@ const drainMax = 256
 // is delayed by batching.
 const gatherWindow = 10 * time.Millisecond
 
-// Dispatch runs the telemetry pipeline until bus is closed: it takes
-// readings off the bus, notes device health, evaluates alerts, passes
+// Dispatch runs the telemetry pipeline until bus is closed and drained:
+// it takes readings off the bus, notes device health, evaluates alerts, passes
 // each reading through the filter of every sink that wants it and queues
 // what passes in the sinks' outboxes, batched. It never waits on the
 // network. On close, readings held back by min_interval and alerts
 // waiting for their holdoff are queued too: nothing accepted is lost.
 // It starts with sinks and the decimals and alerts of cfg; edits run on
 // its goroutine between two readings (a reload).
-func (p *Pipeline) Dispatch(bus <-chan devices.Reading, edits <-chan func(*Dispatcher), cfg *config.Config, sinks []*Sink) {
+func (p *Pipeline) Dispatch(bus *Bus, edits <-chan func(*Dispatcher), cfg *config.Config, sinks []*Sink) {
 	d := Dispatcher{p: p, timer: time.NewTimer(time.Hour), sinks: sinks}
 	d.reconfigure(cfg)
 	d.timer.Stop()
@@ -37,28 +37,30 @@ func (p *Pipeline) Dispatch(bus <-chan devices.Reading, edits <-chan func(*Dispa
 	gather.Stop()
 	for {
 		select {
-		case r, ok := <-bus:
-			if !ok {
+		case <-bus.Ready():
+			n, closed := d.takeFrom(bus, drainMax)
+			if n > 0 && !closed {
+				gather.Reset(gatherWindow)
+			gathering:
+				for n < drainMax {
+					select {
+					case <-bus.Ready():
+						var k int
+						k, closed = d.takeFrom(bus, drainMax-n)
+						if n += k; closed {
+							break gathering
+						}
+					case <-gather.C:
+						break gathering
+					}
+				}
+				gather.Stop()
+			}
+			if closed {
 				d.close()
 				return
 			}
-			d.take(r)
-			gather.Reset(gatherWindow)
-		drain:
-			for range drainMax - 1 {
-				select {
-				case r, ok := <-bus:
-					if !ok {
-						gather.Stop()
-						d.close()
-						return
-					}
-					d.take(r)
-				case <-gather.C:
-					break drain
-				}
-			}
-			gather.Stop()
+			bus.Leave() // more than drainMax: the next round takes them
 		case <-d.timer.C:
 			d.armed = false
 			d.release(time.Now())
@@ -69,6 +71,20 @@ func (p *Pipeline) Dispatch(bus <-chan devices.Reading, edits <-chan func(*Dispa
 		d.flush()
 		d.arm()
 	}
+}
+
+// takeFrom takes up to limit readings off the bus. closed is true once
+// the bus is closed and empty.
+func (d *Dispatcher) takeFrom(bus *Bus, limit int) (n int, closed bool) {
+	for n < limit {
+		r, ok, closed := bus.Take()
+		if !ok {
+			return n, closed
+		}
+		d.take(r)
+		n++
+	}
+	return n, false
 }
 
 // Dispatcher is the state of the dispatcher goroutine: the sinks it

@@ -17,7 +17,7 @@ import (
 type dispatchTest struct {
 	p            *Pipeline
 	cfg          *config.Config
-	bus          chan devices.Reading
+	bus          *Bus
 	sinkSet      []*Sink
 	lastDispatch atomic.Int64
 }
@@ -37,7 +37,7 @@ func newDispatchAgent(t *testing.T, sinks []config.Sink, alerts []config.Alert, 
 		Sinks:   sinks,
 		Alerts:  alerts,
 	}
-	a := &dispatchTest{cfg: cfg, bus: make(chan devices.Reading, 1024)}
+	a := &dispatchTest{cfg: cfg, bus: NewBus(1024)}
 	a.p = New(slog.New(slog.DiscardHandler), Hooks{
 		Sinks:    a.sinks,
 		Seen:     func(_ devices.Reading, now time.Time) { a.lastDispatch.Store(now.UnixNano()) },
@@ -77,9 +77,11 @@ func TestDispatchBatches(t *testing.T) {
 		{Kind: "pep", Node: "n/{device}", MaxItems: 1, Devices: []string{"*"}},
 	}, nil, nil)
 	for i := range defaultBatch + 3 {
-		a.bus <- temp(float64(i))
+		if err := a.bus.Push(temp(float64(i))); err != nil {
+			t.Fatal(err)
+		}
 	}
-	close(a.bus)
+	a.bus.Close()
 	a.dispatch()
 	chat := records(t, a.sinks()[0])
 	if len(chat) != 2 || len(chat[0].readings) != defaultBatch || len(chat[1].readings) != 3 {
@@ -90,6 +92,33 @@ func TestDispatchBatches(t *testing.T) {
 	}
 	if pep := records(t, a.sinks()[1]); len(pep) != defaultBatch+3 {
 		t.Errorf("pep sink: %d records, want one per reading (%d)", len(pep), defaultBatch+3)
+	}
+}
+
+// More readings than one dispatch round takes (drainMax), waiting when
+// the bus closes: every one is queued, in order.
+func TestDispatchDrainsBusBeyondOneRound(t *testing.T) {
+	a := newDispatchAgent(t, []config.Sink{{Kind: "chat", To: "op@iot.test", Devices: []string{"*"}}}, nil, nil)
+	const n = 3*drainMax + 5
+	for i := range n {
+		if err := a.bus.Push(temp(float64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.bus.Close()
+	a.dispatch()
+	chat := records(t, a.sinks()[0])
+	if got := countReadings(chat); got != n {
+		t.Fatalf("%d readings queued, want %d", got, n)
+	}
+	i := 0
+	for _, r := range chat {
+		for _, x := range r.readings {
+			if x.Fields[0].Num != float64(i) {
+				t.Fatalf("reading %d is %v", i, x.Fields[0].Num)
+			}
+			i++
+		}
 	}
 }
 
@@ -112,10 +141,12 @@ func TestDispatchFiltersPerSink(t *testing.T) {
 	}, nil, &one)
 	go a.dispatch()
 	for _, v := range []float64{20, 20.5, 25, 26} {
-		a.bus <- temp(v)
+		if err := a.bus.Push(temp(v)); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(5 * time.Millisecond) // separate dispatch rounds
 	}
-	close(a.bus)
+	a.bus.Close()
 	for a.lastDispatch.Load() == 0 || len(records(t, a.sinks()[1])) < 2 {
 		time.Sleep(time.Millisecond)
 	}
@@ -159,11 +190,13 @@ func TestDispatchAlert(t *testing.T) {
 	}, []config.Alert{{Device: "t", Field: "temperature", Above: &above, Hysteresis: 1, Sinks: []string{"chat"}}}, nil)
 	go a.dispatch()
 	for _, v := range []float64{25, 31, 30.5, 28} {
-		a.bus <- temp(v)
+		if err := a.bus.Push(temp(v)); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	close(a.bus)
-	for a.lastDispatch.Load() == 0 || len(a.bus) > 0 || countReadings(records(t, a.sinks()[0])) < 6 {
+	a.bus.Close()
+	for a.lastDispatch.Load() == 0 || a.bus.Len() > 0 || countReadings(records(t, a.sinks()[0])) < 6 {
 		time.Sleep(time.Millisecond)
 	}
 	// One token per reading, in order, and one per alert with the reading
