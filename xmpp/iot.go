@@ -3,7 +3,6 @@ package xmpp
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -134,11 +133,103 @@ type ControlSet struct {
 	Params []ControlParam
 }
 
-var (
-	reColor    = regexp.MustCompile(`^[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$`)
-	reTime     = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?$`)
-	reDuration = regexp.MustCompile(`^-?P(([0-9]+Y)?([0-9]+M)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+(\.[0-9]+)?S)?)?)$`)
-)
+// The syntax checks of XEP-0325's color, time and duration values. They
+// are plain functions rather than regular expressions: a compiled
+// expression lives for the whole process (2.5-8 KB each), for values an
+// operator sets now and then.
+
+// isColor reports whether v is RRGGBB or RRGGBBAA in hex.
+func isColor(v string) bool {
+	if len(v) != 6 && len(v) != 8 {
+		return false
+	}
+	for i := range len(v) {
+		if !isHex(v[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// digits is the length of the run of decimal digits s starts with.
+func digits(s string) int {
+	n := 0
+	for n < len(s) && isDigit(s[n]) {
+		n++
+	}
+	return n
+}
+
+// isClockTime reports whether v is an xs:time without a zone:
+// hh:mm:ss with hours 00-23, and up to nine digits of fraction.
+func isClockTime(v string) bool {
+	if len(v) < 8 || v[2] != ':' || v[5] != ':' {
+		return false
+	}
+	hh, mm, ss := v[0:2], v[3:5], v[6:8]
+	if digits(hh) != 2 || digits(mm) != 2 || digits(ss) != 2 ||
+		hh > "23" || mm[0] > '5' || ss[0] > '5' {
+		return false
+	}
+	frac := v[8:]
+	if frac == "" {
+		return true
+	}
+	n := digits(frac[1:])
+	return frac[0] == '.' && n >= 1 && n <= 9 && n == len(frac)-1
+}
+
+// isDuration reports whether v is an xs:duration: an optional minus, P,
+// then any of nY nM nD in that order, and T followed by any of nH nM nS
+// (seconds may have a fraction), at least one part, and T only before a
+// time part.
+func isDuration(v string) bool {
+	s, ok := strings.CutPrefix(strings.TrimPrefix(v, "-"), "P")
+	if !ok {
+		return false
+	}
+	date, clock, hasT := strings.Cut(s, "T")
+	if !durationParts(date, "YMD") || hasT && (clock == "" || !durationParts(clock, "HMS")) {
+		return false
+	}
+	return date != "" || hasT
+}
+
+// durationParts reports whether s is a run of number-unit pairs whose
+// units appear in order in units, each at most once. Only S takes a
+// fraction.
+func durationParts(s, units string) bool {
+	for s != "" {
+		n := digits(s)
+		if n == 0 {
+			return false
+		}
+		s = s[n:]
+		frac := s != "" && s[0] == '.'
+		if frac {
+			m := digits(s[1:])
+			if m == 0 {
+				return false
+			}
+			s = s[1+m:]
+		}
+		if s == "" {
+			return false
+		}
+		k := strings.IndexByte(units, s[0])
+		if k < 0 || frac && s[0] != 'S' {
+			return false
+		}
+		units, s = units[k+1:], s[1:]
+	}
+	return true
+}
 
 // ParseControlSet parses a XEP-0325 <set xmlns='urn:xmpp:iot:control'/>
 // and checks every value's syntax for its type, so a bad value is refused
@@ -205,7 +296,7 @@ func checkControlValue(typ, v string) (string, error) {
 			return bad(fmt.Sprintf("at most %d bytes", maxIoTString))
 		}
 	case "color":
-		if !reColor.MatchString(v) {
+		if !isColor(v) {
 			return bad("RRGGBB or RRGGBBAA in hex")
 		}
 	case "date":
@@ -213,7 +304,7 @@ func checkControlValue(typ, v string) (string, error) {
 			return bad("YYYY-MM-DD")
 		}
 	case "time":
-		if !reTime.MatchString(v) {
+		if !isClockTime(v) {
 			return bad("hh:mm:ss")
 		}
 	case "dateTime":
@@ -221,7 +312,7 @@ func checkControlValue(typ, v string) (string, error) {
 			return bad("an XEP-0082 date and time such as 2026-11-24T10:00:00Z")
 		}
 	case "duration":
-		if !reDuration.MatchString(v) || v == "P" || v == "-P" || v[len(v)-1] == 'T' {
+		if !isDuration(v) {
 			return bad("an xs:duration such as PT30S")
 		}
 	default:

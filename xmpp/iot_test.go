@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,59 @@ func FuzzParseIoT(f *testing.F) {
 			}
 		}
 		ParseReadoutRequest(el)
+	})
+}
+
+// The value checks of isColor, isClockTime and isDuration accept exactly
+// what XEP-0325's syntax (as regular expressions) does.
+var (
+	reColor    = regexp.MustCompile(`^[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$`)
+	reTime     = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?$`)
+	reDuration = regexp.MustCompile(`^-?P(([0-9]+Y)?([0-9]+M)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+(\.[0-9]+)?S)?)?)$`)
+)
+
+func wantDuration(v string) bool {
+	return reDuration.MatchString(v) && v != "P" && v != "-P" && v[len(v)-1] != 'T'
+}
+
+func TestControlValueSyntax(t *testing.T) {
+	for _, c := range []struct {
+		check func(string) bool
+		ok    []string
+		bad   []string
+	}{
+		{isColor, []string{"FF00aa", "00000000", "abcdef12"}, []string{"", "red", "FF00a", "FF00aa0", "FF00aag", "FF00aa001"}},
+		{isClockTime, []string{"00:00:00", "23:59:59", "12:30:00.5", "12:30:00.123456789"},
+			[]string{"24:00:00", "12:60:00", "12:00:60", "1:00:00", "12:00:00.", "12:00:00.1234567890", "12:00:00Z", "12-00-00", "12:00"}},
+		{isDuration, []string{"P1Y", "-P1DT2H", "PT1H30M", "PT0.5S", "P1Y2M3DT4H5M6.7S", "PT30S", "P0D"},
+			[]string{"", "P", "-P", "PT", "P1DT", "1D", "P1H", "PT1D", "P1M1Y", "PT1.5M", "P1.5D", "PT.5S", "PT1.S", "P-1D", "--P1D", "P1DT1H1H"}},
+	} {
+		for _, v := range c.ok {
+			if !c.check(v) {
+				t.Errorf("%q refused", v)
+			}
+		}
+		for _, v := range c.bad {
+			if c.check(v) {
+				t.Errorf("%q accepted", v)
+			}
+		}
+	}
+}
+
+func FuzzControlValueSyntax(f *testing.F) {
+	for _, s := range []string{"FF00aa", "23:59:59.5", "-P1Y2M3DT4H5M6.7S", "PT", "P1DT", "12:00:00.1234567890", "P1.5D"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if got, want := isColor(v), reColor.MatchString(v); got != want {
+			t.Errorf("isColor(%q) = %v, the syntax says %v", v, got, want)
+		}
+		if got, want := isClockTime(v), reTime.MatchString(v); got != want {
+			t.Errorf("isClockTime(%q) = %v, the syntax says %v", v, got, want)
+		}
+		if got, want := isDuration(v), wantDuration(v); got != want {
+			t.Errorf("isDuration(%q) = %v, the syntax says %v", v, got, want)
+		}
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -425,17 +424,48 @@ func (c *checker) fail(line int, key, msg string) {
 	}
 }
 
-var mismatchRE = regexp.MustCompile(`^cannot decode TOML (.+?) into (?:.* of type )?(\S+)$`)
+// mismatch splits go-toml's "cannot decode TOML <what> into [<...> of
+// type ]<type>" as the expression
+// ^cannot decode TOML (.+?) into (?:.* of type )?(\S+)$ would.
+func mismatch(msg string) (what, typ string, ok bool) {
+	rest, ok := strings.CutPrefix(msg, "cannot decode TOML ")
+	if !ok {
+		return "", "", false
+	}
+	const into, ofType = " into ", " of type "
+	for i := 1; i < len(rest); {
+		j := strings.Index(rest[i:], into)
+		if j < 0 || strings.IndexByte(rest[:i+j], '\n') >= 0 {
+			return "", "", false // . does not match a newline
+		}
+		what, after := rest[:i+j], rest[i+j+len(into):]
+		if k := strings.LastIndex(after, ofType); k >= 0 && strings.IndexByte(after[:k], '\n') < 0 {
+			if t := after[k+len(ofType):]; isWord(t) {
+				return what, t, true
+			}
+		}
+		if isWord(after) {
+			return what, after, true
+		}
+		i += j + 1
+	}
+	return "", "", false
+}
+
+// isWord reports whether s is non-empty and has no white space (\S+).
+func isWord(s string) bool {
+	return s != "" && strings.IndexAny(s, " \t\n\f\r") < 0
+}
 
 // decodeMsg rewrites go-toml's message for people who write TOML, not Go.
 func decodeMsg(de *toml.DecodeError) string {
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
-	m := mismatchRE.FindStringSubmatch(msg)
-	if m == nil {
+	what, t, ok := mismatch(msg)
+	if !ok {
 		return msg
 	}
-	want := "a " + m[2]
-	switch t := m[2]; {
+	want := "a " + t
+	switch {
 	case strings.HasPrefix(t, "[]"):
 		want = "an array"
 	case strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint"):
@@ -453,5 +483,5 @@ func decodeMsg(de *toml.DecodeError) string {
 	case strings.HasPrefix(t, "config.") || strings.HasPrefix(t, "*config."):
 		want = "a table"
 	}
-	return fmt.Sprintf("got a TOML %s, want %s", m[1], want)
+	return fmt.Sprintf("got a TOML %s, want %s", what, want)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -53,4 +55,54 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted %q but Validate says:\n%v", data, err)
 		}
 	})
+}
+
+// validName, validOneWireID and mismatch accept (and split) exactly what
+// the regular expressions they replace do.
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+	onewireRE  = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
+	mismatchRE = regexp.MustCompile(`^cannot decode TOML (.+?) into (?:.* of type )?(\S+)$`)
+)
+
+func checkAgainstExpressions(t *testing.T, s string) {
+	if got, want := validName(s), nameRE.MatchString(s); got != want {
+		t.Errorf("validName(%q) = %v, want %v", s, got, want)
+	}
+	if got, want := validOneWireID(s), onewireRE.MatchString(s); got != want {
+		t.Errorf("validOneWireID(%q) = %v, want %v", s, got, want)
+	}
+	what, typ, ok := mismatch(s)
+	m := mismatchRE.FindStringSubmatch(s)
+	if ok != (m != nil) || ok && (what != m[1] || typ != m[2]) {
+		t.Errorf("mismatch(%q) = %q, %q, %v; the expression says %q", s, what, typ, ok, m)
+	}
+}
+
+func TestNameAndMismatchSyntax(t *testing.T) {
+	for _, s := range []string{
+		"", "a", "relay_1-b", strings.Repeat("a", 64), strings.Repeat("a", 65), "Relay", "a b", "é",
+		"28-0316a2795dff", "28-0316A2795DFF", "28_0316a2795dff", "28-0316a2795df", "280-316a2795dff",
+		"cannot decode TOML string into int",
+		"cannot decode TOML string into struct field config.Device.Interval of type config.Duration",
+		"cannot decode TOML array into a into b of type []string",
+		"cannot decode TOML a into b into int",
+		"cannot decode TOML  into int",
+		"cannot decode TOML x into ",
+		"cannot decode TOML x into y of type ",
+		"cannot decode TOML x into y of type z w",
+		"cannot decode TOML x\ny into int",
+		"cannot decode TOML x into y\nz of type int",
+		"cannot decode TOML x into of type of type int",
+	} {
+		checkAgainstExpressions(t, s)
+	}
+}
+
+func FuzzNameAndMismatchSyntax(f *testing.F) {
+	f.Add("cannot decode TOML string into struct field config.Device.Interval of type config.Duration")
+	f.Add("cannot decode TOML a into b into c of type d")
+	f.Add("28-0316a2795dff")
+	f.Add("relay_1")
+	f.Fuzz(checkAgainstExpressions)
 }

@@ -55,10 +55,36 @@ var baudRates = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 48
 	19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000,
 	1500000, 2000000, 2500000, 3000000, 3500000, 4000000}
 
-var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-	onewireRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
-)
+// validName reports whether s is 1 to 64 of a-z, 0-9, _ and -: a device
+// or action name, safe in every wire format and topic. (Plain functions
+// here and below rather than regular expressions: a compiled expression
+// lives for the whole process; {1,64} alone is 22 KB.)
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validOneWireID reports whether s is a 1-Wire sensor id as the kernel
+// names it: family code, a dash, 12 hex digits, lower case
+// (28-0316a2795dff).
+func validOneWireID(s string) bool {
+	if len(s) != 15 || s[2] != '-' {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; i != 2 && !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 const minInterval = 100 * time.Millisecond
 
@@ -255,7 +281,7 @@ func (c *checker) checkName(key, what, name string, dup bool) {
 	switch {
 	case name == "":
 		c.add(key, "required")
-	case !nameRE.MatchString(name):
+	case !validName(name):
 		c.add(key, "%q: want 1 to 64 of a-z, 0-9, _ and -", name)
 	case dup:
 		c.add(key, "duplicate %s name %q", what, name)
@@ -313,7 +339,7 @@ func (d *Device) check(c *checker, i int, kinds map[string]string) {
 		}
 	case "onewire-ds18b20":
 		required("id", d.ID)
-		if d.ID != "" && !onewireRE.MatchString(d.ID) {
+		if d.ID != "" && !validOneWireID(d.ID) {
 			c.add(k("id"), "%q: want a sensor id such as 28-0316a2795dff", d.ID)
 		}
 	case "system":
@@ -500,7 +526,7 @@ func (m *MQTT) check(c *checker, kinds map[string]string) {
 		switch kind, dup := kinds[s.Device]; {
 		case s.Device == "":
 			c.add(key+".device", "required")
-		case !nameRE.MatchString(s.Device):
+		case !validName(s.Device):
 			c.add(key+".device", "%q: want 1 to 64 of a-z, 0-9, _ and -", s.Device)
 		case dup && kind != "mqtt":
 			c.add(key+".device", "%q is already a [[device]]", s.Device)
