@@ -61,6 +61,8 @@ build:
 # (cmd/stanzad/memdebug.go; not stripped: it reads its own DWARF). E.g.
 # STANZAD_BIN=bin/stanzad-memdebug STANZAD_GOROUTINES=/tmp/out.log \
 #   go test -tags integration -run X -bench 'IdleMemory/full$$' ./cmd/stanzad
+# make memdebug TAGS=memprofile adds heap profiles (STANZAD_HEAPPROFILE);
+# it links the runtime's memory profiler, which the shipped build has off.
 memdebug:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags 'memdebug $(TAGS)' $(GCFLAGS) -ldflags '-checklinkname=0' -o bin/stanzad-memdebug ./cmd/stanzad
 	bin/stanzad-memdebug -memdebug-offsets > bin/stanzad-memdebug.offsets

@@ -18,8 +18,9 @@ package main
 // qemu-arm-static on an arm build of it), memmap and memstacks are the
 // guest's own: docs/benchmarks.md estimates 32-bit boards that way.
 //
-// STANZAD_HEAPPROFILE=file also writes heap profiles (every allocation
-// sampled) at 25 s (file.early) and 45 s. The runtime's internals are read through linkname at
+// Built with make memdebug TAGS=memprofile, STANZAD_HEAPPROFILE=file
+// also writes heap profiles (every allocation sampled) at 25 s
+// (file.early) and 45 s, each also as text (file.txt; memdebug_profile.go). The runtime's internals are read through linkname at
 // field offsets from this binary's DWARF, so it follows the Go version
 // it is built with; make memdebug writes them beside the binary
 // (stanzad-memdebug -memdebug-offsets > bin/stanzad-memdebug.offsets):
@@ -32,9 +33,8 @@ import (
 	"debug/elf"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/metrics"
-	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,24 +58,7 @@ func init() {
 		}
 		os.Exit(0)
 	}
-	if out := os.Getenv("STANZAD_HEAPPROFILE"); out != "" {
-		runtime.MemProfileRate = 1
-		go func() {
-			// out.early at 25 s, out at 45 s: go tool pprof -diff_base
-			// out.early out shows what the idle agent allocates.
-			for _, at := range []struct {
-				sleep time.Duration
-				name  string
-			}{{25 * time.Second, out + ".early"}, {20 * time.Second, out}} {
-				time.Sleep(at.sleep)
-				runtime.GC() // the profile is as of the last collection
-				if f, err := os.Create(at.name); err == nil {
-					pprof.Lookup("heap").WriteTo(f, 0)
-					f.Close()
-				}
-			}
-		}()
-	}
+	startHeapProfiles()
 	go func() {
 		var s []metrics.Sample
 		for _, d := range metrics.All() {
@@ -94,9 +77,10 @@ func init() {
 					fmt.Fprintf(&b, " %s=%d", strings.TrimPrefix(strings.TrimPrefix(x.Name, "/memory/classes/"), "/"), x.Value.Uint64())
 				}
 			}
+			b.WriteString(spanSets())
 			fmt.Fprintln(os.Stderr, b.String())
 			if i == 4 {
-				fmt.Fprint(os.Stderr, residentMap(), stacksAndSpanSets())
+				fmt.Fprint(os.Stderr, residentMap(), stacksAndSpanSets(), spansByClass())
 			}
 		}
 	}()
@@ -154,7 +138,7 @@ func offsets() map[string]int64 {
 	if err != nil {
 		return out
 	}
-	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet"}
+	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet", "runtime.mspan": "mspan"}
 	r := d.Reader()
 	for len(want) > 0 {
 		e, err := r.Next()
@@ -233,33 +217,120 @@ func stacksAndSpanSets() string {
 		}
 		fmt.Fprintf(&b, " threads=%d thread-stacks mapped=%dk resident=%dk", threads, mapped/1024, res/1024)
 	}
-	// mheap.central is an array of padded mcentrals, one per span class;
-	// each has partial[2] and full[2] span sets.
+	b.WriteString(spanSets())
+	return b.String() + "\n"
+}
+
+// spanSets counts the runtime's span sets (mheap.central is an array of
+// padded mcentrals, one per span class; each has partial[2] and full[2]
+// span sets): the classes that ever had one, the sets with a spine (2
+// KiB each), the blocks attached to them (4 KiB each) and how many of
+// those sets are empty now.
+func spanSets() string {
+	off := savedOffsets()
 	central, ok1 := off["mheap.central"]
 	spanalloc, ok2 := off["mheap.spanalloc"] // the field after central
 	partial, ok3 := off["mcentral.partial"]
 	setSize, ok4 := off["spanSet."]
 	spineLen, ok5 := off["spanSet.spineLen"]
 	spineCap, ok6 := off["spanSet.spineCap"]
-	if ok1 && ok2 && ok3 && ok4 && ok5 && ok6 {
-		const classes = 136 // numSpanClasses: 68 size classes, scan and noscan
-		stride := (spanalloc - central) / classes
-		used, spines, blocks := 0, 0, 0
-		for c := int64(0); c < classes; c++ {
-			any := false
-			for i := int64(0); i < 4; i++ {
-				set := unsafe.Add(unsafe.Pointer(&mheap_), central+c*stride+partial+i*setSize)
-				if *(*uintptr)(unsafe.Add(set, spineCap)) > 0 {
-					spines++
-					any = true
-				}
-				blocks += int(*(*uintptr)(unsafe.Add(set, spineLen)))
+	index, ok7 := off["spanSet.index"]
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) {
+		return ""
+	}
+	const classes = 136 // numSpanClasses: 68 size classes, scan and noscan
+	stride := (spanalloc - central) / classes
+	used, spines, blocks, idle := 0, 0, 0, 0
+	for c := int64(0); c < classes; c++ {
+		any := false
+		for i := int64(0); i < 4; i++ {
+			set := unsafe.Add(unsafe.Pointer(&mheap_), central+c*stride+partial+i*setSize)
+			if *(*uintptr)(unsafe.Add(set, spineCap)) > 0 {
+				spines++
+				any = true
 			}
-			if any {
-				used++
+			n := int(*(*uintptr)(unsafe.Add(set, spineLen)))
+			blocks += n
+			// index packs head (high 32 bits) and tail.
+			ht := *(*uint64)(unsafe.Add(set, index))
+			if n > 0 && ht>>32 == ht&(1<<32-1) {
+				idle++
 			}
 		}
-		fmt.Fprintf(&b, " span-classes=%d span-set-spines=%d blocks=%d", used, spines, blocks)
+		if any {
+			used++
+		}
 	}
-	return b.String() + "\n"
+	return fmt.Sprintf(" span-classes=%d span-set-spines=%d blocks=%d blocks-on-empty-sets=%d", used, spines, blocks, idle)
+}
+
+// spansByClass reports the heap's spans in use per span class: how many,
+// their pages, the objects they hold and the bytes they leave unused
+// (an "s" class holds pointers, "n" does not), largest waste first.
+// allspans is read without the heap's lock: a diagnostic, not exact.
+func spansByClass() string {
+	off := savedOffsets()
+	allspans, ok1 := off["mheap.allspans"]
+	class, ok2 := off["mspan.spanclass"]
+	state, ok3 := off["mspan.state"]
+	npages, ok4 := off["mspan.npages"]
+	nelems, ok5 := off["mspan.nelems"]
+	count, ok6 := off["mspan.allocCount"]
+	elem, ok7 := off["mspan.elemsize"]
+	start, ok8 := off["mspan.startAddr"]
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && ok8) {
+		return ""
+	}
+	type row struct {
+		class           uint8
+		elem            uintptr
+		spans, pages    int
+		objs, slots     int
+		resident, waste uintptr
+	}
+	rows := map[uint8]*row{}
+	spans := *(*[]unsafe.Pointer)(unsafe.Add(unsafe.Pointer(&mheap_), allspans))
+	const pageSize = 8192
+	for _, s := range spans {
+		if s == nil || *(*uint8)(unsafe.Add(s, state)) != 1 { // mSpanInUse
+			continue
+		}
+		c := *(*uint8)(unsafe.Add(s, class))
+		r := rows[c]
+		if r == nil {
+			r = &row{class: c, elem: *(*uintptr)(unsafe.Add(s, elem))}
+			rows[c] = r
+		}
+		n := int(*(*uintptr)(unsafe.Add(s, npages)))
+		base := *(*uintptr)(unsafe.Add(s, start))
+		r.spans++
+		r.pages += n
+		r.objs += int(*(*uint16)(unsafe.Add(s, count)))
+		r.slots += int(*(*uint16)(unsafe.Add(s, nelems)))
+		r.resident += resident(base, base+uintptr(n)*pageSize)
+	}
+	list := make([]*row, 0, len(rows))
+	var tot row
+	for _, r := range rows {
+		r.waste = r.resident - min(r.resident, uintptr(r.objs)*r.elem)
+		list = append(list, r)
+		tot.spans += r.spans
+		tot.pages += r.pages
+		tot.resident += r.resident
+		tot.waste += r.waste
+		tot.objs += r.objs
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].waste > list[j].waste })
+	var b strings.Builder
+	fmt.Fprintf(&b, "memspans classes=%d spans=%d pages=%d resident=%dk objects=%d unused=%dk\n",
+		len(list), tot.spans, tot.pages, tot.resident/1024, tot.objs, tot.waste/1024)
+	for _, r := range list {
+		kind := "s"
+		if r.class&1 == 1 {
+			kind = "n"
+		}
+		fmt.Fprintf(&b, "memspans class=%d%s elem=%d spans=%d pages=%d objects=%d/%d resident=%dk unused=%dk\n",
+			r.class>>1, kind, r.elem, r.spans, r.pages, r.objs, r.slots, r.resident/1024, r.waste/1024)
+	}
+	return b.String()
 }
