@@ -33,10 +33,12 @@ import (
 	"debug/elf"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -50,6 +52,12 @@ var allm unsafe.Pointer
 
 //go:linkname mheap_ runtime.mheap_
 var mheap_ byte
+
+//go:linkname spanSetBlockPool runtime.spanSetBlockPool
+var spanSetBlockPool uint64 // an lfstack: a tagged pointer
+
+//go:linkname gcBitsArenas runtime.gcBitsArenas
+var gcBitsArenas byte // a struct: fields at DWARF offsets
 
 func init() {
 	if len(os.Args) == 2 && os.Args[1] == "-memdebug-offsets" {
@@ -138,7 +146,7 @@ func offsets() map[string]int64 {
 	if err != nil {
 		return out
 	}
-	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet", "runtime.mspan": "mspan"}
+	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet", "runtime.mspan": "mspan", "runtime.mutex": "mutex"}
 	r := d.Reader()
 	for len(want) > 0 {
 		e, err := r.Next()
@@ -261,7 +269,54 @@ func spanSets() string {
 			used++
 		}
 	}
-	return fmt.Sprintf(" span-classes=%d span-set-spines=%d blocks=%d blocks-on-empty-sets=%d", used, spines, blocks, idle)
+	return fmt.Sprintf(" span-classes=%d span-set-spines=%d blocks=%d blocks-on-empty-sets=%d blocks-pooled=%d mark-bit-arenas=%s",
+		used, spines, blocks, idle, pooledBlocks(), markBitArenas(off))
+}
+
+// pooledBlocks counts the span-set blocks in the runtime's pool: freed
+// by sets, kept (resident) for reuse. The pool is an lfstack whose head
+// is a tagged pointer; each block starts with the lfnode's next.
+func pooledBlocks() int {
+	var untag func(uint64) uintptr
+	switch runtime.GOARCH {
+	case "amd64", "arm64": // 48-bit addresses, 8-byte aligned: 19 tag bits
+		untag = func(v uint64) uintptr { return uintptr(int64(v) >> 19 << 3) }
+	case "arm", "386":
+		untag = func(v uint64) uintptr { return uintptr(v >> 32) }
+	default:
+		return -1
+	}
+	n := 0
+	for v := atomic.LoadUint64(&spanSetBlockPool); v != 0 && n < 1<<16; n++ {
+		p := untag(v)
+		v = **(**uint64)(unsafe.Pointer(&p))
+	}
+	return n
+}
+
+// markBitArenas counts the collector's mark-bit arenas (64 KiB each,
+// cleared whole when reused) on its free, next, current and previous
+// lists: gcBitsArenas is a mutex and then four list heads; an arena
+// starts with its free index and its next.
+func markBitArenas(off map[string]int64) string {
+	mutex, ok := off["mutex."]
+	if !ok {
+		return "?"
+	}
+	ptr := int64(unsafe.Sizeof(uintptr(0)))
+	first := (mutex + ptr - 1) / ptr * ptr
+	var b strings.Builder
+	for i, name := range []string{"free", "next", "current", "previous"} {
+		n := 0
+		for a := *(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(&gcBitsArenas), first+int64(i)*ptr)); a != nil && n < 1<<10; n++ {
+			a = *(*unsafe.Pointer)(unsafe.Add(a, ptr))
+		}
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		fmt.Fprintf(&b, "%s:%d", name, n)
+	}
+	return b.String()
 }
 
 // spansByClass reports the heap's spans in use per span class: how many,
