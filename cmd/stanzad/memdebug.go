@@ -199,7 +199,7 @@ func stacksAndSpanSets() string {
 	var b strings.Builder
 	var mapped, res uintptr
 	for _, g := range allgs {
-		lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, 8))
+		lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, unsafe.Sizeof(uintptr(0))))
 		if hi > lo {
 			mapped += hi - lo
 			res += resident(lo, hi)
@@ -218,7 +218,7 @@ func stacksAndSpanSets() string {
 				if g == nil {
 					continue
 				}
-				lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, 8))
+				lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, unsafe.Sizeof(uintptr(0))))
 				mapped += hi - lo
 				res += resident(lo, hi)
 			}
