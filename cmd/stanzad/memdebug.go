@@ -275,12 +275,15 @@ func spanSets() string {
 
 // pooledBlocks counts the span-set blocks in the runtime's pool: freed
 // by sets, kept (resident) for reuse. The pool is an lfstack whose head
-// is a tagged pointer; each block starts with the lfnode's next.
+// is a tagged pointer (runtime/tagptr*.go as of Go 1.26: on 64-bit, 49
+// address bits and blocks aligned to 512 bytes, so the pointer is the
+// value shifted right by 24 and left by 9; on 32-bit, the high word);
+// each block starts with the lfnode's next. -1 when that does not hold.
 func pooledBlocks() int {
 	var untag func(uint64) uintptr
 	switch runtime.GOARCH {
-	case "amd64", "arm64": // 48-bit addresses, 8-byte aligned: 19 tag bits
-		untag = func(v uint64) uintptr { return uintptr(int64(v) >> 19 << 3) }
+	case "amd64", "arm64":
+		untag = func(v uint64) uintptr { return uintptr(int64(v) >> 24 << 9) }
 	case "arm", "386":
 		untag = func(v uint64) uintptr { return uintptr(v >> 32) }
 	default:
@@ -289,6 +292,9 @@ func pooledBlocks() int {
 	n := 0
 	for v := atomic.LoadUint64(&spanSetBlockPool); v != 0 && n < 1<<16; n++ {
 		p := untag(v)
+		if p == 0 || p%512 != 0 {
+			return -1
+		}
 		v = **(**uint64)(unsafe.Pointer(&p))
 	}
 	return n
