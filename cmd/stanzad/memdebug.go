@@ -146,7 +146,7 @@ func offsets() map[string]int64 {
 	if err != nil {
 		return out
 	}
-	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet", "runtime.mspan": "mspan", "runtime.mutex": "mutex"}
+	want := map[string]string{"runtime.m": "m", "runtime.mheap": "mheap", "runtime.mcentral": "mcentral", "runtime.spanSet": "spanSet", "runtime.mspan": "mspan", "runtime.mutex": "mutex", "runtime.g": "g"}
 	r := d.Reader()
 	for len(want) > 0 {
 		e, err := r.Next()
@@ -198,11 +198,21 @@ func stacksAndSpanSets() string {
 	off := savedOffsets()
 	var b strings.Builder
 	var mapped, res uintptr
+	startpc, hasPC := off["g.startpc"]
+	var each strings.Builder
 	for _, g := range allgs {
 		lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, unsafe.Sizeof(uintptr(0))))
 		if hi > lo {
 			mapped += hi - lo
-			res += resident(lo, hi)
+			r := resident(lo, hi)
+			res += r
+			if hasPC && r > 8<<10 { // the larger ones, by the function they run
+				name := "?"
+				if f := runtime.FuncForPC(*(*uintptr)(unsafe.Add(g, startpc))); f != nil {
+					name = f.Name()
+				}
+				fmt.Fprintf(&each, "memstack %s mapped=%dk resident=%dk\n", name, (hi-lo)/1024, r/1024)
+			}
 		}
 	}
 	fmt.Fprintf(&b, "memstacks goroutines mapped=%dk resident=%dk", mapped/1024, res/1024)
@@ -226,7 +236,7 @@ func stacksAndSpanSets() string {
 		fmt.Fprintf(&b, " threads=%d thread-stacks mapped=%dk resident=%dk", threads, mapped/1024, res/1024)
 	}
 	b.WriteString(spanSets())
-	return b.String() + "\n"
+	return b.String() + "\n" + each.String()
 }
 
 // spanSets counts the runtime's span sets (mheap.central is an array of
