@@ -31,6 +31,14 @@ func (a *Agent) watchConfig(ctx context.Context) {
 		return
 	}
 	defer w.Close()
+	a.followConfig(ctx, name, w.Events(), w.Errors())
+}
+
+// followConfig reloads the config once events for the file called name
+// have been quiet for configSettle, and after the watcher lost events
+// (one of them may have been a change), if the file differs from the
+// running config.
+func (a *Agent) followConfig(ctx context.Context, name string, events <-chan fsnotify.Event, errs <-chan error) {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
@@ -38,11 +46,11 @@ func (a *Agent) watchConfig(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-w.Events():
+		case ev := <-events:
 			if filepath.Base(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				settle.Reset(configSettle)
 			}
-		case err := <-w.Errors():
+		case err := <-errs:
 			a.log.Warn("config watch", "err", err)
 			if errors.Is(err, devices.ErrWatchOverflow) {
 				settle.Reset(configSettle) // a change may be among the lost

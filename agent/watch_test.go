@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/stanzad/stanzad/devices"
 	"github.com/stanzad/stanzad/xmpp"
 )
 
@@ -54,4 +58,47 @@ func TestWatchConfigReloads(t *testing.T) {
 		t.Fatalf("a broken config changed bob's role to %v", got)
 	}
 	change("carol@iot.test", RoleNone)
+}
+
+// When the watcher lost events (ErrWatchOverflow), the file is looked at
+// again: a change among the lost events is reloaded. The config here is
+// a symlink into another directory and is changed in place there, so the
+// agent's own watch (on the symlink's directory) sees nothing of it: only
+// the overflow, fed to followConfig, can make it reload.
+func TestWatchConfigOverflowLooksAgain(t *testing.T) {
+	dir, real := t.TempDir(), t.TempDir()
+	target := filepath.Join(real, "config.toml")
+	body := func(operator string) []byte {
+		return []byte("[xmpp]\njid = \"device@iot.test/agent\"\npassword = \"x\"\nserver = \"127.0.0.1:1\"\n[agent]\nstate_dir = \"" + dir + "\"\n" +
+			"[acl]\noperators = [\"" + operator + "\"]\n")
+	}
+	if err := os.WriteFile(target, body("alice@iot.test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "stanzad.toml")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	a := runFromFile(t, path)
+	bob := xmpp.MustParseJID("bob@iot.test/phone")
+	if err := os.WriteFile(target, body("bob@iot.test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * configSettle)
+	if got := a.ctl.Role(bob); got != RoleNone {
+		t.Fatalf("bob is %v before any event: the test's change was seen by the watch", got)
+	}
+
+	events, errs := make(chan fsnotify.Event), make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.followConfig(ctx, "stanzad.toml", events, errs)
+	errs <- devices.ErrWatchOverflow
+	for range 100 {
+		if a.ctl.Role(bob) == RoleOperator {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("after a lost-events error bob is %v, want operator (the changed file reloaded)", a.ctl.Role(bob))
 }
