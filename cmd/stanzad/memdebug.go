@@ -199,13 +199,24 @@ func stacksAndSpanSets() string {
 	var b strings.Builder
 	var mapped, res uintptr
 	startpc, hasPC := off["g.startpc"]
+	status, hasStatus := off["g.atomicstatus"]
 	var each strings.Builder
+	var dead, deadStacks int
+	var deadRes uintptr
 	for _, g := range allgs {
 		lo, hi := *(*uintptr)(g), *(*uintptr)(unsafe.Add(g, unsafe.Sizeof(uintptr(0))))
+		isDead := hasStatus && *(*uint32)(unsafe.Add(g, status))&^0x1000 == 6 // _Gdead, without _Gscan
+		if isDead {
+			dead++
+		}
 		if hi > lo {
 			mapped += hi - lo
 			r := resident(lo, hi)
 			res += r
+			if isDead {
+				deadStacks++
+				deadRes += r
+			}
 			if hasPC && r > 8<<10 { // the larger ones, by the function they run
 				name := "?"
 				if f := runtime.FuncForPC(*(*uintptr)(unsafe.Add(g, startpc))); f != nil {
@@ -215,7 +226,8 @@ func stacksAndSpanSets() string {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "memstacks goroutines mapped=%dk resident=%dk", mapped/1024, res/1024)
+	fmt.Fprintf(&b, "memstacks goroutines mapped=%dk resident=%dk (exited: %d, %d keeping a stack, resident=%dk)",
+		mapped/1024, res/1024, dead, deadStacks, deadRes/1024)
 	gsignal, ok1 := off["m.gsignal"]
 	link, ok2 := off["m.alllink"]
 	if ok1 && ok2 {
