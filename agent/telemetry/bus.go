@@ -81,8 +81,8 @@ func (b *Bus) signal() {
 
 // Ready has a value when readings wait or the bus has closed. Only the
 // consumer receives from it; after it fires, Take until the bus is empty
-// or the consumer has taken enough (Take signals Ready again for the
-// readings it leaves).
+// or the consumer has taken enough, and then Leave, which makes Ready
+// fire again for the readings left.
 func (b *Bus) Ready() <-chan struct{} { return b.ready }
 
 // Take removes the oldest reading. ok is false when none waits; closed
@@ -127,7 +127,7 @@ func (b *Bus) Close() {
 	b.signal()
 }
 
-// Len is how many readings wait; Max how many may.
+// Len is how many readings wait.
 func (b *Bus) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

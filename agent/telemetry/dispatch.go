@@ -22,10 +22,10 @@ const drainMax = 256
 const gatherWindow = 10 * time.Millisecond
 
 // Dispatch runs the telemetry pipeline until bus is closed and drained:
-// it takes readings off the bus, notes device health, evaluates alerts, passes
-// each reading through the filter of every sink that wants it and queues
-// what passes in the sinks' outboxes, batched. It never waits on the
-// network. On close, readings held back by min_interval and alerts
+// it takes readings off the bus, notes device health, evaluates alerts,
+// passes each reading through the filter of every sink that wants it and
+// queues what passes in the sinks' outboxes, batched. It never waits on
+// the network. On close, readings held back by min_interval and alerts
 // waiting for their holdoff are queued too: nothing accepted is lost.
 // It starts with sinks and the decimals and alerts of cfg; edits run on
 // its goroutine between two readings (a reload).
