@@ -71,14 +71,23 @@ func BenchmarkIntegrationIdleMemory(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
+				// Started one after the other on this goroutine (setup
+				// may fail the benchmark), each sampled from its own
+				// start, side by side.
+				agents := make([]idleAgent, runs)
 				ms := make([]map[string]int, runs)
+				errs := make([]error, runs)
 				var wg sync.WaitGroup
-				for i := range ms {
-					wg.Go(func() { ms[i] = idleMemory(b, bin, full, idle, "", "") })
+				for i := range agents {
+					agents[i] = startIdle(b, bin, full, "", "")
+					wg.Go(func() { ms[i], errs[i] = sampleProc(agents[i].cmd.Process.Pid, idle) })
 				}
 				wg.Wait()
-				if b.Failed() {
-					return
+				for i, a := range agents {
+					if errs[i] != nil {
+						b.Fatal(errs[i])
+					}
+					a.finish(b)
 				}
 				m := medianRun(ms)
 				report(b, m)
@@ -160,7 +169,23 @@ func shippedBinary(b *testing.B) string {
 	return bin
 }
 
+// idleMemory runs an agent and returns its memory after idle.
 func idleMemory(b *testing.B, bin string, full bool, idle time.Duration, agentExtra, extra string) map[string]int {
+	a := startIdle(b, bin, full, agentExtra, extra)
+	m := sampleIdle(b, a.cmd.Process.Pid, idle)
+	a.finish(b)
+	return m
+}
+
+// idleAgent is an agent process started for an idle measurement.
+type idleAgent struct {
+	cmd *exec.Cmd
+	dir string // its state directory, with its log
+}
+
+// startIdle starts the demo config plus extra ("full" adds the sinks and
+// the bridge) against a private Prosody.
+func startIdle(b *testing.B, bin string, full bool, agentExtra, extra string) idleAgent {
 	srv := testserver.New(b, testserver.Options{MUC: full, PubSub: full, Admins: []string{"device@iot.test"}})
 	testserver.MustRegister(b, srv, "device", "pw-device")
 	testserver.MustRegister(b, srv, "operator", "pw-operator")
@@ -183,8 +208,12 @@ room = "lab@conference.%[1]s"
 broker = "tcp://%[2]s"
 `, srv.Host, broker.Addr)
 	}
-	cmd := startAgentProcess(b, bin, srv, dir, agentExtra, extra)
-	m := sampleIdle(b, cmd.Process.Pid, idle)
+	return idleAgent{cmd: startAgentProcess(b, bin, srv, dir, agentExtra, extra), dir: dir}
+}
+
+// finish writes what STANZAD_GOROUTINES and STANZAD_SHOWLOG ask for.
+func (a idleAgent) finish(b *testing.B) {
+	cmd, dir := a.cmd, a.dir
 	if out := os.Getenv("STANZAD_GOROUTINES"); out != "" {
 		if strings.HasSuffix(out, "/") {
 			out += strconv.Itoa(cmd.Process.Pid) + ".log"
@@ -207,7 +236,6 @@ broker = "tcp://%[2]s"
 		logData, _ := os.ReadFile(filepath.Join(dir, "stanzad.log"))
 		b.Log(string(logData))
 	}
-	return m
 }
 
 // sampleIdle waits idle and returns pid's memory figures: the last
@@ -215,16 +243,28 @@ broker = "tcp://%[2]s"
 // every second, so a figure taken just after a process trimmed its heap
 // cannot pass for its idle size.
 func sampleIdle(b *testing.B, pid int, idle time.Duration) map[string]int {
+	m, err := sampleProc(pid, idle)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// sampleProc is sampleIdle for any goroutine: it returns the error.
+func sampleProc(pid int, idle time.Duration) (map[string]int, error) {
 	time.Sleep(idle / 2)
 	m := map[string]int{}
 	for end := time.Now().Add(idle / 2); ; {
-		now := procMemory(b, pid)
+		now, err := readProcMemory(pid)
+		if err != nil {
+			return nil, err
+		}
 		for k, v := range now {
 			m[k] = v
 			m[k+"_max"] = max(m[k+"_max"], v)
 		}
 		if time.Now().After(end) {
-			return m
+			return m, nil
 		}
 		time.Sleep(time.Second)
 	}
@@ -232,11 +272,20 @@ func sampleIdle(b *testing.B, pid int, idle time.Duration) map[string]int {
 
 // procMemory reads the kB figures of /proc/PID/status and smaps_rollup.
 func procMemory(b *testing.B, pid int) map[string]int {
+	m, err := readProcMemory(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// readProcMemory is procMemory for any goroutine: it returns the error.
+func readProcMemory(pid int) (map[string]int, error) {
 	m := map[string]int{}
 	for _, f := range []string{"status", "smaps_rollup"} {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
 		for _, l := range strings.Split(string(data), "\n") {
 			k, v, ok := strings.Cut(l, ":")
@@ -248,7 +297,7 @@ func procMemory(b *testing.B, pid int) map[string]int {
 			}
 		}
 	}
-	return m
+	return m, nil
 }
 
 // startAgentProcess runs bin with the demo config (four simulated devices,
