@@ -58,8 +58,14 @@ func (b *Bus) Push(r devices.Reading) error {
 	b.ring[(b.head+b.n)%len(b.ring)] = r
 	b.n++
 	b.peak = max(b.peak, b.n)
+	first := b.n == 1
 	b.mu.Unlock()
-	b.signal()
+	// Only the first reading of an empty bus signals: while readings
+	// wait, the consumer either holds Ready's token or is taking, and
+	// takes until the bus is empty or calls Leave.
+	if first {
+		b.signal()
+	}
 	return nil
 }
 
