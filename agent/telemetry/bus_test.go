@@ -14,6 +14,16 @@ func numbered(i int) devices.Reading {
 
 func number(r devices.Reading) int { return int(r.Fields[0].Num) }
 
+// pushAll pushes readings 0 to n-1.
+func pushAll(t *testing.T, b *Bus, n int) {
+	t.Helper()
+	for i := range n {
+		if err := b.Push(numbered(i)); err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+	}
+}
+
 // takeAll takes every waiting reading.
 func takeAll(t *testing.T, b *Bus) []int {
 	t.Helper()
@@ -70,11 +80,7 @@ func TestBusOrderAcrossGrowthAndWrap(t *testing.T) {
 
 func TestBusFullAndClosed(t *testing.T) {
 	b := NewBus(4)
-	for i := range 4 {
-		if err := b.Push(numbered(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pushAll(t, b, 4)
 	if err := b.Push(numbered(4)); !errors.Is(err, ErrBusFull) {
 		t.Fatalf("fifth push: %v, want ErrBusFull", err)
 	}
@@ -100,11 +106,7 @@ func TestBusFullAndClosed(t *testing.T) {
 // A burst's ring goes back once the bus idles; a busy bus keeps its own.
 func TestBusRingShrinksAfterBurst(t *testing.T) {
 	b := NewBus(1024)
-	for i := range 1024 {
-		if err := b.Push(numbered(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pushAll(t, b, 1024)
 	if len(b.ring) != 1024 {
 		t.Fatalf("ring %d after 1024 readings", len(b.ring))
 	}
@@ -115,9 +117,7 @@ func TestBusRingShrinksAfterBurst(t *testing.T) {
 	}
 	// Rounds of 600: still a busy bus.
 	for range 3 {
-		for i := range 600 {
-			b.Push(numbered(i))
-		}
+		pushAll(t, b, 600)
 		takeAll(t, b)
 	}
 	if len(b.ring) != 1024 {
@@ -126,9 +126,7 @@ func TestBusRingShrinksAfterBurst(t *testing.T) {
 	// Idle: four readings a round. The ring halves each round.
 	sizes := []int{}
 	for range 8 {
-		for i := range 4 {
-			b.Push(numbered(i))
-		}
+		pushAll(t, b, 4)
 		if got := takeAll(t, b); len(got) != 4 {
 			t.Fatalf("took %v", got)
 		}
@@ -149,8 +147,7 @@ func TestBusReady(t *testing.T) {
 		t.Fatal("ready while empty")
 	default:
 	}
-	b.Push(numbered(0))
-	b.Push(numbered(1))
+	pushAll(t, b, 2)
 	<-b.Ready() // one token for both
 	b.Take()
 	b.Leave() // one still waits
