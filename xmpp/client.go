@@ -46,7 +46,8 @@ type Client struct {
 	OnConnect func(ctx context.Context, s *Session) error
 	// OnAck receives, in send order, the tags of stanzas sent with
 	// SendTracked once the server has acknowledged them. It runs on the
-	// session's reader or writer and must not block or send.
+	// session's reader or writer and must not block or send, nor keep
+	// tags after it returns (the slice is reused).
 	OnAck func(tags []uint64)
 	// Keepalive is the probe interval for dead-peer detection: an ack
 	// request (or ping) is sent when the stream has been quiet this long,

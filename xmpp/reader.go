@@ -1,6 +1,7 @@
 package xmpp
 
 import (
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -131,7 +132,7 @@ func (r *reader) next() (*Element, error) {
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
-			if strings.TrimSpace(string(t)) != "" {
+			if len(bytes.TrimSpace(t)) != 0 {
 				return nil, &StreamError{Condition: "not-well-formed", Text: "text at stream level", Local: true}
 			}
 		case xml.EndElement:

@@ -50,6 +50,45 @@ func TestReaderStanzas(t *testing.T) {
 	}
 }
 
+// TestReaderMixedContent: each element gets its own text (the text of its
+// children is theirs) and children; a stanza already returned is not
+// changed by the next one, nor by one that fails half-read.
+func TestReaderMixedContent(t *testing.T) {
+	in := header + "<message>x<b>y<c/>z<c>q</c></b>w<d/>v</message>" +
+		"<message><e>1</e><e>2</e><e>3</e><e>4</e><e>5</e></message>" +
+		"<message><f>" + strings.Repeat("t", 9000) + "</f><g/><unclosed>oops</message>"
+	r := newReader(strings.NewReader(in), 0, 0)
+	if _, err := r.header(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := r.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.next(); err == nil {
+		t.Fatal("mismatched end tag accepted")
+	}
+	const want1 = "<message>xwv<b>yz<c/><c>q</c></b><d/></message>"
+	if got := first.String(); got != want1 {
+		t.Errorf("first stanza = %s\nwant          %s", got, want1)
+	}
+	if len(first.Children) != 2 || len(first.Children[0].Children) != 2 || first.Text != "xwv" || first.Children[0].Text != "yz" {
+		t.Errorf("first stanza's tree: %d children, text %q; b: %d children, text %q",
+			len(first.Children), first.Text, len(first.Children[0].Children), first.Children[0].Text)
+	}
+	var texts []string
+	for _, e := range second.Children {
+		texts = append(texts, e.Text)
+	}
+	if got := strings.Join(texts, ","); got != "1,2,3,4,5" || second.Text != "" {
+		t.Errorf("second stanza: children %q, text %q", got, second.Text)
+	}
+}
+
 func TestReaderLimits(t *testing.T) {
 	deep := header + strings.Repeat("<a>", 40) + strings.Repeat("</a>", 40)
 	tests := []struct {
@@ -164,4 +203,48 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// endless repeats a stream header once, then stanzas for ever.
+type endless struct {
+	head, body string
+	off        int
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := 0
+	if e.head != "" {
+		n = copy(p, e.head)
+		e.head = e.head[n:]
+	}
+	for n < len(p) {
+		k := copy(p[n:], e.body[e.off:])
+		n += k
+		e.off = (e.off + k) % len(e.body)
+	}
+	return n, nil
+}
+
+// BenchmarkReaderStanzas reads what an agent with room and pubsub sinks
+// receives for each reading: the room's echo of its message (a reading
+// with its XEP-0323 fields), the result of a publish, and an ack. Its
+// allocations are most of what an idle agent allocates.
+func BenchmarkReaderStanzas(b *testing.B) {
+	b.ReportAllocs()
+	m := SensorMessage{To: "lab@conference.iot.test", ID: "r-42", SeqNr: 42, Nodes: []SensorNode{{ID: "greenhouse", Time: ts, Fields: climate()}}}
+	echo := strings.Replace(string(AppendSensorMessage(nil, &m)), "<message ", "<message from='lab@conference.iot.test/device' type='groupchat' ", 1)
+	body := echo +
+		"<iq type='result' id='p-7' from='pubsub.iot.test' to='device@iot.test/agent'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='sensors/greenhouse'><item id='r-42'/></publish></pubsub></iq>" +
+		"<a xmlns='urn:xmpp:sm:3' h='1234'/>"
+	r := newReader(&endless{head: header, body: body}, 0, 0)
+	if _, err := r.header(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		for range 3 {
+			if _, err := r.next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

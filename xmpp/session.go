@@ -772,7 +772,7 @@ func (s *Session) sendLocked(b []byte, tag uint64, paced bool) error {
 	if s.sm != nil && !s.closed {
 		s.sm.mu.Lock()
 		err := s.sm.sent(b, tag, paced)
-		pending = len(s.sm.unacked)
+		pending = s.sm.pending()
 		if err != nil {
 			s.sm.id = "" // what was not queued cannot be resumed: start afresh
 		}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -411,7 +412,7 @@ func TestSessionStreamManagement(t *testing.T) {
 		}
 		return nil
 	})
-	cfg.sm = &smState{onAck: func(tags []uint64) { acked <- tags }}
+	cfg.sm = &smState{onAck: func(tags []uint64) { acked <- slices.Clone(tags) }}
 	s, err := Dial(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -453,8 +454,8 @@ func TestSMStateAck(t *testing.T) {
 		m.sent([]byte("x"), i, false)
 	}
 	tags, err := m.ack(0) // 2^32-2 + 2 wraps to 0
-	if err != nil || fmt.Sprint(tags) != "[1 2]" || len(m.unacked) != 2 {
-		t.Fatalf("ack across wrap = %v, %v, %d left", tags, err, len(m.unacked))
+	if err != nil || fmt.Sprint(tags) != "[1 2]" || m.pending() != 2 {
+		t.Fatalf("ack across wrap = %v, %v, %d left", tags, err, m.pending())
 	}
 	if tags, err := m.ack(0); err != nil || tags != nil {
 		t.Fatalf("repeated ack = %v, %v", tags, err)

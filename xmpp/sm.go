@@ -24,18 +24,45 @@ type smState struct {
 	jid      JID    // full JID of the resumable stream
 	inH      uint32 // stanzas received and handled on the stream
 	acked    uint32 // outbound stanzas the server has acknowledged (its h)
-	unacked  []smEntry
+	// The window: outbound stanzas not yet acknowledged, oldest first,
+	// are q[head:]; their bytes lie back to back in buf. Once both have
+	// grown to the window in flight, a stanza sent costs no allocation,
+	// where a copy each was garbage as soon as the server acked it (an
+	// eighth of what an idle agent with every sink kind allocated).
+	q    []smEntry
+	head int
+	buf  []byte
+	tags []uint64 // ack's result, reused: onAck must not keep it
 	// acks receives the tags of acknowledged tracked stanzas in order.
 	onAck func(tags []uint64)
 	// pace bounds paced stanzas in flight (see pacer).
 	pace pacer
 }
 
-// smEntry is one outbound stanza not yet acknowledged. tag 0 is untracked.
+// smEntry is one outbound stanza not yet acknowledged: buf[off:off+n].
+// tag 0 is untracked.
 type smEntry struct {
-	b     []byte
-	tag   uint64
-	paced bool
+	off, n int
+	tag    uint64
+	paced  bool
+}
+
+// smKeep is the window capacity kept once everything is acknowledged:
+// what a burst grew beyond it (up to maxUnacked stanzas) goes back to
+// the collector.
+const smKeep = 32 << 10
+
+// pending is the number of stanzas not yet acknowledged.
+func (m *smState) pending() int { return len(m.q) - m.head }
+
+// unacked is the bytes of the stanzas not yet acknowledged, oldest first,
+// back to back: what a resumed stream sends again. It aliases the window:
+// valid until the next sent, ack or reset.
+func (m *smState) unacked() []byte {
+	if m.pending() == 0 {
+		return nil
+	}
+	return m.buf[m.q[m.head].off:]
 }
 
 // reset forgets the stream: after a failed resumption or when starting
@@ -44,49 +71,77 @@ type smEntry struct {
 func (m *smState) reset() {
 	m.id, m.location, m.jid = "", "", JID{}
 	m.inH, m.acked = 0, 0
-	clear(m.unacked)
-	m.unacked = m.unacked[:0]
+	m.drop(m.pending())
 	m.pace.reset()
 }
 
-// sent records an outbound stanza. b is copied only when it may have to be
-// resent.
+// sent records an outbound stanza, copying b into the window.
 func (m *smState) sent(b []byte, tag uint64, paced bool) error {
-	if len(m.unacked) >= maxUnacked {
-		return fmt.Errorf("xmpp: %d stanzas unacknowledged by the server", len(m.unacked))
+	if m.pending() >= maxUnacked {
+		return fmt.Errorf("xmpp: %d stanzas unacknowledged by the server", m.pending())
 	}
-	m.unacked = append(m.unacked, smEntry{b: append([]byte(nil), b...), tag: tag, paced: paced})
+	m.q = append(m.q, smEntry{off: len(m.buf), n: len(b), tag: tag, paced: paced})
+	m.buf = append(m.buf, b...)
 	if paced {
 		m.pace.add(len(b), time.Now())
 	}
 	return nil
 }
 
+// drop removes the n oldest stanzas from the window. The space they held
+// is reused: at once when the window empties, else by moving the rest to
+// the front once the dropped part is the larger (each byte moves at most
+// once per stanza's life, on average).
+func (m *smState) drop(n int) {
+	m.head += n
+	switch {
+	case m.head == len(m.q):
+		m.q, m.buf, m.head = m.q[:0], m.buf[:0], 0
+		if cap(m.buf) > smKeep || cap(m.q) > smKeep/64 {
+			m.q, m.buf = nil, nil
+		}
+		if cap(m.tags) > smKeep/64 {
+			m.tags = nil
+		}
+	case m.head > len(m.q)-m.head:
+		first := m.q[m.head].off
+		m.buf = m.buf[:copy(m.buf, m.buf[first:])]
+		m.q = m.q[:copy(m.q, m.q[m.head:])]
+		m.head = 0
+		for i := range m.q {
+			m.q[i].off -= first
+		}
+	}
+}
+
 // ack processes the server's h. It returns the tags of newly acknowledged
-// tracked stanzas, in send order, or an error when h acknowledges more than
-// was sent.
+// tracked stanzas, in send order (valid until the next ack), or an error
+// when h acknowledges more than was sent.
 func (m *smState) ack(h uint32) ([]uint64, error) {
 	n := h - m.acked // modular: h wraps at 2^32
 	if n == 0 {
 		return nil, nil
 	}
-	if int64(n) > int64(len(m.unacked)) {
-		return nil, fmt.Errorf("xmpp: server acknowledged %d stanzas, only %d were outstanding", n, len(m.unacked))
+	if int64(n) > int64(m.pending()) {
+		return nil, fmt.Errorf("xmpp: server acknowledged %d stanzas, only %d were outstanding", n, m.pending())
 	}
-	var tags []uint64
+	tags := m.tags[:0]
 	paced := 0
-	for _, e := range m.unacked[:n] {
+	for _, e := range m.q[m.head : m.head+int(n)] {
 		if e.tag != 0 {
 			tags = append(tags, e.tag)
 		}
 		if e.paced {
-			paced += len(e.b)
+			paced += e.n
 		}
 	}
-	clear(m.unacked[:n])
-	m.unacked = m.unacked[n:]
+	m.tags = tags
+	m.drop(int(n))
 	m.acked = h
 	m.pace.release(paced, time.Now())
+	if len(tags) == 0 {
+		return nil, nil
+	}
 	return tags, nil
 }
 
@@ -166,19 +221,16 @@ func (s *Session) resume(m *smState, id string, h uint32) (bool, error) {
 		return false, nil
 	}
 	s.jid, s.sm, s.resumed = m.jid, m, true
-	resend := make([][]byte, len(m.unacked))
-	for i, e := range m.unacked {
-		resend[i] = e.b
-	}
+	// A copy: the window may change once m.mu is released.
+	resent, resend := m.pending(), append([]byte(nil), m.unacked()...)
 	m.mu.Unlock()
-	// Negotiation is single-threaded: nothing else writes or acks yet.
-	for _, b := range resend {
-		if err := s.writeRaw(b); err != nil {
+	if resent > 0 {
+		if err := s.writeRaw(resend); err != nil {
 			return false, err
 		}
 	}
-	s.log.Info("stream resumed", "resent", len(resend))
-	if len(resend) > 0 {
+	s.log.Info("stream resumed", "resent", resent)
+	if resent > 0 {
 		s.wmu.Lock()
 		s.requestAckLocked()
 		s.wmu.Unlock()
@@ -283,7 +335,7 @@ func (s *Session) handleSM(el *Element) error {
 		s.wmu.Lock()
 		s.rPending = false
 		m.mu.Lock()
-		more := len(m.unacked) > 0
+		more := m.pending() > 0
 		m.mu.Unlock()
 		if more {
 			s.requestAckLocked()
