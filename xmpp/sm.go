@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"fmt"
+	"math/bits"
 	"strconv"
 	"sync"
 	"time"
@@ -47,10 +48,11 @@ type smEntry struct {
 	paced  bool
 }
 
-// smKeep is the window capacity kept once everything is acknowledged:
-// what a burst grew beyond it (up to maxUnacked stanzas) goes back to
-// the collector.
-const smKeep = 32 << 10
+// smKeep is the window capacity kept once everything is acknowledged,
+// enough for a reading sent to every sink: what a burst grew beyond it
+// (start-up's, an outbox sent after an outage, up to maxUnacked stanzas)
+// goes back to the collector.
+const smKeep = 4 << 10
 
 // pending is the number of stanzas not yet acknowledged.
 func (m *smState) pending() int { return len(m.q) - m.head }
@@ -81,6 +83,16 @@ func (m *smState) sent(b []byte, tag uint64, paced bool) error {
 		return fmt.Errorf("xmpp: %d stanzas unacknowledged by the server", m.pending())
 	}
 	m.q = append(m.q, smEntry{off: len(m.buf), n: len(b), tag: tag, paced: paced})
+	if len(m.buf)+len(b) > cap(m.buf) {
+		// Capacity in powers of two from 2 KiB: the window lives as
+		// long as the stream, and append's growth would put it in a
+		// size class of its own (5,376 bytes for an idle agent with
+		// every sink kind), which costs the runtime 20-30 KB whatever
+		// the object's size (docs/decisions.md §14).
+		grown := make([]byte, len(m.buf), max(2<<10, 1<<bits.Len(uint(len(m.buf)+len(b)-1))))
+		copy(grown, m.buf)
+		m.buf = grown
+	}
 	m.buf = append(m.buf, b...)
 	if paced {
 		m.pace.add(len(b), time.Now())

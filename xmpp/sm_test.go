@@ -48,6 +48,9 @@ func TestSMWindow(t *testing.T) {
 			}
 			model, tags = model[n:], tags[n:]
 		}
+		if c := cap(m.buf); c&(c-1) != 0 || c > 0 && c < 2<<10 {
+			t.Fatalf("step %d: window capacity %d, want a power of two from 2 KiB", step, c)
+		}
 		if m.pending() != len(model) || !bytes.Equal(m.unacked(), bytes.Join(model, nil)) {
 			t.Fatalf("step %d: window holds %d stanzas %.40q…, want %d", step, m.pending(), m.unacked(), len(model))
 		}
