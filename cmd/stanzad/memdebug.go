@@ -20,7 +20,10 @@ package main
 //
 // Built with make memdebug TAGS=memprofile, STANZAD_HEAPPROFILE=file
 // also writes heap profiles (every allocation sampled) at 25 s
-// (file.early) and 45 s, each also as text (file.txt; memdebug_profile.go). The runtime's internals are read through linkname at
+// (file.early) and 45 s, each also as text (file.txt), and file.classes:
+// every size class with live objects, what was allocated in it between
+// the two profiles, and which packages hold its live objects
+// (memdebug_profile.go). The runtime's internals are read through linkname at
 // field offsets from this binary's DWARF, so it follows the Go version
 // it is built with; make memdebug writes them beside the binary
 // (stanzad-memdebug -memdebug-offsets > bin/stanzad-memdebug.offsets):
