@@ -156,6 +156,12 @@ func (c *Client) serve(ctx context.Context, s *Session) error {
 	}
 	if c.OnConnect != nil {
 		if err := c.OnConnect(ctx, s); err != nil {
+			// The link may have gone before the close gets through,
+			// leaving the stream resumable on the server: resuming it
+			// would skip the setup that failed (initial presence).
+			if c.cfg.sm != nil {
+				c.cfg.sm.giveUp()
+			}
 			s.Close(context.WithoutCancel(ctx))
 			<-done
 			return err

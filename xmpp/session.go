@@ -104,6 +104,7 @@ type Session struct {
 	mech     string
 	sm       *smState // nil unless stream management is enabled on this stream
 	resumed  bool
+	stream   uint64 // see Stream
 
 	negotiateBy time.Time // deadline of the whole negotiation
 	answered    bool      // the server has sent a stream header or finished a TLS handshake

@@ -61,11 +61,12 @@ func newTestPKI(t *testing.T) testPKI {
 
 // peer is the server side of a scripted XMPP stream.
 type peer struct {
-	sm   bool // offer and enable XEP-0198
-	t    *testing.T
-	conn net.Conn
-	dec  *xml.Decoder
-	w    *bufio.Writer
+	sm      bool // offer and enable XEP-0198
+	refused bool // login turned the password down
+	t       *testing.T
+	conn    net.Conn
+	dec     *xml.Decoder
+	w       *bufio.Writer
 }
 
 func (p *peer) reset(c net.Conn) {
@@ -128,6 +129,20 @@ func (p *peer) element() (*Element, string, error) {
 
 // handshake runs STARTTLS, SASL PLAIN and bind as a server would.
 func (p *peer) handshake(pki testPKI, wantPassword string) error {
+	if err := p.login(pki, wantPassword); err != nil || p.refused {
+		return err
+	}
+	el, _, err := p.element()
+	if err != nil {
+		return err
+	}
+	return p.bindAndEnable(el, "sm-1")
+}
+
+// login runs STARTTLS and SASL PLAIN up to the features after
+// authentication (bind, and sm when p.sm). A wrong password is answered
+// with a failure and sets p.refused.
+func (p *peer) login(pki testPKI, wantPassword string) error {
 	if err := p.header("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"); err != nil {
 		return err
 	}
@@ -149,6 +164,7 @@ func (p *peer) handshake(pki testPKI, wantPassword string) error {
 	}
 	cred, _ := base64.StdEncoding.DecodeString(inner)
 	if string(cred) != "\x00device\x00"+wantPassword {
+		p.refused = true
 		p.send("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text>bad password</text></failure></stream:stream>")
 		return nil
 	}
@@ -158,12 +174,14 @@ func (p *peer) handshake(pki testPKI, wantPassword string) error {
 	if p.sm {
 		features += "<sm xmlns='urn:xmpp:sm:3'/>"
 	}
-	if err := p.header(features); err != nil {
-		return err
-	}
-	el, _, err = p.element()
-	if err != nil || el.Name != "iq" {
-		return fmt.Errorf("want bind iq: %v %v", el, err)
+	return p.header(features)
+}
+
+// bindAndEnable answers el, the client's bind request, and with p.sm its
+// <enable/> (resumable stream smID).
+func (p *peer) bindAndEnable(el *Element, smID string) error {
+	if el.Name != "iq" {
+		return fmt.Errorf("want bind iq: %v", el)
 	}
 	if err := p.send("<iq type='result' id='" + el.Attr("id") + "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>device@iot.test/agent</jid></bind></iq>"); err != nil {
 		return err
@@ -171,10 +189,11 @@ func (p *peer) handshake(pki testPKI, wantPassword string) error {
 	if !p.sm {
 		return nil
 	}
-	if el, _, err = p.element(); err != nil || el.Name != "enable" || el.Attr("resume") != "true" {
+	el, _, err := p.element()
+	if err != nil || el.Name != "enable" || el.Attr("resume") != "true" {
 		return fmt.Errorf("want <enable resume='true'/>: %v %v", el, err)
 	}
-	return p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true'/>")
+	return p.send("<enabled xmlns='urn:xmpp:sm:3' id='" + smID + "' resume='true'/>")
 }
 
 // scripted starts a listener whose single connection runs handshake and

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,12 @@ type smState struct {
 	jid      JID    // full JID of the resumable stream
 	inH      uint32 // stanzas received and handled on the stream
 	acked    uint32 // outbound stanzas the server has acknowledged (its h)
+	stream   uint64 // Session.Stream of the resumable stream
+	// resumeFails counts resumptions in a row that got no answer (a
+	// stream error, a closed connection): at resumeGiveUp the stream is
+	// given up, else a server that cannot resume it holds the agent off
+	// its own account for good.
+	resumeFails int
 	// The window: outbound stanzas not yet acknowledged, oldest first,
 	// are q[head:]; their bytes lie back to back in buf. Once both have
 	// grown to the window in flight, a stanza sent costs no allocation,
@@ -72,7 +79,7 @@ func (m *smState) unacked() []byte {
 // outbox) resend them on the new stream.
 func (m *smState) reset() {
 	m.id, m.location, m.jid = "", "", JID{}
-	m.inH, m.acked = 0, 0
+	m.inH, m.acked, m.stream, m.resumeFails = 0, 0, 0, 0
 	m.drop(m.pending())
 	m.pace.reset()
 }
@@ -165,18 +172,27 @@ func parseH(el *Element) (uint32, error) {
 	return uint32(v), nil
 }
 
+// resumeGiveUp is how many resumptions in a row may go unanswered
+// before the stream is given up and the next connection starts afresh.
+const resumeGiveUp = 2
+
+// streams numbers the XML streams of the process (Session.Stream).
+var streams atomic.Uint64
+
 // establish finishes negotiation after SASL: resume the previous stream if
 // the Client has one and the server allows it, else bind a resource and
 // enable stream management for the new stream.
 func (s *Session) establish() error {
 	m := s.cfg.sm
 	if m == nil {
+		s.stream = streams.Add(1)
 		return s.bind()
 	}
 	if s.features.Child(NSSM, "sm") == nil {
 		m.mu.Lock()
 		m.reset() // nothing can be resumed or acknowledged on this server
 		m.mu.Unlock()
+		s.stream = streams.Add(1)
 		return s.bind()
 	}
 	m.mu.Lock()
@@ -184,6 +200,16 @@ func (s *Session) establish() error {
 	m.mu.Unlock()
 	if id != "" {
 		ok, err := s.resume(m, id, h)
+		if err != nil {
+			m.mu.Lock()
+			if m.id == id {
+				if m.resumeFails++; m.resumeFails >= resumeGiveUp {
+					m.id = ""
+					s.log.Warn("stream resumption unanswered; the next connection starts a new stream", "attempts", m.resumeFails)
+				}
+			}
+			m.mu.Unlock()
+		}
 		if err != nil || ok {
 			return err
 		}
@@ -191,7 +217,17 @@ func (s *Session) establish() error {
 	if err := s.bind(); err != nil {
 		return err
 	}
+	s.stream = streams.Add(1)
 	return s.enableSM(m)
+}
+
+// giveUp makes the stream unresumable: the next connection starts a new
+// one. For a stream whose setup (Client.OnConnect) failed: resuming it
+// would skip the setup.
+func (m *smState) giveUp() {
+	m.mu.Lock()
+	m.id = ""
+	m.mu.Unlock()
 }
 
 // resume asks the server to resume stream id (XEP-0198 §5). On success the
@@ -232,7 +268,8 @@ func (s *Session) resume(m *smState, id string, h uint32) (bool, error) {
 		s.log.Info("stream resumption refused; starting a new stream", "condition", firstChildName(el))
 		return false, nil
 	}
-	s.jid, s.sm, s.resumed = m.jid, m, true
+	s.jid, s.sm, s.resumed, s.stream = m.jid, m, true, m.stream
+	m.resumeFails = 0
 	// A copy: the window may change once m.mu is released.
 	resent, resend := m.pending(), append([]byte(nil), m.unacked()...)
 	m.mu.Unlock()
@@ -270,7 +307,7 @@ func (s *Session) enableSM(m *smState) error {
 		m.id = el.Attr("id")
 	}
 	m.location = el.Attr("location")
-	m.jid = s.jid
+	m.jid, m.stream = s.jid, s.stream
 	s.sm = m
 	return nil
 }
@@ -410,6 +447,14 @@ func (s *Session) RequestAck() error {
 // and everything else of the old stream still hold, and unacknowledged
 // stanzas were resent.
 func (s *Session) Resumed() bool { return s.resumed }
+
+// Stream identifies the XML stream this session carries: a session that
+// resumed a stream has that stream's number, any other a new one. What
+// belongs to a stream (stanzas sent on it and not yet acknowledged, rooms
+// joined on it) is still there when Stream is the same, and only then: a
+// session may resume a stream that a session in between started and
+// nobody else saw.
+func (s *Session) Stream() uint64 { return s.stream }
 
 // StreamManagement reports whether XEP-0198 is enabled on this stream.
 func (s *Session) StreamManagement() bool { return s.sm != nil }

@@ -96,7 +96,9 @@ func (r *room) run(ctx context.Context, p *Pipeline) {
 		}
 		if sess != last {
 			r.mu.Lock()
-			stillIn := sess.Resumed() && r.on != nil && r.on == last
+			// The same stream, not merely a resumed one: a session in
+			// between may have started a stream without the room.
+			stillIn := r.on != nil && r.on == last && sess.Stream() == r.on.Stream()
 			if stillIn {
 				r.on = sess // a resumed stream keeps its rooms
 			} else {

@@ -309,7 +309,8 @@ func (s *Sink) run(ctx context.Context) {
 func (s *Sink) runMessages(ctx context.Context, log *slog.Logger) {
 	c := s.p.conn()
 	var sess *xmpp.Session
-	var cursor uint64 // highest id sent on sess
+	var stream uint64 // sess.Stream(): what was sent belongs to it
+	var cursor uint64 // highest id sent on the stream
 	for {
 		cur, err := c.WaitConnected(ctx)
 		if err != nil {
@@ -330,7 +331,10 @@ func (s *Sink) runMessages(ctx context.Context, log *slog.Logger) {
 		}
 		if cur != sess {
 			sess = cur
-			if !cur.Resumed() {
+			// Not Resumed: the stream resumed may be one that a session
+			// this sink never saw started, dropping what was sent here.
+			if cur.Stream() != stream {
+				stream = cur.Stream()
 				cursor = s.box.Stats().Acked
 				s.dl.newStream()
 			}

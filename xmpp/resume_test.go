@@ -1,0 +1,270 @@
+package xmpp
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serveConns accepts connections on a loopback listener and runs conn(i,
+// p) for the i-th (from 1), each on a peer offering stream management.
+// It returns the listener's address.
+func serveConns(t *testing.T, pki testPKI, conn func(i int, p *peer)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for i := 1; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				p := &peer{sm: true, t: t}
+				p.reset(c)
+				conn(i, p)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// resumeLog records what each connection's client asked for after
+// logging in: "resume" or "bind".
+type resumeLog struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (l *resumeLog) add(s string) {
+	l.mu.Lock()
+	l.asked = append(l.asked, s)
+	l.mu.Unlock()
+}
+
+func (l *resumeLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.asked...)
+}
+
+// TestFailedSetupIsNotResumed: the link drops while OnConnect sets the
+// session up (the roster request is never answered), before the client's
+// close reaches the server, which keeps the stream resumable. Resuming it
+// would skip the setup (initial presence) for good; the client starts a
+// new stream instead, and OnConnect sends presence.
+func TestFailedSetupIsNotResumed(t *testing.T) {
+	pki := newTestPKI(t)
+	var log resumeLog
+	presence := make(chan int, 10)
+	addr := serveConns(t, pki, func(i int, p *peer) {
+		if err := p.login(pki, "secret"); err != nil {
+			t.Errorf("conn %d: %v", i, err)
+			return
+		}
+		el, _, err := p.element()
+		if err != nil {
+			return
+		}
+		if el.Name == "resume" {
+			log.add("resume")
+			p.send("<resumed xmlns='urn:xmpp:sm:3' previd='" + el.Attr("previd") + "' h='0'/>")
+		} else {
+			log.add("bind")
+			if err := p.bindAndEnable(el, "sm-1"); err != nil {
+				t.Errorf("conn %d: %v", i, err)
+				return
+			}
+		}
+		for {
+			el, _, err := p.element()
+			if err != nil {
+				return
+			}
+			switch {
+			case i == 1 && el.Name == "iq":
+				return // the link drops with the roster request unanswered
+			case el.Name == "iq" && el.Attr("type") == "get":
+				p.send("<iq type='result' id='" + el.Attr("id") + "'><query xmlns='jabber:iq:roster'/></iq>")
+			case el.Name == "presence":
+				presence <- i
+			}
+		}
+	})
+	c := NewClient(Config{
+		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
+		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
+	})
+	var mu sync.Mutex
+	var resumed []bool
+	c.OnConnect = func(ctx context.Context, s *Session) error {
+		mu.Lock()
+		resumed = append(resumed, s.Resumed())
+		mu.Unlock()
+		if s.Resumed() {
+			return nil // as the agent does: a resumed stream keeps its presence
+		}
+		if _, err := s.SendIQ(ctx, Stanza("iq", "get", "", "").Add(NewElement(NSRoster, "query"))); err != nil {
+			return err
+		}
+		return s.Send(ctx, Stanza("presence", "", "", ""))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case i := <-presence:
+		if i != 2 {
+			t.Errorf("presence on connection %d, want 2", i)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no initial presence on any connection")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := log.get(); len(got) < 2 || got[1] != "bind" {
+		t.Errorf("after a failed setup the client asked for %v, want a new stream (bind)", got)
+	}
+	if len(resumed) != 2 || resumed[0] || resumed[1] {
+		t.Errorf("OnConnect saw resumed = %v, want [false false]", resumed)
+	}
+}
+
+// TestUnansweredResumeIsGivenUp: a server that answers every <resume/>
+// with a stream error (a cluster node that cannot find the session, a
+// buggy server) would hold the agent off its account for good if it asked
+// for the same stream again and again; after resumeGiveUp tries it starts
+// a new stream. The new session's Stream differs from the old one's.
+func TestUnansweredResumeIsGivenUp(t *testing.T) {
+	pki := newTestPKI(t)
+	var log resumeLog
+	addr := serveConns(t, pki, func(i int, p *peer) {
+		if err := p.login(pki, "secret"); err != nil {
+			t.Errorf("conn %d: %v", i, err)
+			return
+		}
+		el, _, err := p.element()
+		if err != nil {
+			return
+		}
+		if el.Name == "resume" {
+			log.add("resume")
+			p.send("<stream:error><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
+			return
+		}
+		log.add("bind")
+		if err := p.bindAndEnable(el, "sm-1"); err != nil {
+			t.Errorf("conn %d: %v", i, err)
+			return
+		}
+		if i == 1 {
+			return // the link drops: the stream is left to resume
+		}
+		for {
+			if _, _, err := p.element(); err != nil {
+				return
+			}
+		}
+	})
+	c := NewClient(Config{
+		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
+		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
+	})
+	streams := make(chan uint64, 10)
+	c.OnConnect = func(ctx context.Context, s *Session) error {
+		streams <- s.Stream()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var got []uint64
+	for len(got) < 2 {
+		select {
+		case s := <-streams:
+			got = append(got, s)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("connected %d times, asked %v; want a second session after %d failed resumptions", len(got), log.get(), resumeGiveUp)
+		}
+	}
+	want := []string{"bind"}
+	for range resumeGiveUp {
+		want = append(want, "resume")
+	}
+	want = append(want, "bind")
+	if asked := log.get(); len(asked) != len(want) || asked[len(asked)-1] != "bind" || asked[1] != "resume" || asked[len(asked)-2] != "resume" {
+		t.Errorf("connections asked for %v, want %v", asked, want)
+	}
+	if got[0] == got[1] || got[0] == 0 || got[1] == 0 {
+		t.Errorf("streams of the two sessions = %v, want two different, non-zero", got)
+	}
+}
+
+// TestResumedSessionKeepsStream: a session that resumes a stream has that
+// stream's Stream and reports Resumed.
+func TestResumedSessionKeepsStream(t *testing.T) {
+	pki := newTestPKI(t)
+	addr := serveConns(t, pki, func(i int, p *peer) {
+		if err := p.login(pki, "secret"); err != nil {
+			t.Errorf("conn %d: %v", i, err)
+			return
+		}
+		el, _, err := p.element()
+		if err != nil {
+			return
+		}
+		if el.Name == "resume" {
+			p.send("<resumed xmlns='urn:xmpp:sm:3' previd='" + el.Attr("previd") + "' h='0'/>")
+		} else if err := p.bindAndEnable(el, "sm-1"); err != nil {
+			t.Errorf("conn %d: %v", i, err)
+			return
+		}
+		if i == 1 {
+			return // the link drops
+		}
+		for {
+			if _, _, err := p.element(); err != nil {
+				return
+			}
+		}
+	})
+	c := NewClient(Config{
+		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
+		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
+	})
+	type seen struct {
+		stream  uint64
+		resumed bool
+	}
+	sessions := make(chan seen, 10)
+	c.OnConnect = func(ctx context.Context, s *Session) error {
+		sessions <- seen{s.Stream(), s.Resumed()}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var got []seen
+	for len(got) < 2 {
+		select {
+		case s := <-sessions:
+			got = append(got, s)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("sessions %v; want two", got)
+		}
+	}
+	if got[0].resumed || !got[1].resumed || got[0].stream != got[1].stream || got[0].stream == 0 {
+		t.Errorf("sessions (stream, resumed) = %v, want the second to resume the first's stream", got)
+	}
+}
