@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -77,21 +78,45 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 	if _, err := tlsConfig(cfg.XMPP); err != nil && probation {
 		return rep, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
-	if err := writeConfig(a.configPath, data, a.runningText); err != nil {
+	if cfg.Agent.StateDir != a.running.Agent.StateDir {
+		// Taken at the next start only, where a directory the agent
+		// cannot write stops it before it could get a fix.
+		if err := writable(cfg.Agent.StateDir); err != nil {
+			return rep, fmt.Errorf("%w: agent.state_dir: %w", ErrBadConfig, err)
+		}
+	}
+	// Markers first, then the file: a crash in between leaves markers
+	// that do not match the file that runs, which are ignored.
+	if probation {
+		if err := a.push.begin(cfg, c.JID, data, a.rollbackAfter()); err != nil {
+			a.push.end()
+			return rep, fmt.Errorf("%w: the probation of the new [xmpp] settings cannot be saved: %w", ErrDisk, err)
+		}
+	}
+	if err := markPushed(a.configPath, data); err != nil {
+		a.push.end()
 		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
-	if probation {
-		if err := a.push.begin(cfg, c.JID, data); err != nil {
-			a.log.Warn("config push: probation not saved; a restart during it keeps the new config", "err", err)
+	if err := writeConfig(a.configPath, data, a.runningText); err != nil {
+		a.push.end()
+		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
+	}
+	old, oldText := a.running, a.runningText
+	rep, err = a.apply(ctx, cfg, data, true)
+	if err == nil && len(rep.Failed) > 0 {
+		// What failed here fails the next start, which cannot be
+		// fixed from afar: go back now.
+		err = fmt.Errorf("%w: could not start %s", ErrBadConfig, strings.Join(rep.Failed, ", "))
+		if _, aerr := a.apply(ctx, old, oldText, true); aerr != nil {
+			a.log.Error("config push: the previous config could not be applied again", "err", aerr)
 		}
 	}
-	rep, err = a.apply(ctx, cfg, data, true)
 	if err != nil {
-		// Checked above, so not expected: put the old file back (.prev
-		// already holds it).
-		if rerr := writeAtomic(a.configPath, a.runningText, fileMode(a.configPath)); rerr != nil {
+		// Put the old file back (.prev already holds it).
+		if rerr := writeAtomic(a.configPath, oldText, fileMode(a.configPath)); rerr != nil {
 			a.log.Error("config push: the previous file could not be put back", "err", rerr)
 		}
+		os.Remove(a.configPath + ".pushed")
 		a.push.end()
 		return rep, err
 	}
@@ -101,6 +126,80 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 	}
 	a.log.Info(rep.String(), "via", "push", "by", c.JID.String())
 	return rep, nil
+}
+
+// writable checks that dir can be created and written, as a state
+// directory must be.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".stanzad-check-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte("stanzad"))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(f.Name()); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// A pushed file that never started: path.pushed holds its SHA-256 until
+// the agent has started with it. If a start with it fails (anything a
+// push cannot try without a restart: a state directory, an outbox, a
+// device that is opened only then), the previous file (path.prev) comes
+// back and the start is tried again with it: a push never leaves a board
+// that cannot start, and so cannot be fixed from afar.
+
+// markPushed records data as the pushed file at path.
+func markPushed(path string, data []byte) error {
+	sum := sha256.Sum256(data)
+	return writeAtomic(path+".pushed", []byte(hex.EncodeToString(sum[:])+"\n"), 0o640)
+}
+
+// pushedUnstarted reports whether the file at path is a pushed one that
+// has not started yet.
+func pushedUnstarted(path string) bool {
+	mark, err := os.ReadFile(path + ".pushed")
+	if err != nil {
+		return false
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(data)
+	return strings.TrimSpace(string(mark)) == hex.EncodeToString(sum[:])
+}
+
+// RevertUnstartedPush puts the previous config back at path if the file
+// there is a pushed one that has never started, and reports whether it
+// did. stanzad calls it when it cannot start.
+func RevertUnstartedPush(path string) (bool, error) {
+	if !pushedUnstarted(path) {
+		return false, nil
+	}
+	prev, err := os.ReadFile(path + ".prev")
+	if err != nil {
+		return false, err
+	}
+	if err := writeAtomic(path, prev, fileMode(path)); err != nil {
+		return false, err
+	}
+	os.Remove(path + ".pushed")
+	return true, nil
+}
+
+// StartedWith records that the agent started with the file at path: a
+// pushed file that did is one no longer to be reverted at a start.
+func StartedWith(path string) {
+	if pushedUnstarted(path) {
+		os.Remove(path + ".pushed")
+	}
 }
 
 func (a *Agent) rollbackAfter() time.Duration {
@@ -178,9 +277,12 @@ type pushState struct {
 
 // probation is a pushed config waiting to get the agent online.
 type probation struct {
-	By       string    `json:"by"`     // the operator's JID
-	At       time.Time `json:"at"`     // when it was pushed
-	SHA256   string    `json:"sha256"` // of the pushed file, to know it on disk
+	By     string    `json:"by"`     // the operator's JID
+	At     time.Time `json:"at"`     // when it was pushed
+	SHA256 string    `json:"sha256"` // of the pushed file, to know it on disk
+	// Window is rollback_after when it was pushed (0 in markers written
+	// before it was kept: then the running config's).
+	Window   time.Duration `json:"window,omitempty"`
 	deadline time.Time
 	window   time.Duration // rollback_after
 	link     *link         // the session of the pushed config, once it runs
@@ -218,7 +320,10 @@ func (p *pushState) load(a *Agent) {
 		os.Remove(path) // not the file that runs: the push never took
 		return
 	}
-	pr.window = a.rollbackAfter()
+	pr.window = pr.Window
+	if pr.window <= 0 {
+		pr.window = a.rollbackAfter()
+	}
 	pr.deadline = time.Now().Add(pr.window)
 	pr.link = a.ln.Load()
 	p.pending, p.path = &pr, path
@@ -226,16 +331,14 @@ func (p *pushState) load(a *Agent) {
 	p.signal()
 }
 
-// begin puts a push of cfg (the file data) on probation and saves the
-// marker where a restart with cfg looks for it.
-func (p *pushState) begin(cfg *config.Config, by xmpp.JID, data []byte) error {
+// begin puts a push of cfg (the file data) on probation for window and
+// saves the marker where a restart with cfg looks for it. The window is
+// the running config's rollback_after, not the pushed one's: the config
+// under trial does not set its own trial.
+func (p *pushState) begin(cfg *config.Config, by xmpp.JID, data []byte, window time.Duration) error {
 	sum := sha256.Sum256(data)
-	window := cfg.Agent.RollbackAfter.Duration
-	if window <= 0 {
-		window = 2 * time.Minute
-	}
 	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: hex.EncodeToString(sum[:]),
-		window: window, deadline: time.Now().Add(window)}
+		Window: window, window: window, deadline: time.Now().Add(window)}
 	path := marker(cfg)
 	p.mu.Lock()
 	p.pending, p.path = pr, path
@@ -407,8 +510,9 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 	state := "rolled-back"
 	msg := func() string {
 		defer a.reloadMu.Unlock()
-		p.end()
-		if !a.live {
+		if !a.live || ctx.Err() != nil {
+			// Shutting down: the marker stays, and the next start
+			// gives the pushed config its window again.
 			return ""
 		}
 		at := pr.At.Format(time.RFC3339)
@@ -420,6 +524,9 @@ func (p *pushState) rollback(ctx context.Context, a *Agent, pr *probation, why s
 		if err == nil {
 			err = writeAtomic(a.configPath, prev, fileMode(a.configPath))
 		}
+		// The marker goes once the previous file is back (or cannot
+		// be): a crash before leaves it for the next start.
+		p.end()
 		if err == nil {
 			_, err = a.apply(ctx, cfg, prev, false)
 		}

@@ -133,12 +133,15 @@ func TestPushConfigWrites(t *testing.T) {
 		t.Errorf(".prev:\n%s", prev)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
+	if len(entries) != 3 {
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("files in the config dir: %v, want the config and .prev", names)
+		t.Errorf("files in the config dir: %v, want the config, .prev and .pushed", names)
+	}
+	if !pushedUnstarted(path) {
+		t.Error("the pushed file is not marked as not started yet")
 	}
 	if _, ok := a.device("relay2"); !ok {
 		t.Error("the pushed device does not run")
@@ -163,5 +166,151 @@ func TestPushConfigDiskFull(t *testing.T) {
 	}
 	if a.running != running {
 		t.Error("the running config changed")
+	}
+}
+
+// A push that moves state_dir where the agent cannot write is refused:
+// it would take effect at the next start only, which would then fail.
+func TestPushRefusesUnwritableStateDir(t *testing.T) {
+	dir := t.TempDir()
+	a, text := pushAgent(t, dir)
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pushed := strings.Replace(text, a.running.Agent.StateDir, filepath.Join(blocker, "state"), 1)
+	_, err := a.PushConfig(t.Context(), op, []byte(pushed))
+	if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "agent.state_dir") {
+		t.Fatalf("push to an unwritable state_dir: %v", err)
+	}
+	path := filepath.Join(dir, "stanzad.toml")
+	if b, _ := os.ReadFile(path); string(b) != text {
+		t.Errorf("file after the refused push:\n%s", b)
+	}
+	if _, err := os.Stat(path + ".pushed"); err == nil {
+		t.Error("a refused push left its marker")
+	}
+}
+
+// A push whose new sink cannot start (its outbox directory refused) is
+// undone: the next start would fail on it, and nobody could push a fix
+// to a board that does not start.
+func TestPushWithFailedSinkGoesBack(t *testing.T) {
+	dir := t.TempDir()
+	a, text := pushAgent(t, dir)
+	state := a.running.Agent.StateDir
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "outbox"), nil, 0o600); err != nil {
+		t.Fatal(err) // no outbox directory can be made under a file
+	}
+	pushed := text + "[[sink]]\nkind = \"chat\"\nto = \"op@iot.test\"\n"
+	rep, err := a.PushConfig(t.Context(), op, []byte(pushed))
+	if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "could not start") {
+		t.Fatalf("push with a sink that cannot start: %v, %v", rep, err)
+	}
+	path := filepath.Join(dir, "stanzad.toml")
+	if b, _ := os.ReadFile(path); string(b) != text {
+		t.Errorf("file after the undone push:\n%s", b)
+	}
+	a.reloadMu.Lock()
+	sinks, running := len(a.running.Sinks), string(a.runningText)
+	a.reloadMu.Unlock()
+	if sinks != 0 || running != text {
+		t.Errorf("running config after the undone push: %d sinks\n%s", sinks, running)
+	}
+	if pushedUnstarted(path) {
+		t.Error("the undone push is marked as the pushed file")
+	}
+}
+
+// A pushed file that never started is reverted to .prev when a start
+// fails, once; one that started, or a file edited since, is not.
+func TestRevertUnstartedPush(t *testing.T) {
+	dir := t.TempDir()
+	a, text := pushAgent(t, dir)
+	path := filepath.Join(dir, "stanzad.toml")
+	pushed := text + "[[device]]\nname = \"relay2\"\nkind = \"sim-switch\"\n"
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := RevertUnstartedPush(path); !ok || err != nil {
+		t.Fatalf("revert of the unstarted push = %v, %v", ok, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != text {
+		t.Errorf("file after the revert:\n%s", b)
+	}
+	if ok, _ := RevertUnstartedPush(path); ok {
+		t.Error("reverted twice")
+	}
+
+	// Started with: not reverted.
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); err != nil {
+		t.Fatal(err)
+	}
+	StartedWith(path)
+	if ok, _ := RevertUnstartedPush(path); ok {
+		t.Error("a pushed file the agent started with was reverted")
+	}
+
+	// Edited on the board since the push: the marker is stale.
+	if err := markPushed(path, []byte(pushed+"# edited\n")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := RevertUnstartedPush(path); ok {
+		t.Error("a file that is not the pushed one was reverted")
+	}
+}
+
+// A rollback that finds the agent stopping leaves the probation's marker
+// (and the pushed file) for the next start, which gives the pushed config
+// its window again: the marker going first would let a restart run the
+// pushed file with no probation at all.
+func TestRollbackWhileStoppingKeepsMarker(t *testing.T) {
+	dir := t.TempDir()
+	a, text := pushAgent(t, dir)
+	pushed := strings.Replace(text, "127.0.0.1:1", "127.0.0.1:2", 1)
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); err != nil {
+		t.Fatal(err)
+	}
+	mark := marker(a.running)
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("no probation marker after an [xmpp] push: %v", err)
+	}
+	a.push.mu.Lock()
+	pr := a.push.pending
+	a.push.mu.Unlock()
+	a.reloadMu.Lock()
+	a.live = false // as Run does when it stops
+	a.reloadMu.Unlock()
+	a.push.rollback(t.Context(), a, pr, "not online")
+	a.reloadMu.Lock()
+	a.live = true
+	a.reloadMu.Unlock()
+	if _, err := os.Stat(mark); err != nil {
+		t.Errorf("the marker went with the agent stopping: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stanzad.toml")); string(b) != pushed {
+		t.Errorf("file after a rollback while stopping:\n%s", b)
+	}
+}
+
+// The probation of a push lasts the running config's rollback_after: the
+// config on trial does not set its own trial.
+func TestPushProbationWindowIsTheRunningConfigs(t *testing.T) {
+	dir := t.TempDir()
+	a, text := pushAgent(t, dir)
+	pushed := strings.Replace(text, "127.0.0.1:1", "127.0.0.1:2", 1)
+	pushed = strings.Replace(pushed, "[acl]", "rollback_after = \"720h\"\n[acl]", 1)
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); err != nil {
+		t.Fatal(err)
+	}
+	if left := a.push.left(); left > 2*time.Minute {
+		t.Errorf("probation of %s, want the running config's 2m", left)
+	}
+	b, err := os.ReadFile(marker(a.running))
+	if err != nil || !strings.Contains(string(b), `"window":120000000000`) {
+		t.Errorf("marker %s (%v): want the window kept for a restart", b, err)
 	}
 }

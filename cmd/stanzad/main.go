@@ -40,6 +40,13 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	// SIGHUP's default action ends the process, and systemd counts that
+	// as a clean exit (no restart): caught from the start, a reload asked
+	// for while stanzad starts is done once it runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := flag.NewFlagSet("stanzad", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/stanzad/stanzad.toml", "config file")
@@ -58,9 +65,28 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 
+	// A pushed config that never started and does not start now gives
+	// way to the one before it, once (agent.RevertUnstartedPush): a push
+	// must not leave a board that cannot start and so cannot be fixed.
+	revert := func(why error) bool {
+		if *check || *demo {
+			return false
+		}
+		ok, err := agent.RevertUnstartedPush(*cfgPath)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stderr, "stanzad: %s was pushed and does not start, and the previous config could not be put back: %v\n", *cfgPath, err)
+		case ok:
+			fmt.Fprintf(stderr, "stanzad: %s was pushed and does not start (%v); the previous config is back, starting with it\n", *cfgPath, why)
+		}
+		return ok
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
+		if revert(err) {
+			return run(args, stderr)
+		}
 		return 2
 	}
 	if *demo {
@@ -68,6 +94,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if _, err := agent.BuildDevices(cfg.Devices); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *cfgPath, err)
+		if revert(err) {
+			return run(args, stderr)
+		}
 		return 2
 	}
 	if cfg.MQTT != nil && !bridge.Built {
@@ -106,14 +135,17 @@ func run(args []string, stderr io.Writer) int {
 	a, err := agent.New(opts)
 	if err != nil {
 		log.Error("cannot start", "err", err)
+		if revert(err) {
+			return run(args, stderr)
+		}
 		return 1
+	}
+	if opts.ConfigPath != "" {
+		agent.StartedWith(opts.ConfigPath)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +87,51 @@ func TestCheckOptionalParts(t *testing.T) {
 		if tc.built && code != 0 || !tc.built && (code != 2 || !strings.Contains(stderr.String(), tc.tag)) {
 			t.Errorf("%s: -check = %d, %q (built: %v)", tc.name, code, stderr.String(), tc.built)
 		}
+	}
+}
+
+// A pushed config that never started and cannot start (its state_dir is
+// under a file) gives way to the previous one, once; a file without the
+// push's mark is not touched.
+func TestRunRevertsPushThatDoesNotStart(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Neither starts (a sink's outbox cannot be made), so that run ends:
+	// the previous one's state_dir is under the file too.
+	withSink := goodConfig + "\n[[sink]]\nkind = \"chat\"\nto = \"operator@iot.test\"\n"
+	prev := strings.Replace(withSink, `state_dir = "state"`, `state_dir = "`+filepath.Join(blocker, "prev")+`"`, 1)
+	pushed := strings.Replace(withSink, `state_dir = "state"`, `state_dir = "`+filepath.Join(blocker, "pushed")+`"`, 1)
+	path := writeConfig(t, pushed)
+	if err := os.WriteFile(path+".prev", []byte(prev), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(pushed))
+	if err := os.WriteFile(path+".pushed", []byte(hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-config", path}, &stderr); code != 1 {
+		t.Errorf("exit code %d, want 1 (neither config starts)", code)
+	}
+	if b, _ := os.ReadFile(path); string(b) != prev {
+		t.Errorf("config after the failed start:\n%s\nwant the previous one", b)
+	}
+	if _, err := os.Stat(path + ".pushed"); err == nil {
+		t.Error("the push's mark stayed")
+	}
+	if n := strings.Count(stderr.String(), "the previous config is back"); n != 1 {
+		t.Errorf("reverted %d times, want once; stderr:\n%s", n, stderr.String())
+	}
+
+	// Not a pushed file (or one that started): left as it is.
+	os.WriteFile(path, []byte(pushed), 0o600)
+	stderr.Reset()
+	if code := run([]string{"-config", path}, &stderr); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if b, _ := os.ReadFile(path); string(b) != pushed || strings.Contains(stderr.String(), "previous config") {
+		t.Errorf("an unmarked config was reverted; stderr:\n%s", stderr.String())
 	}
 }
