@@ -289,6 +289,8 @@ func TestParseErrors(t *testing.T) {
 		{"chat to bad", dev + "[[sink]]\nkind = \"chat\"\nto = \"op@\"\n", "sink[0].to", 7, "empty domain"},
 		{"sink key not for kind", dev + "[[sink]]\nkind = \"chat\"\nto = \"op@iot.test\"\nroom = \"r@c.iot.test\"\n", "sink[0].room", 8, "does not apply to sink kind chat"},
 		{"muc room missing", dev + "[[sink]]\nkind = \"muc\"\n", "sink[0].room", 5, "required"},
+		{"two sinks to one JID", dev + "[[sink]]\nkind = \"chat\"\nto = \"op@iot.test\"\n[[sink]]\nkind = \"chat\"\nto = \"Op@IoT.test\"\n", "sink[1]", 8, "same chat as sink[0]"},
+		{"two sinks to one room", dev + "[[sink]]\nkind = \"muc\"\nroom = \"lab@c.iot.test\"\n[[sink]]\nkind = \"muc\"\nroom = \"lab@c.iot.test\"\nnick = \"other\"\n", "sink[1]", 8, "same muc as sink[0]"},
 		{"muc room resource", dev + "[[sink]]\nkind = \"muc\"\nroom = \"r@c.iot.test/nick\"\n", "sink[0].room", 7, "must be a bare JID"},
 		{"muc nick empty", dev + "[[sink]]\nkind = \"muc\"\nroom = \"r@c.iot.test\"\nnick = \"\"\n", "sink[0].nick", 8, "required"},
 		{"muc both passwords", dev + "[[sink]]\nkind = \"muc\"\nroom = \"r@c.iot.test\"\npassword = \"x\"\npassword_file = \"f\"\n", "sink[0].password", 8, "not both"},

@@ -178,8 +178,17 @@ func (cfg *Config) check(c *checker) {
 	if cfg.MQTT != nil {
 		cfg.MQTT.check(c, kinds)
 	}
+	dests := make(map[string]int) // destination -> first sink sending to it
 	for i := range cfg.Sinks {
 		cfg.Sinks[i].check(c, i, kinds)
+		d := cfg.Sinks[i].destination()
+		if j, ok := dests[d]; ok && d != "" {
+			// Each sink has an outbox named by its destination: two
+			// would write one log at once and lose readings.
+			c.add("sink["+itoa(i)+"]", "sends to the same %s as sink[%d]; use one sink (its devices may name several devices)", cfg.Sinks[i].Kind, j)
+			continue
+		}
+		dests[d] = i
 	}
 	actions := make(map[string]bool)
 	for i, act := range cfg.Actions {
@@ -472,6 +481,40 @@ func (s *Sink) check(c *checker, i int, kinds map[string]string) {
 	if s.MaxSilence.Duration < 0 {
 		c.add(k("max_silence"), "must not be negative")
 	}
+}
+
+// destination names where a sink sends, as the server tells them apart:
+// the localpart and domain of a JID compare without case. "" when the
+// sink is not valid enough to say.
+func (s Sink) destination() string {
+	jid := func(v string) string {
+		local, domain, res, err := parseJID(v)
+		if err != nil {
+			return ""
+		}
+		d := strings.ToLower(local) + "@" + strings.ToLower(domain)
+		if res != "" {
+			d += "/" + res
+		}
+		return d
+	}
+	switch s.Kind {
+	case "chat":
+		if to := jid(s.To); to != "" {
+			return "chat " + to
+		}
+	case "muc":
+		if room := jid(s.Room); room != "" {
+			return "muc " + room
+		}
+	case "pubsub":
+		if service := jid(s.Service); service != "" {
+			return "pubsub " + service + " " + s.Node
+		}
+	case "pep":
+		return "pep " + s.Node
+	}
+	return ""
 }
 
 // wantsDevice reports whether s selects device name.
