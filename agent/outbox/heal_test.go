@@ -2,9 +2,11 @@ package outbox
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,4 +157,75 @@ func TestDegradedBounded(t *testing.T) {
 		}
 		ids(t, o, 41, 50)
 	})
+}
+
+// Closing while in memory only (a full disk) tries the disk once more
+// before the next try was due: space freed since, the readings are
+// written out and a restart finds them; a disk still full is an error
+// that says how many readings are lost.
+func TestCloseDegraded(t *testing.T) {
+	for _, freed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "space freed", false: "still full"}[freed], func(t *testing.T) {
+			mnt := tmpfs.Mount(t, 64<<10)
+			dir := filepath.Join(mnt, "outbox")
+			o := open(t, dir, Options{HealFirst: time.Hour})
+			appendN(t, o, 1, 4)
+			o.Ack(2)
+			filler := filepath.Join(mnt, "filler")
+			if err := tmpfs.Fill(filler); err != nil {
+				t.Fatal(err)
+			}
+			n := 4
+			for o.Stats().Degraded == nil {
+				n++
+				appendN(t, o, n, n)
+				if n > 10000 {
+					t.Fatal("appends to a full disk never failed")
+				}
+			}
+			appendN(t, o, n+1, n+3) // in memory only
+			n += 3
+			if freed {
+				os.Remove(filler)
+			}
+			err := o.Close()
+			if freed {
+				if err != nil {
+					t.Fatalf("Close after space came back: %v", err)
+				}
+				o = open(t, dir, Options{})
+				defer o.Close()
+				ids(t, o, 3, n)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d readings", n-2)) {
+				t.Errorf("Close on a full disk = %v, want the %d readings lost named", err, n-2)
+			}
+		})
+	}
+}
+
+// A directory deleted after everything was acknowledged and the log
+// emptied, then an append, then a clean stop before the next tick: the
+// stop writes the pending record afresh with the cursor, so the next
+// start neither loses it nor hands out its id again.
+func TestCloseNoticesDeletedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	o := open(t, dir, Options{})
+	appendN(t, o, 1, 4)
+	o.Ack(4)
+	o.tick(time.Now()) // the all-acknowledged log is emptied
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, o, 5, 5) // into the deleted log, without an error
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, dir, Options{})
+	defer o.Close()
+	ids(t, o, 5, 5)
+	if id, err := o.Append([]byte("reading 6")); err != nil || id != 6 {
+		t.Errorf("next id after the restart = %d, %v; want 6", id, err)
+	}
 }

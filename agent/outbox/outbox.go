@@ -515,6 +515,9 @@ func (o *Outbox) reopen() error {
 	if err := os.MkdirAll(o.dir, 0o750); err != nil {
 		return err
 	}
+	if err := syncDir(filepath.Dir(o.dir)); err != nil {
+		return err // a directory made again, through a power loss
+	}
 	// The log first: a crash before the cursor is written leaves a new
 	// log of pending records and an older cursor, which load reads right.
 	f, size, err := o.writeLog(nil)
@@ -542,6 +545,16 @@ func (o *Outbox) reopen() error {
 	o.ackFile = ack
 	o.f, o.size, o.ackBytes, o.dirty = f, size, 0, false
 	return nil
+}
+
+// syncDir makes the entries of dir (a rename, a file or directory made
+// in it) survive a power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 // lost reports whether the log on disk is no longer the file the outbox
@@ -680,6 +693,15 @@ func (o *Outbox) Rewind(id uint64) (restored, lost int) {
 	clear(o.retained[i:])
 	o.retained = o.retained[:i]
 	o.setAcked(first - 1)
+	if o.f != nil && o.ackFile != nil {
+		// The lowered cursor on disk before the log that holds the
+		// records again: a cursor left higher would have the next
+		// start take them for acknowledged. A crash in between leaves
+		// a cursor behind the log, which load reads right.
+		if err := o.ackFile.Sync(); err != nil {
+			o.degrade(err)
+		}
+	}
 	if o.f != nil {
 		o.rewrite(restore)
 	} else {
@@ -814,6 +836,9 @@ func (o *Outbox) writeLog(prefix []Record) (*os.File, int64, error) {
 	err = errors.Join(copyErr, w.Flush(), f.Sync())
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(o.dir, "log"))
+	}
+	if err == nil {
+		err = syncDir(o.dir) // the rename itself, through a power loss
 	}
 	if err == nil {
 		_, err = f.Seek(size, io.SeekStart)
@@ -994,6 +1019,26 @@ func (o *Outbox) Close() error {
 	o.closed = true
 	defer o.mu.Unlock()
 	var errs []error
+	switch {
+	case o.f == nil:
+		// Memory only: what is pending lives nowhere else. Try the
+		// disk once more, whenever the next try was due: space freed
+		// since, a remount.
+		if err := o.reopen(); err != nil && o.pendingN() > 0 {
+			o.log.Error("outbox: closing with readings in memory only; they are lost", "dir", o.dir,
+				"records", o.pendingN(), "first_id", o.firstID(), "err", err)
+			errs = append(errs, fmt.Errorf("outbox: %d readings in memory only lost: %w", o.pendingN(), err))
+		}
+	default:
+		if err := o.lost(); err != nil {
+			// The directory was deleted or replaced since the last
+			// tick: write everything pending afresh.
+			o.degrade(err)
+			if err := o.reopen(); err != nil && o.pendingN() > 0 {
+				errs = append(errs, fmt.Errorf("outbox: %d readings lost: %w", o.pendingN(), err))
+			}
+		}
+	}
 	if o.f != nil {
 		errs = append(errs, o.f.Sync(), o.f.Close())
 	}
