@@ -197,7 +197,7 @@ func (d *deliveries) settle(now time.Time) {
 type bounceResult int
 
 const (
-	bounceUnknown  bounceResult = iota // not a record this sink follows (too old, or not ours)
+	bounceUnknown  bounceResult = iota // not a record this sink sent (never sent, or on an old stream)
 	bounceRequeued                     // it is pending again and will be sent again
 	bounceRefused                      // refused for good: done, not sent again
 	bounceLost                         // it had left the outbox: lost
@@ -209,6 +209,40 @@ const (
 func (d *deliveries) bounced(id uint64, retry bool, now time.Time) bounceResult {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if id < d.base && id <= d.box.Stats().Acked {
+		// Acknowledged long enough ago that this sink no longer
+		// follows it (a bounce minutes late, one for what a sink this
+		// one replaced sent, or from before a restart): the outbox
+		// may still hold it.
+		if !retry {
+			return bounceRefused
+		}
+		restored, lost := d.box.Rewind(id)
+		if restored == 0 {
+			return bounceLost
+		}
+		// The window goes back to what Rewind restored, so that
+		// nothing before the bounced record is acknowledged until it
+		// is: the rest was delivered (done again at once), the bounced
+		// record is sent again.
+		first := id + uint64(lost)
+		if first >= d.base { // id is lost, and what was restored is in the window
+			d.settle(now)
+			return bounceLost
+		}
+		back := make([]delivery, d.base-first, uint64(len(d.state))+d.base-first)
+		for i := range back {
+			back[i] = delivery{st: dDone, at: now}
+		}
+		d.state, d.base = append(back, d.state...), first
+		if lost > 0 {
+			d.settle(now)
+			return bounceLost
+		}
+		d.state[0].st = dBounced
+		d.moved = true
+		return bounceRequeued
+	}
 	if id < d.base || id-d.base >= uint64(len(d.state)) {
 		return bounceUnknown
 	}
@@ -224,8 +258,11 @@ func (d *deliveries) bounced(id uint64, retry bool, now time.Time) bounceResult 
 	e.st = dBounced
 	d.moved = true
 	if id <= d.box.Stats().Acked {
-		if restored, _ := d.box.Rewind(id); restored == 0 {
-			e.st = dRefused // gone from the outbox
+		// Rewind restores an unbroken run up to the cursor: records
+		// older than what it still holds, id among them, are gone.
+		if restored, lost := d.box.Rewind(id); restored == 0 || lost > 0 {
+			e.st = dRefused
+			d.settle(now)
 			return bounceLost
 		}
 	}

@@ -262,3 +262,71 @@ func TestDeliveriesAfterDrops(t *testing.T) {
 		t.Fatalf("acked %d, want %d", st.Acked, first)
 	}
 }
+
+// A bounce for a record this sink no longer follows (acknowledged more
+// than deliveryRetain ago, or sent by the sink this one replaced) that
+// the outbox still retains: sent again, and nothing acknowledged past it
+// until it is delivered; a refusal for good counts as refused.
+func TestDeliveriesLateBounce(t *testing.T) {
+	d, box := newTestDeliveries(t, 4)
+	now := time.Now()
+	sendAll(d, box)
+	d.acked(4, now)
+	later := now.Add(deliveryRetain + time.Second)
+	settle := func() {
+		d.mu.Lock()
+		d.settle(later)
+		d.mu.Unlock()
+	}
+	settle() // the window lets 1..4 go
+	if d.lookup(2) != nil {
+		t.Fatal("the window still follows 2; the test needs it let go")
+	}
+	if r := d.bounced(2, false, later); r != bounceRefused {
+		t.Fatalf("late refusal = %v, want refused", r)
+	}
+	if r := d.bounced(2, true, later); r != bounceRequeued {
+		t.Fatalf("late bounce = %v, want requeued", r)
+	}
+	if !d.takeMoved() {
+		t.Fatal("a late bounce did not move records back")
+	}
+	if got := fmt.Sprint(sendAll(d, box)); got != "[2]" {
+		t.Fatalf("after a late bounce sent %s, want [2]", got)
+	}
+	settle() // as any other ack would: 2 is not delivered yet
+	if st := box.Stats(); st.Acked != 1 {
+		t.Fatalf("before 2 is delivered again the outbox acknowledged up to %d, want 1", st.Acked)
+	}
+	d.acked(2, later)
+	if st := box.Stats(); st.Acked != 4 || st.Pending != 0 {
+		t.Fatalf("after 2 is delivered again: %+v, want all acknowledged", st)
+	}
+}
+
+// A bounce for a record older than what the outbox still retains: Rewind
+// restores only the newest acknowledged records, so the bounced one is
+// lost, and the ones it restored are acknowledged again at once.
+func TestDeliveriesBouncePartlyRetained(t *testing.T) {
+	box, err := outbox.Open(t.TempDir(), outbox.Options{Retain: time.Minute, RetainBytes: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	for i := 1; i <= 10; i++ {
+		box.Append(fmt.Appendf(nil, "%0100d", i)) // 100 bytes each: 3 fit in RetainBytes
+	}
+	d := newDeliveries(box)
+	now := time.Now()
+	sendAll(d, box)
+	d.acked(10, now)
+	if r := d.bounced(2, true, now); r != bounceLost {
+		t.Fatalf("bounce of a record the outbox no longer retains = %v, want lost", r)
+	}
+	if st := box.Stats(); st.Acked != 10 || st.Pending != 0 {
+		t.Fatalf("after a lost bounce: %+v, want the restored records acknowledged again", st)
+	}
+	if got := sendAll(d, box); len(got) != 0 {
+		t.Fatalf("sent %v after a lost bounce", got)
+	}
+}
