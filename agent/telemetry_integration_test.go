@@ -577,3 +577,24 @@ func TestIntegrationAlert(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// A pubsub service that is not there now (a component restarting, a
+// server not reachable): readings stay queued, none is counted refused.
+func TestIntegrationPubSubServiceAway(t *testing.T) {
+	srv := testserver.New(t, testserver.Options{PubSubAway: true})
+	testserver.MustRegister(t, srv, "device", "pw-device")
+	cfg := baseConfig(srv, t.TempDir())
+	cfg.Sinks = []config.Sink{{Kind: "pubsub", Service: "pubsub." + srv.Host, Node: "urn:xmpp:iot:sensordata/{device}", MaxItems: 5, Devices: []string{"*"}}}
+	green := newScript("greenhouse")
+	a := runOnline(t, agent.Options{Config: cfg, Logger: testLogger(t), Devices: []devices.Device{green}})
+	green.temp(20)
+	green.temp(21)
+	time.Sleep(8 * time.Second) // three wait retries and a pause would have passed
+	rep, err := a.Status(t.Context(), agent.Caller{Role: agent.RoleOperator, Via: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob := rep.Outboxes[0]; ob.Rejected != 0 || ob.Pending != 2 {
+		t.Errorf("sink with its service away: %d refused, %d pending; want 0 and 2", ob.Rejected, ob.Pending)
+	}
+}

@@ -225,7 +225,9 @@ func (p *publisher) ensure(ctx context.Context, sess *xmpp.Session, node string,
 // repair handles a publish the service refused: a missing node is
 // created and the item published again; a refusal for good is logged
 // clearly and the reading dropped (counted); a temporary one is retried
-// after a pause. It returns false when the stream ended.
+// after a pause, and one that lasts (or a service that is not there
+// now) ends serve, which publishes everything unanswered again later:
+// the reading stays queued. It returns false when serve must end.
 func (p *publisher) repair(ctx context.Context, sess *xmpp.Session, s *Sink, f *flight, log *slog.Logger) bool {
 	for attempt := 0; ; attempt++ {
 		var se *xmpp.StanzaError
@@ -246,6 +248,12 @@ func (p *publisher) repair(ctx context.Context, sess *xmpp.Session, s *Sink, f *
 				return false
 			case <-time.After(time.Duration(attempt+1) * time.Second):
 			}
+		case notNow(se):
+			if p.warnOnce(f.node+"\x00not now", time.Now()) {
+				log.Warn("pubsub: the service cannot take items now; readings stay queued and are published again",
+					"service", p.service, "node", f.node, "type", se.Type, "condition", se.Condition)
+			}
+			return false
 		default:
 			s.rejected.Add(1)
 			p.explain(f.node, se, log)
@@ -276,17 +284,37 @@ func (p *publisher) repair(ctx context.Context, sess *xmpp.Session, s *Sink, f *
 	}
 }
 
-// explain logs why the service refuses items on node, at most every ten
-// minutes per node, in words that say what to change.
-func (p *publisher) explain(node string, se *xmpp.StanzaError, log *slog.Logger) {
-	now := time.Now()
-	if t, ok := p.warned[node]; ok && now.Sub(t) < 10*time.Minute {
-		return
+// notNow reports whether a refused publish may succeed later: the
+// service says so (wait), or it, or the server it is on, cannot be
+// reached or failed now. A pubsub component restarting answers
+// service-unavailable; dropping readings for that would lose them.
+func notNow(se *xmpp.StanzaError) bool {
+	switch se.Condition {
+	case "service-unavailable", "remote-server-not-found", "remote-server-timeout", "internal-server-error", "resource-constraint":
+		return true
+	}
+	return se.Type == xmpp.ErrorTypeWait
+}
+
+// warnOnce reports whether a warning keyed key is due: at most one every
+// ten minutes.
+func (p *publisher) warnOnce(key string, now time.Time) bool {
+	if t, ok := p.warned[key]; ok && now.Sub(t) < 10*time.Minute {
+		return false
 	}
 	if p.warned == nil {
 		p.warned = make(map[string]time.Time)
 	}
-	p.warned[node] = now
+	p.warned[key] = now
+	return true
+}
+
+// explain logs why the service refuses items on node, at most every ten
+// minutes per node, in words that say what to change.
+func (p *publisher) explain(node string, se *xmpp.StanzaError, log *slog.Logger) {
+	if !p.warnOnce(node, time.Now()) {
+		return
+	}
 	where := p.service
 	if where == "" {
 		where = "the account's PEP service"

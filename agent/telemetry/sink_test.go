@@ -8,6 +8,8 @@ import (
 
 	"github.com/stanzad/stanzad/agent/outbox"
 	"github.com/stanzad/stanzad/devices"
+
+	"github.com/stanzad/stanzad/xmpp"
 )
 
 func climateReading() devices.Reading {
@@ -185,5 +187,29 @@ func TestOnAckRoutesToSinks(t *testing.T) {
 	}
 	if got := s1.box.Stats(); got.Acked != 4 || got.Pending != 1 {
 		t.Errorf("sink 1: %+v, want acked 4, 1 pending", got)
+	}
+}
+
+// A publish the service refuses for now keeps the reading queued; only a
+// refusal for good drops it.
+func TestPubsubNotNow(t *testing.T) {
+	for _, tt := range []struct {
+		typ, condition string
+		notNow         bool
+	}{
+		{xmpp.ErrorTypeWait, "resource-constraint", true},
+		{xmpp.ErrorTypeWait, "policy-violation", true},
+		{xmpp.ErrorTypeCancel, "service-unavailable", true},
+		{xmpp.ErrorTypeCancel, "remote-server-not-found", true},
+		{xmpp.ErrorTypeWait, "remote-server-timeout", true},
+		{xmpp.ErrorTypeCancel, "internal-server-error", true},
+		{xmpp.ErrorTypeAuth, "forbidden", false},
+		{xmpp.ErrorTypeModify, "not-acceptable", false},
+		{xmpp.ErrorTypeCancel, "item-not-found", false},
+		{xmpp.ErrorTypeModify, "bad-request", false},
+	} {
+		if got := notNow(&xmpp.StanzaError{Type: tt.typ, Condition: tt.condition}); got != tt.notNow {
+			t.Errorf("notNow(%s/%s) = %v, want %v", tt.typ, tt.condition, got, tt.notNow)
+		}
 	}
 }

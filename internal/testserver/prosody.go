@@ -34,6 +34,10 @@ type Options struct {
 	MUC bool
 	// PubSub adds the component "pubsub.<Host>" (XEP-0060).
 	PubSub bool
+	// PubSubAway makes "pubsub.<Host>" an external component (XEP-0114)
+	// that is never connected: Prosody answers what is sent to it with
+	// wait/service-unavailable, as while a component restarts.
+	PubSubAway bool
 	// Admins are bare JIDs with server admin rights (on Prosody's pubsub
 	// component only admins may create nodes).
 	Admins []string
@@ -143,6 +147,7 @@ func (s *Server) configure(bin, ctl string, opts Options) error {
 		PasswordHash: opts.PasswordHash,
 		MUC:          opts.MUC,
 		PubSub:       opts.PubSub,
+		PubSubAway:   opts.PubSubAway,
 		Admins:       opts.Admins,
 		NoOffline:    opts.NoOffline,
 		C2SRateKB:    opts.C2SRateKB,
@@ -253,6 +258,7 @@ type prosodyConfig struct {
 	PasswordHash  string
 	MUC           bool
 	PubSub        bool
+	PubSubAway    bool
 	Admins        []string
 	NoOffline     bool
 	C2SRateKB     int
@@ -329,6 +335,10 @@ Component {{lua (printf "conference.%s" .Host)}} "muc"
 {{- if .PubSub}}
 
 Component {{lua (printf "pubsub.%s" .Host)}} "pubsub"
+{{- else if .PubSubAway}}
+
+Component {{lua (printf "pubsub.%s" .Host)}}
+	component_secret = "never-connected"
 {{- end}}
 {{- if .HTTPPort}}
 
