@@ -60,7 +60,32 @@ type reader struct {
 	dec      *xml.Decoder
 	maxSize  int64
 	maxDepth int
+	// elements counts the elements of the stanza being read, to
+	// maxElements: past it the rest is skipped, not kept.
+	elements, maxElements int
 }
+
+// elementBytes is the input per element a stanza may average, at least:
+// an element kept costs ~25 times its bytes (<a/> is 4 bytes, ~100 as an
+// Element), and a stanza of maxSize of empty elements would hold MBs.
+// Real stanzas (forms, rosters, sensor data) average far more.
+const elementBytes = 64
+
+// droppedStanza is a stanza read whole but not kept: it has more than
+// maxElements elements. el is its top element, without children. The
+// stream goes on; Serve answers an IQ request with an error.
+type droppedStanza struct {
+	el  *Element
+	max int
+}
+
+func (d *droppedStanza) Error() string {
+	return fmt.Sprintf("xmpp: <%s/> from %q has more than %d elements; dropped", d.el.Name, d.el.Attr("from"), d.max)
+}
+
+// errTooManyElements unwinds element's recursion once the count is past
+// maxElements; every level skips the rest of its element.
+var errTooManyElements = errors.New("too many elements")
 
 func newReader(r io.Reader, maxSize int64, maxDepth int) *reader {
 	if maxSize <= 0 {
@@ -73,7 +98,7 @@ func newReader(r io.Reader, maxSize int64, maxDepth int) *reader {
 	c.limit = maxSize + readAhead
 	d := xml.NewDecoder(c)
 	d.Strict = true
-	return &reader{conn: c, dec: d, maxSize: maxSize, maxDepth: maxDepth}
+	return &reader{conn: c, dec: d, maxSize: maxSize, maxDepth: maxDepth, maxElements: int(max(maxSize/elementBytes, 256))}
 }
 
 // streamHeader is the peer's <stream:stream> start tag.
@@ -138,7 +163,20 @@ func (r *reader) next() (*Element, error) {
 		case xml.EndElement:
 			return nil, errStreamEnd
 		case xml.StartElement:
+			r.elements = 0
 			el, err := r.element(t, 1)
+			if errors.Is(err, errTooManyElements) && r.dec.InputOffset()-start > r.maxSize {
+				return nil, r.tooBig()
+			}
+			if errors.Is(err, errTooManyElements) {
+				top := &Element{Space: t.Name.Space, Name: t.Name.Local}
+				for _, a := range t.Attr {
+					if a.Name.Space == "" && a.Name.Local != "xmlns" {
+						top.Attrs = append(top.Attrs, Attr{a.Name.Local, a.Value})
+					}
+				}
+				err = &droppedStanza{el: top, max: r.maxElements}
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -158,6 +196,9 @@ func (r *reader) element(start xml.StartElement, depth int) (*Element, error) {
 	}
 	if !isNCName(start.Name.Local) {
 		return nil, &StreamError{Condition: "not-well-formed", Text: fmt.Sprintf("invalid element name %q", start.Name.Local), Local: true}
+	}
+	if r.elements++; r.elements > r.maxElements {
+		return nil, r.skipRest()
 	}
 	el := &Element{Space: start.Name.Space, Name: start.Name.Local}
 	if len(start.Attr) > 0 {
@@ -184,6 +225,9 @@ func (r *reader) element(start xml.StartElement, depth int) (*Element, error) {
 		switch t := tok.(type) {
 		case xml.StartElement:
 			c, err := r.element(t, depth+1)
+			if errors.Is(err, errTooManyElements) {
+				return nil, r.skipRest()
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -197,6 +241,23 @@ func (r *reader) element(start xml.StartElement, depth int) (*Element, error) {
 			return nil, restricted(fmt.Sprintf("%T", tok))
 		}
 	}
+}
+
+// skipRest skips the rest of the element whose start was read last
+// (its tokens are read and let go) and returns errTooManyElements, or
+// what went wrong reading them.
+func (r *reader) skipRest() error {
+	if err := r.dec.Skip(); err != nil {
+		var se *xml.SyntaxError
+		switch {
+		case errors.Is(err, errTooBig):
+			return r.tooBig()
+		case errors.As(err, &se):
+			return &StreamError{Condition: "not-well-formed", Text: se.Msg, Local: true}
+		}
+		return err
+	}
+	return errTooManyElements
 }
 
 // token reads one token and maps decoder and limit failures to stream

@@ -248,3 +248,33 @@ func BenchmarkReaderStanzas(b *testing.B) {
 		}
 	}
 }
+
+// A stanza of more elements than the reader keeps (an element bomb: 240 KB
+// of <a/> would hold MBs as Elements) is read whole and dropped, with its
+// top element for the log; the stream goes on. One at the limit is kept.
+func TestReaderElementLimit(t *testing.T) {
+	r := newReader(strings.NewReader(""), 0, 0)
+	limit := r.maxElements
+	if limit != DefaultMaxStanza/elementBytes {
+		t.Fatalf("limit %d elements, want %d", limit, DefaultMaxStanza/elementBytes)
+	}
+	kept := "<message id='k'>" + strings.Repeat("<a/>", limit-1) + "</message>"
+	bomb := "<message from='x@evil.test/r' id='b'><body>" + strings.Repeat("<a><b/></a>", limit) + "</body></message>"
+	in := header + kept + bomb + "<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq></stream:stream>"
+	r = newReader(strings.NewReader(in), 0, 0)
+	if _, err := r.header(); err != nil {
+		t.Fatal(err)
+	}
+	el, err := r.next()
+	if err != nil || len(el.Children) != limit-1 {
+		t.Fatalf("stanza at the limit: %v", err)
+	}
+	_, err = r.next()
+	var d *droppedStanza
+	if !errors.As(err, &d) || d.el.Name != "message" || d.el.Attr("from") != "x@evil.test/r" || d.el.Attr("id") != "b" || len(d.el.Children) != 0 {
+		t.Fatalf("bomb: %v (%+v)", err, d)
+	}
+	if el, err := r.next(); err != nil || el.Attr("id") != "after" {
+		t.Fatalf("the stanza after the bomb: %v, %v", el, err)
+	}
+}

@@ -932,8 +932,25 @@ func (s *Session) Serve(ctx context.Context) error {
 			close(ordered)
 		}
 	}()
+	var droppedLogged time.Time
 	for {
 		el, err := s.r.next()
+		var dropped *droppedStanza
+		if errors.As(err, &dropped) {
+			// Read whole, not kept (reader.maxElements). Counted for the
+			// server's acks; no answer, not even to an IQ request: the
+			// ACL that decides who gets one runs on the stanza.
+			s.recv.Add(1)
+			if dropped.el.Space != NSSM {
+				s.countInbound()
+			}
+			if time.Since(droppedLogged) > time.Minute {
+				droppedLogged = time.Now()
+				s.log.Warn("dropping a stanza with too many elements", "name", dropped.el.Name, "from", dropped.el.Attr("from"),
+					"type", dropped.el.Attr("type"), "limit", dropped.max)
+			}
+			continue
+		}
 		if err != nil {
 			return s.readFailed(err)
 		}

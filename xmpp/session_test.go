@@ -502,6 +502,38 @@ func TestParseH(t *testing.T) {
 
 // The unavailable presence sent by Close is a stanza the server counts:
 // its final ack must not look like an over-acknowledgement.
+// A stanza with more elements than the reader keeps is dropped without
+// ending the stream, and counted for stream management: the server's
+// next <r/> is answered with it included.
+func TestSessionDropsElementBomb(t *testing.T) {
+	answered := make(chan struct{})
+	cfg, done := scriptedPeer(t, &peer{sm: true}, "secret", func(p *peer) error {
+		p.send("<message from='x@evil.test/r' type='chat'>" + strings.Repeat("<a/>", DefaultMaxStanza/elementBytes+1) + "</message>" +
+			"<message from='a@iot.test/x'><body>1</body></message><r xmlns='urn:xmpp:sm:3'/>")
+		el, _, err := p.element()
+		if err != nil || el.Name != "a" || el.Attr("h") != "2" {
+			return fmt.Errorf("answer to <r/>: %v %v, want <a h='2'/> (the dropped message and the next)", el, err)
+		}
+		close(answered)
+		return nil
+	})
+	cfg.sm = &smState{}
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(context.Background()) }()
+	defer s.Close(context.Background())
+	select {
+	case <-answered:
+	case err := <-done:
+		t.Fatalf("peer: %v", err)
+	case err := <-serveErr:
+		t.Fatalf("Serve after the bomb: %v", err)
+	}
+}
+
 func TestSessionCloseCountsPresence(t *testing.T) {
 	cfg, done := scriptedPeer(t, &peer{sm: true}, "secret", func(p *peer) error {
 		for {
