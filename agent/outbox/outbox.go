@@ -186,7 +186,7 @@ func Open(dir string, opts Options) (*Outbox, error) {
 // be older than what receivers got, and ids go on after the reservation.
 const (
 	cursorSize = 8 + 8 + 16
-	reserveIDs = 256 // ids per reservation: one cursor sync per 256 appends
+	reserveIDs = 1024 // ids per reservation: a cursor sync per 512 to 1024 appends
 )
 
 // bootID is the kernel's id of this boot; zero if it cannot be read

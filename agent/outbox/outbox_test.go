@@ -683,17 +683,19 @@ func TestIDsNeverReused(t *testing.T) {
 func TestReservationToppedUp(t *testing.T) {
 	o := open(t, t.TempDir(), Options{})
 	defer o.Close()
-	appendN(t, o, 1, 200)
+	half := reserveIDs/2 + 1
+	appendN(t, o, 1, half)
 	if o.issued != reserveIDs {
 		t.Fatalf("reservation after the first append: %d, want %d", o.issued, reserveIDs)
 	}
 	o.tick(time.Now())
-	if want := uint64(200 + reserveIDs); o.issued != want {
+	want := uint64(half + reserveIDs)
+	if o.issued != want {
 		t.Errorf("reservation after a tick: %d, want %d", o.issued, want)
 	}
-	appendN(t, o, 201, 300)
+	appendN(t, o, half+1, half+10)
 	o.tick(time.Now())
-	if o.issued != uint64(200+reserveIDs) {
-		t.Errorf("a tick with half the reservation left moved it to %d", o.issued)
+	if o.issued != want {
+		t.Errorf("a tick with more than half the reservation left moved it to %d", o.issued)
 	}
 }
