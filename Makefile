@@ -25,7 +25,10 @@ LDFLAGS   = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # handshake of SHA-384 suites; records use AEAD only) and encoding/binary
 # (a call of a few ns where a byte-order helper was inlined: outbox
 # headers, MQTT lengths) and the outbox (Append+Ack is a write and an
-# fsync's bookkeeping: 4.0-5.3 µs either way) — is compiled without
+# fsync's bookkeeping: 4.0-5.3 µs either way), and the TLS handshake's
+# message parsing (cryptobyte), key agreement wrappers (crypto/ecdh: the
+# field arithmetic under X25519 and P-256 keeps inlining), HMAC (the
+# handshake's key schedule and SCRAM) and PEM (the CA file, once) — is compiled without
 # inlining: ~400 KB less on armv7, which keeps the binary in its 8 MiB
 # budget (docs/benchmarks.md, decisions §7). The hot paths (xmpp,
 # telemetry, AES/ChaCha20, paho) keep it, and so does ML-KEM (the TLS
@@ -43,7 +46,9 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'github.com/stanzad/stanzad/devices=-l' -gcflags 'net=-l' -gcflags 'os=-l' -gcflags 'fmt=-l' \
             -gcflags 'time=-l' -gcflags 'strings=-l' -gcflags 'encoding/xml=-l' \
             -gcflags 'crypto/internal/fips140/bigmod=-l' -gcflags 'crypto/internal/fips140/sha512=-l' \
-            -gcflags 'encoding/binary=-l' -gcflags 'github.com/stanzad/stanzad/agent/outbox=-l'
+            -gcflags 'encoding/binary=-l' -gcflags 'github.com/stanzad/stanzad/agent/outbox=-l' \
+            -gcflags 'vendor/golang.org/x/crypto/cryptobyte/...=-l' -gcflags 'crypto/ecdh=-l' \
+            -gcflags 'crypto/internal/fips140/ecdh=-l' -gcflags 'crypto/internal/fips140/hmac=-l' -gcflags 'encoding/pem=-l'
 # TAGS leaves optional parts out of a board's binary: nomqtt (the MQTT
 # bridge and Home Assistant discovery, paho), nogpio (GPIO and I2C
 # devices, periph's host drivers). E.g. make build TAGS=nomqtt,nogpio.

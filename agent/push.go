@@ -87,17 +87,7 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 	}
 	// Markers first, then the file: a crash in between leaves markers
 	// that do not match the file that runs, which are ignored.
-	if probation {
-		if err := a.push.begin(cfg, c.JID, data, a.rollbackAfter()); err != nil {
-			a.push.end()
-			return rep, fmt.Errorf("%w: the probation of the new [xmpp] settings cannot be saved: %w", ErrDisk, err)
-		}
-	}
-	if err := markPushed(a.configPath, data); err != nil {
-		a.push.end()
-		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
-	}
-	if err := writeConfig(a.configPath, data, a.runningText); err != nil {
+	if err := a.writePush(cfg, c.JID, data, probation); err != nil {
 		a.push.end()
 		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
@@ -200,6 +190,20 @@ func StartedWith(path string) {
 	if pushedUnstarted(path) {
 		os.Remove(path + ".pushed")
 	}
+}
+
+// writePush saves the probation's marker (if on probation) and the
+// pushed file's, then writes the file, keeping the running one as .prev.
+func (a *Agent) writePush(cfg *config.Config, by xmpp.JID, data []byte, probation bool) error {
+	if probation {
+		if err := a.push.begin(cfg, by, data, a.rollbackAfter()); err != nil {
+			return fmt.Errorf("the probation of the new [xmpp] settings cannot be saved: %w", err)
+		}
+	}
+	if err := markPushed(a.configPath, data); err != nil {
+		return err
+	}
+	return writeConfig(a.configPath, data, a.runningText)
 }
 
 func (a *Agent) rollbackAfter() time.Duration {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -72,15 +73,23 @@ type reader struct {
 const elementBytes = 64
 
 // droppedStanza is a stanza read whole but not kept: it has more than
-// maxElements elements. el is its top element, without children. The
-// stream goes on; Serve answers an IQ request with an error.
+// maxElements elements. The stream goes on.
 type droppedStanza struct {
-	el  *Element
-	max int
+	start xml.StartElement // its top element's tag
+	max   int
+}
+
+func (d *droppedStanza) attr(name string) string {
+	for _, a := range d.start.Attr {
+		if a.Name.Space == "" && a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
 }
 
 func (d *droppedStanza) Error() string {
-	return fmt.Sprintf("xmpp: <%s/> from %q has more than %d elements; dropped", d.el.Name, d.el.Attr("from"), d.max)
+	return "xmpp: <" + d.start.Name.Local + "/> from " + strconv.Quote(d.attr("from")) + " has more than " + strconv.Itoa(d.max) + " elements; dropped"
 }
 
 // errTooManyElements unwinds element's recursion once the count is past
@@ -169,13 +178,7 @@ func (r *reader) next() (*Element, error) {
 				return nil, r.tooBig()
 			}
 			if errors.Is(err, errTooManyElements) {
-				top := &Element{Space: t.Name.Space, Name: t.Name.Local}
-				for _, a := range t.Attr {
-					if a.Name.Space == "" && a.Name.Local != "xmlns" {
-						top.Attrs = append(top.Attrs, Attr{a.Name.Local, a.Value})
-					}
-				}
-				err = &droppedStanza{el: top, max: r.maxElements}
+				err = &droppedStanza{start: t, max: r.maxElements}
 			}
 			if err != nil {
 				return nil, err
@@ -248,14 +251,7 @@ func (r *reader) element(start xml.StartElement, depth int) (*Element, error) {
 // what went wrong reading them.
 func (r *reader) skipRest() error {
 	if err := r.dec.Skip(); err != nil {
-		var se *xml.SyntaxError
-		switch {
-		case errors.Is(err, errTooBig):
-			return r.tooBig()
-		case errors.As(err, &se):
-			return &StreamError{Condition: "not-well-formed", Text: se.Msg, Local: true}
-		}
-		return err
+		return r.readErr(err)
 	}
 	return errTooManyElements
 }
@@ -266,17 +262,7 @@ func (r *reader) skipRest() error {
 func (r *reader) token() (xml.Token, error) {
 	tok, err := r.dec.Token()
 	if err != nil {
-		if errors.Is(err, errTooBig) {
-			return nil, r.tooBig()
-		}
-		var se *xml.SyntaxError
-		if errors.As(err, &se) {
-			if strings.Contains(se.Msg, "unexpected EOF") {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, &StreamError{Condition: "not-well-formed", Text: se.Msg, Local: true}
-		}
-		return nil, err
+		return nil, r.readErr(err)
 	}
 	switch tok.(type) {
 	case xml.Comment:
@@ -285,6 +271,21 @@ func (r *reader) token() (xml.Token, error) {
 		return nil, restricted("DTD or directive")
 	}
 	return tok, nil
+}
+
+// readErr maps a decoder or limit failure to a stream error.
+func (r *reader) readErr(err error) error {
+	if errors.Is(err, errTooBig) {
+		return r.tooBig()
+	}
+	var se *xml.SyntaxError
+	if errors.As(err, &se) {
+		if strings.Contains(se.Msg, "unexpected EOF") {
+			return io.ErrUnexpectedEOF
+		}
+		return &StreamError{Condition: "not-well-formed", Text: se.Msg, Local: true}
+	}
+	return err
 }
 
 func (r *reader) tooBig() error {

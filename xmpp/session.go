@@ -941,13 +941,12 @@ func (s *Session) Serve(ctx context.Context) error {
 			// server's acks; no answer, not even to an IQ request: the
 			// ACL that decides who gets one runs on the stanza.
 			s.recv.Add(1)
-			if dropped.el.Space != NSSM {
+			if dropped.start.Name.Space != NSSM {
 				s.countInbound()
 			}
 			if time.Since(droppedLogged) > time.Minute {
 				droppedLogged = time.Now()
-				s.log.Warn("dropping a stanza with too many elements", "name", dropped.el.Name, "from", dropped.el.Attr("from"),
-					"type", dropped.el.Attr("type"), "limit", dropped.max)
+				s.log.Warn("dropping a stanza", "err", dropped)
 			}
 			continue
 		}

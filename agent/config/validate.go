@@ -182,7 +182,7 @@ func (cfg *Config) check(c *checker) {
 	for i := range cfg.Sinks {
 		cfg.Sinks[i].check(c, i, kinds)
 		d := cfg.Sinks[i].destination()
-		if j, ok := dests[d]; ok && d != "" {
+		if j, ok := dests[d]; ok {
 			// Each sink has an outbox named by its destination: two
 			// would write one log at once and lose readings.
 			c.add("sink["+itoa(i)+"]", "sends to the same %s as sink[%d]; use one sink (its devices may name several devices)", cfg.Sinks[i].Kind, j)
@@ -483,38 +483,12 @@ func (s *Sink) check(c *checker, i int, kinds map[string]string) {
 	}
 }
 
-// destination names where a sink sends, as the server tells them apart:
-// the localpart and domain of a JID compare without case. "" when the
-// sink is not valid enough to say.
+// destination names where a sink sends, without case: the server
+// compares the localpart and domain of a JID so (two sinks to one JID
+// whose resources differ only in case are refused too). A sink has only
+// its own kind's keys (check), so the others are empty.
 func (s Sink) destination() string {
-	jid := func(v string) string {
-		local, domain, res, err := parseJID(v)
-		if err != nil {
-			return ""
-		}
-		d := strings.ToLower(local) + "@" + strings.ToLower(domain)
-		if res != "" {
-			d += "/" + res
-		}
-		return d
-	}
-	switch s.Kind {
-	case "chat":
-		if to := jid(s.To); to != "" {
-			return "chat " + to
-		}
-	case "muc":
-		if room := jid(s.Room); room != "" {
-			return "muc " + room
-		}
-	case "pubsub":
-		if service := jid(s.Service); service != "" {
-			return "pubsub " + service + " " + s.Node
-		}
-	case "pep":
-		return "pep " + s.Node
-	}
-	return ""
+	return s.Kind + " " + strings.ToLower(s.To+s.Room+s.Service) + " " + s.Node
 }
 
 // wantsDevice reports whether s selects device name.

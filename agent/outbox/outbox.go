@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -12,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 )
@@ -109,6 +107,7 @@ type Outbox struct {
 	bytes    int64      // payload bytes pending
 	next     uint64     // id of the next append
 	issued   uint64     // ids up to this may be handed out: the reservation on disk
+	boot     uint64     // bootID at Open
 	acked    uint64
 	dropped  uint64
 	dirty    bool
@@ -136,7 +135,7 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	if opts.HealFirst <= 0 {
 		opts.HealFirst = 10 * time.Second
 	}
-	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1}
+	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1, boot: bootID()}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,13 +163,13 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	}
 	if n == cursorSize {
 		o.issued = binary.BigEndian.Uint64(b[8:16])
-		if boot := bootID(); o.issued >= o.next && (boot == [16]byte{} || [16]byte(b[16:]) != boot) {
+		if o.issued >= o.next && (o.boot == 0 || binary.BigEndian.Uint64(b[16:]) != o.boot) {
 			// A restart of the machine that the last stop did not see
 			// through (a power loss): the cursor and a truncated log
 			// may be older than what was handed out. Ids go on after
 			// the reservation; never one twice (decisions §4).
 			o.log.Warn("outbox: the machine restarted without a clean stop; ids go on after those reserved, a receiver may see a gap",
-				"dir", dir, "next_id", o.issued+1, "would_have_been", o.next)
+				"dir", dir, "next_id", o.issued+1)
 			o.next = o.issued + 1
 		}
 	}
@@ -185,23 +184,20 @@ func Open(dir string, opts Options) (*Outbox, error) {
 // exactly; after the machine went down uncleanly (another boot) they may
 // be older than what receivers got, and ids go on after the reservation.
 const (
-	cursorSize = 8 + 8 + 16
+	cursorSize = 8 + 8 + 8
 	reserveIDs = 1024 // ids per reservation: a cursor sync per 512 to 1024 appends
 )
 
-// bootID is the kernel's id of this boot; zero if it cannot be read
-// (every start then counts as after an unclean restart).
-var bootID = sync.OnceValue(func() (id [16]byte) {
+// bootID tells this boot from others: a checksum of the kernel's boot
+// id, zero if it cannot be read (every start then counts as after an
+// unclean restart). A variable for tests.
+var bootID = func() uint64 {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return id
+	if err != nil || len(b) < 32 {
+		return 0
 	}
-	h, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(b)), "-", ""))
-	if err != nil || len(h) != 16 {
-		return id
-	}
-	return [16]byte(h)
-})
+	return uint64(crc32.Checksum(b, crcTable))<<32 | uint64(crc32.ChecksumIEEE(b))
+}
 
 // reserve makes the reservation cover id before it is handed out:
 // written and synced. The tick keeps it ahead (topUp), so this syncs on
@@ -212,7 +208,7 @@ func (o *Outbox) reserve(id uint64) {
 		return
 	}
 	o.issued = id + reserveIDs - 1
-	if err := writeReservation(o.ackFile, o.issued, true); err != nil && o.f != nil {
+	if err := o.writeReservation(o.ackFile, o.issued, true); err != nil && o.f != nil {
 		o.degrade(err)
 	}
 }
@@ -227,7 +223,7 @@ func (o *Outbox) topUp() {
 		o.mu.Unlock()
 		return
 	}
-	err := writeReservation(f, want, false)
+	err := o.writeReservation(f, want, false)
 	o.mu.Unlock()
 	if err == nil {
 		err = f.Sync()
@@ -245,11 +241,10 @@ func (o *Outbox) topUp() {
 
 // writeReservation writes the reservation issued and this boot's id to
 // the cursor file f, synced if asked.
-func writeReservation(f *os.File, issued uint64, sync bool) error {
+func (o *Outbox) writeReservation(f *os.File, issued uint64, sync bool) error {
 	var b [cursorSize - 8]byte
 	binary.BigEndian.PutUint64(b[:8], issued)
-	boot := bootID()
-	copy(b[8:], boot[:])
+	binary.BigEndian.PutUint64(b[8:], o.boot)
 	_, err := f.WriteAt(b[:], 8)
 	if err == nil && sync {
 		err = f.Sync()
@@ -627,7 +622,7 @@ func (o *Outbox) reopen() error {
 		binary.BigEndian.PutUint64(b[:], o.acked)
 		if _, err = ack.WriteAt(b[:], 0); err == nil {
 			o.issued = max(o.issued, o.next-1)
-			err = writeReservation(ack, o.issued, true)
+			err = o.writeReservation(ack, o.issued, true)
 		}
 		if err != nil {
 			ack.Close()
@@ -1118,24 +1113,21 @@ func (o *Outbox) Close() error {
 	o.closed = true
 	defer o.mu.Unlock()
 	var errs []error
-	switch {
-	case o.f == nil:
-		// Memory only: what is pending lives nowhere else. Try the
-		// disk once more, whenever the next try was due: space freed
-		// since, a remount.
+	// A directory deleted or replaced since the last tick: what is
+	// pending is written afresh below.
+	if o.f != nil {
+		if err := o.lost(); err != nil {
+			o.degrade(err)
+		}
+	}
+	// Memory only (a full disk, maybe freed since): what is pending
+	// lives nowhere else. The disk is tried once more, whenever the next
+	// try was due.
+	if o.f == nil {
 		if err := o.reopen(); err != nil && o.pendingN() > 0 {
 			o.log.Error("outbox: closing with readings in memory only; they are lost", "dir", o.dir,
 				"records", o.pendingN(), "first_id", o.firstID(), "err", err)
-			errs = append(errs, fmt.Errorf("outbox: %d readings in memory only lost: %w", o.pendingN(), err))
-		}
-	default:
-		if err := o.lost(); err != nil {
-			// The directory was deleted or replaced since the last
-			// tick: write everything pending afresh.
-			o.degrade(err)
-			if err := o.reopen(); err != nil && o.pendingN() > 0 {
-				errs = append(errs, fmt.Errorf("outbox: %d readings lost: %w", o.pendingN(), err))
-			}
+			errs = append(errs, fmt.Errorf("outbox: %d readings lost: %w", o.pendingN(), err))
 		}
 	}
 	if o.f != nil {
@@ -1143,7 +1135,7 @@ func (o *Outbox) Close() error {
 	}
 	if o.ackFile != nil {
 		// A clean stop: the next start goes on from the exact id.
-		errs = append(errs, writeReservation(o.ackFile, o.next-1, false), o.ackFile.Sync(), o.ackFile.Close())
+		errs = append(errs, o.writeReservation(o.ackFile, o.next-1, false), o.ackFile.Sync(), o.ackFile.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -622,7 +622,7 @@ func FuzzOps(f *testing.F) {
 func TestIDsNeverReused(t *testing.T) {
 	realBoot := bootID
 	defer func() { bootID = realBoot }()
-	otherBoot := func() [16]byte { return [16]byte{1, 2, 3} }
+	otherBoot := func() uint64 { return 12345 }
 
 	crashed := func(t *testing.T) (string, *Outbox) {
 		dir := t.TempDir()

@@ -212,36 +212,21 @@ func (d *deliveries) bounced(id uint64, retry bool, now time.Time) bounceResult 
 	if id < d.base && id <= d.box.Stats().Acked {
 		// Acknowledged long enough ago that this sink no longer
 		// follows it (a bounce minutes late, one for what a sink this
-		// one replaced sent, or from before a restart): the outbox
-		// may still hold it.
-		if !retry {
-			return bounceRefused
-		}
-		restored, lost := d.box.Rewind(id)
-		if restored == 0 {
+		// one replaced sent, or from before a restart): the outbox may
+		// still hold it. The window reaches back to it, the records in
+		// between done, so that nothing before it is acknowledged again
+		// until it is.
+		if d.base-id > deliveryMax {
+			if !retry {
+				return bounceRefused
+			}
 			return bounceLost
 		}
-		// The window goes back to what Rewind restored, so that
-		// nothing before the bounced record is acknowledged until it
-		// is: the rest was delivered (done again at once), the bounced
-		// record is sent again.
-		first := id + uint64(lost)
-		if first >= d.base { // id is lost, and what was restored is in the window
-			d.settle(now)
-			return bounceLost
-		}
-		back := make([]delivery, d.base-first, uint64(len(d.state))+d.base-first)
+		back := make([]delivery, d.base-id, uint64(len(d.state))+d.base-id)
 		for i := range back {
 			back[i] = delivery{st: dDone, at: now}
 		}
-		d.state, d.base = append(back, d.state...), first
-		if lost > 0 {
-			d.settle(now)
-			return bounceLost
-		}
-		d.state[0].st = dBounced
-		d.moved = true
-		return bounceRequeued
+		d.state, d.base = append(back, d.state...), id
 	}
 	if id < d.base || id-d.base >= uint64(len(d.state)) {
 		return bounceUnknown

@@ -249,9 +249,8 @@ func (p *publisher) repair(ctx context.Context, sess *xmpp.Session, s *Sink, f *
 			case <-time.After(time.Duration(attempt+1) * time.Second):
 			}
 		case notNow(se):
-			if p.warnOnce(f.node+"\x00not now", time.Now()) {
-				log.Warn("pubsub: the service cannot take items now; readings stay queued and are published again",
-					"service", p.service, "node", f.node, "type", se.Type, "condition", se.Condition)
+			if s.p.bounces.First(s.name + "\x00not now") { // once a minute
+				log.Warn("pubsub: the service cannot take items now; readings stay queued and are published again", "node", f.node, "err", se)
 			}
 			return false
 		default:
@@ -296,25 +295,17 @@ func notNow(se *xmpp.StanzaError) bool {
 	return se.Type == xmpp.ErrorTypeWait
 }
 
-// warnOnce reports whether a warning keyed key is due: at most one every
-// ten minutes.
-func (p *publisher) warnOnce(key string, now time.Time) bool {
-	if t, ok := p.warned[key]; ok && now.Sub(t) < 10*time.Minute {
-		return false
+// explain logs why the service refuses items on node, at most every ten
+// minutes per node, in words that say what to change.
+func (p *publisher) explain(node string, se *xmpp.StanzaError, log *slog.Logger) {
+	now := time.Now()
+	if t, ok := p.warned[node]; ok && now.Sub(t) < 10*time.Minute {
+		return
 	}
 	if p.warned == nil {
 		p.warned = make(map[string]time.Time)
 	}
-	p.warned[key] = now
-	return true
-}
-
-// explain logs why the service refuses items on node, at most every ten
-// minutes per node, in words that say what to change.
-func (p *publisher) explain(node string, se *xmpp.StanzaError, log *slog.Logger) {
-	if !p.warnOnce(node, time.Now()) {
-		return
-	}
+	p.warned[node] = now
 	where := p.service
 	if where == "" {
 		where = "the account's PEP service"

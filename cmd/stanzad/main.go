@@ -73,11 +73,8 @@ func run(args []string, stderr io.Writer) int {
 			return false
 		}
 		ok, err := agent.RevertUnstartedPush(*cfgPath)
-		switch {
-		case err != nil:
-			fmt.Fprintf(stderr, "stanzad: %s was pushed and does not start, and the previous config could not be put back: %v\n", *cfgPath, err)
-		case ok:
-			fmt.Fprintf(stderr, "stanzad: %s was pushed and does not start (%v); the previous config is back, starting with it\n", *cfgPath, why)
+		if ok || err != nil {
+			fmt.Fprintf(stderr, "stanzad: %s was pushed and does not start (%v); putting the previous config back: %v\n", *cfgPath, why, errOr(err, "done, starting with it"))
 		}
 		return ok
 	}
@@ -220,6 +217,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// errOr is err's text, or ok when there is none.
+func errOr(err error, ok string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return ok
 }
 
 // settleAfterStart is how long after the first session stanzad gives

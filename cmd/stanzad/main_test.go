@@ -121,7 +121,7 @@ func TestRunRevertsPushThatDoesNotStart(t *testing.T) {
 	if _, err := os.Stat(path + ".pushed"); err == nil {
 		t.Error("the push's mark stayed")
 	}
-	if n := strings.Count(stderr.String(), "the previous config is back"); n != 1 {
+	if n := strings.Count(stderr.String(), "putting the previous config back: done"); n != 1 {
 		t.Errorf("reverted %d times, want once; stderr:\n%s", n, stderr.String())
 	}
 
