@@ -9,10 +9,11 @@ import (
 	"time"
 )
 
-// serveConns accepts connections on a loopback listener and runs conn(i,
-// p) for the i-th (from 1), each on a peer offering stream management.
-// It returns the listener's address.
-func serveConns(t *testing.T, pki testPKI, conn func(i int, p *peer)) string {
+// serveConns accepts connections on a loopback listener, each on a peer
+// offering stream management: it logs the client in and hands what the
+// client asks for then (<resume/> or a bind request) to conn(i, p, asked)
+// for the i-th connection (from 1). It returns the listener's address.
+func serveConns(t *testing.T, pki testPKI, conn func(i int, p *peer, asked *Element)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,11 +31,41 @@ func serveConns(t *testing.T, pki testPKI, conn func(i int, p *peer)) string {
 				c.SetDeadline(time.Now().Add(20 * time.Second))
 				p := &peer{sm: true, t: t}
 				p.reset(c)
-				conn(i, p)
+				if err := p.login(pki, "secret"); err != nil {
+					t.Errorf("conn %d: %v", i, err)
+					return
+				}
+				if asked, _, err := p.element(); err == nil {
+					conn(i, p, asked)
+				}
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// runClient runs a Client of device@iot.test/agent against addr until
+// the test ends, with onConnect as its OnConnect.
+func runClient(t *testing.T, pki testPKI, addr string, onConnect func(context.Context, *Session) error) {
+	t.Helper()
+	c := NewClient(Config{
+		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
+		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
+	})
+	c.OnConnect = onConnect
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// resumeOrBind answers what the client asked for: <resumed/> to a
+// <resume/>, else the bind and enable of stream sm-1. It reports which.
+func (p *peer) resumeOrBind(asked *Element) (string, error) {
+	if asked.Name == "resume" {
+		return "resume", p.send("<resumed xmlns='urn:xmpp:sm:3' previd='" + asked.Attr("previd") + "' h='0'/>")
+	}
+	return "bind", p.bindAndEnable(asked, "sm-1")
 }
 
 // resumeLog records what each connection's client asked for after
@@ -65,24 +96,12 @@ func TestFailedSetupIsNotResumed(t *testing.T) {
 	pki := newTestPKI(t)
 	var log resumeLog
 	presence := make(chan int, 10)
-	addr := serveConns(t, pki, func(i int, p *peer) {
-		if err := p.login(pki, "secret"); err != nil {
+	addr := serveConns(t, pki, func(i int, p *peer, asked *Element) {
+		what, err := p.resumeOrBind(asked)
+		log.add(what)
+		if err != nil {
 			t.Errorf("conn %d: %v", i, err)
 			return
-		}
-		el, _, err := p.element()
-		if err != nil {
-			return
-		}
-		if el.Name == "resume" {
-			log.add("resume")
-			p.send("<resumed xmlns='urn:xmpp:sm:3' previd='" + el.Attr("previd") + "' h='0'/>")
-		} else {
-			log.add("bind")
-			if err := p.bindAndEnable(el, "sm-1"); err != nil {
-				t.Errorf("conn %d: %v", i, err)
-				return
-			}
 		}
 		for {
 			el, _, err := p.element()
@@ -99,13 +118,9 @@ func TestFailedSetupIsNotResumed(t *testing.T) {
 			}
 		}
 	})
-	c := NewClient(Config{
-		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
-		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
-	})
 	var mu sync.Mutex
 	var resumed []bool
-	c.OnConnect = func(ctx context.Context, s *Session) error {
+	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
 		mu.Lock()
 		resumed = append(resumed, s.Resumed())
 		mu.Unlock()
@@ -116,11 +131,7 @@ func TestFailedSetupIsNotResumed(t *testing.T) {
 			return err
 		}
 		return s.Send(ctx, Stanza("presence", "", "", ""))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	})
 	select {
 	case i := <-presence:
 		if i != 2 {
@@ -147,22 +158,14 @@ func TestFailedSetupIsNotResumed(t *testing.T) {
 func TestUnansweredResumeIsGivenUp(t *testing.T) {
 	pki := newTestPKI(t)
 	var log resumeLog
-	addr := serveConns(t, pki, func(i int, p *peer) {
-		if err := p.login(pki, "secret"); err != nil {
-			t.Errorf("conn %d: %v", i, err)
-			return
-		}
-		el, _, err := p.element()
-		if err != nil {
-			return
-		}
-		if el.Name == "resume" {
+	addr := serveConns(t, pki, func(i int, p *peer, asked *Element) {
+		if asked.Name == "resume" {
 			log.add("resume")
 			p.send("<stream:error><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
 			return
 		}
 		log.add("bind")
-		if err := p.bindAndEnable(el, "sm-1"); err != nil {
+		if err := p.bindAndEnable(asked, "sm-1"); err != nil {
 			t.Errorf("conn %d: %v", i, err)
 			return
 		}
@@ -175,19 +178,11 @@ func TestUnansweredResumeIsGivenUp(t *testing.T) {
 			}
 		}
 	})
-	c := NewClient(Config{
-		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
-		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
-	})
 	streams := make(chan uint64, 10)
-	c.OnConnect = func(ctx context.Context, s *Session) error {
+	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
 		streams <- s.Stream()
 		return nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	})
 	var got []uint64
 	for len(got) < 2 {
 		select {
@@ -214,18 +209,8 @@ func TestUnansweredResumeIsGivenUp(t *testing.T) {
 // stream's Stream and reports Resumed.
 func TestResumedSessionKeepsStream(t *testing.T) {
 	pki := newTestPKI(t)
-	addr := serveConns(t, pki, func(i int, p *peer) {
-		if err := p.login(pki, "secret"); err != nil {
-			t.Errorf("conn %d: %v", i, err)
-			return
-		}
-		el, _, err := p.element()
-		if err != nil {
-			return
-		}
-		if el.Name == "resume" {
-			p.send("<resumed xmlns='urn:xmpp:sm:3' previd='" + el.Attr("previd") + "' h='0'/>")
-		} else if err := p.bindAndEnable(el, "sm-1"); err != nil {
+	addr := serveConns(t, pki, func(i int, p *peer, asked *Element) {
+		if _, err := p.resumeOrBind(asked); err != nil {
 			t.Errorf("conn %d: %v", i, err)
 			return
 		}
@@ -238,23 +223,15 @@ func TestResumedSessionKeepsStream(t *testing.T) {
 			}
 		}
 	})
-	c := NewClient(Config{
-		JID: MustParseJID("device@iot.test/agent"), Password: "secret",
-		Servers: []string{addr}, TLS: &tls.Config{RootCAs: pki.roots}, Timeout: 5 * time.Second,
-	})
 	type seen struct {
 		stream  uint64
 		resumed bool
 	}
 	sessions := make(chan seen, 10)
-	c.OnConnect = func(ctx context.Context, s *Session) error {
+	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
 		sessions <- seen{s.Stream(), s.Resumed()}
 		return nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	})
 	var got []seen
 	for len(got) < 2 {
 		select {

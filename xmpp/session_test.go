@@ -517,13 +517,7 @@ func TestSessionDropsElementBomb(t *testing.T) {
 		close(answered)
 		return nil
 	})
-	cfg.sm = &smState{}
-	s, err := Dial(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve(context.Background()) }()
+	s, serveErr := dialServing(t, cfg)
 	defer s.Close(context.Background())
 	select {
 	case <-answered:
@@ -532,6 +526,20 @@ func TestSessionDropsElementBomb(t *testing.T) {
 	case err := <-serveErr:
 		t.Fatalf("Serve after the bomb: %v", err)
 	}
+}
+
+// dialServing dials cfg with stream management and runs Serve; Serve's
+// error comes on the channel.
+func dialServing(t *testing.T, cfg Config) (*Session, <-chan error) {
+	t.Helper()
+	cfg.sm = &smState{}
+	s, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(context.Background()) }()
+	return s, serveErr
 }
 
 func TestSessionCloseCountsPresence(t *testing.T) {
@@ -554,13 +562,7 @@ func TestSessionCloseCountsPresence(t *testing.T) {
 		}
 		return nil
 	})
-	cfg.sm = &smState{}
-	s, err := Dial(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve(context.Background()) }()
+	s, serveErr := dialServing(t, cfg)
 	if err := s.SendTracked(context.Background(), []byte("<message to='b@iot.test'/>"), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +570,7 @@ func TestSessionCloseCountsPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	var se *StreamError
-	err = <-serveErr
+	err := <-serveErr
 	t.Logf("Serve: %v", err)
 	if errors.As(err, &se) {
 		t.Errorf("Serve() = %v after a clean close", err)

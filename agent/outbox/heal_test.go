@@ -36,6 +36,24 @@ func reopened(t *testing.T, o *Outbox, dir string) *Outbox {
 	return open(t, dir, Options{})
 }
 
+// fillDisk fills the tmpfs at mnt with a file, then appends after record
+// n until o goes to memory. It returns the file and the last id appended.
+func fillDisk(t *testing.T, o *Outbox, mnt string, n int) (string, int) {
+	t.Helper()
+	filler := filepath.Join(mnt, "filler")
+	if err := tmpfs.Fill(filler); err != nil {
+		t.Fatal(err)
+	}
+	for o.Stats().Degraded == nil {
+		n++
+		appendN(t, o, n, n)
+		if n > 10000 {
+			t.Fatal("appends to a full disk never failed")
+		}
+	}
+	return filler, n
+}
+
 // A deleted state directory: writes to the open log would go to a file
 // nobody reads again. The outbox notices, makes the directory again and
 // writes what is pending there, with the same ids.
@@ -69,18 +87,7 @@ func TestHealFullDisk(t *testing.T) {
 		o := open(t, dir, Options{HealFirst: 20 * time.Millisecond})
 		appendN(t, o, 1, 10)
 		o.Ack(3)
-		filler := filepath.Join(mnt, "filler")
-		if err := tmpfs.Fill(filler); err != nil {
-			t.Fatal(err)
-		}
-		n := 10
-		for o.Stats().Degraded == nil {
-			n++
-			appendN(t, o, n, n)
-			if n > 10000 {
-				t.Fatal("appends to a full disk never failed")
-			}
-		}
+		filler, n := fillDisk(t, o, mnt, 10)
 		appendN(t, o, n+1, n+20) // in memory
 		n += 20
 		time.Sleep(30 * time.Millisecond)
@@ -171,18 +178,7 @@ func TestCloseDegraded(t *testing.T) {
 			o := open(t, dir, Options{HealFirst: time.Hour})
 			appendN(t, o, 1, 4)
 			o.Ack(2)
-			filler := filepath.Join(mnt, "filler")
-			if err := tmpfs.Fill(filler); err != nil {
-				t.Fatal(err)
-			}
-			n := 4
-			for o.Stats().Degraded == nil {
-				n++
-				appendN(t, o, n, n)
-				if n > 10000 {
-					t.Fatal("appends to a full disk never failed")
-				}
-			}
+			filler, n := fillDisk(t, o, mnt, 4)
 			appendN(t, o, n+1, n+3) // in memory only
 			n += 3
 			if freed {
