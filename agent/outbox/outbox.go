@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -207,10 +208,19 @@ func (o *Outbox) reserve(id uint64) {
 	if id <= o.issued || o.ackFile == nil {
 		return
 	}
-	o.issued = id + reserveIDs - 1
+	o.issued = reserveFrom(id)
 	if err := o.writeReservation(o.ackFile, o.issued, true); err != nil && o.f != nil {
 		o.degrade(err)
 	}
+}
+
+// reserveFrom is the reservation that covers reserveIDs ids from id,
+// all the rest near 2^64 (a log's ids can be anything).
+func reserveFrom(id uint64) uint64 {
+	if r := id + reserveIDs - 1; r >= id {
+		return r
+	}
+	return math.MaxUint64
 }
 
 // topUp moves the reservation ahead once half of it is handed out, with
@@ -218,8 +228,8 @@ func (o *Outbox) reserve(id uint64) {
 // wait for the disk.
 func (o *Outbox) topUp() {
 	o.mu.Lock()
-	f, want := o.ackFile, o.next+reserveIDs-1
-	if f == nil || o.closed || o.next+reserveIDs/2 <= o.issued {
+	f, want := o.ackFile, reserveFrom(o.next)
+	if f == nil || o.closed || o.issued >= o.next && o.issued-o.next >= reserveIDs/2 {
 		o.mu.Unlock()
 		return
 	}
