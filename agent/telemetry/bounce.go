@@ -93,7 +93,10 @@ func (p *Pipeline) sinkFor(from xmpp.JID) *Sink {
 		if s.dl == nil {
 			continue
 		}
-		if s.dest.BareKey() == key {
+		// A room answers for itself, from its bare JID; an error from
+		// room/nick is an occupant's, who must not be able to drop or
+		// rewind our readings.
+		if s.dest.BareKey() == key && (s.room == nil || from.Resource == "") {
 			return s
 		}
 	}

@@ -106,3 +106,37 @@ func TestHandleBounce(t *testing.T) {
 		t.Errorf("refused record: rejected %d, due %v; want 1, false", sk.rejected.Load(), isDue(sk.dl, 3))
 	}
 }
+
+// A room's bounce comes from the room itself; an error message from an
+// occupant (room/nick) with a reading's id is not taken for one.
+func TestRoomBounceOnlyFromRoom(t *testing.T) {
+	cfg := &config.Config{
+		XMPP:  config.XMPP{JID: "device@iot.test/agent"},
+		Agent: config.Agent{StateDir: t.TempDir()},
+		Sinks: []config.Sink{{Kind: "muc", Room: "lab@conference.iot.test", Nick: "device", Devices: []string{"*"}, Batch: 1}},
+	}
+	var sinks []*Sink
+	p := New(slog.New(slog.DiscardHandler), Hooks{
+		Sinks:       func() []*Sink { return sinks },
+		Offline:     func(xmpp.JID) bool { return false },
+		HoldChanged: func() {},
+	})
+	s, err := p.NewSink(cfg, 0, xmpp.MustParseJID(cfg.XMPP.JID), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinks = append(sinks, s)
+	defer p.Close(sinks)
+	for _, tt := range []struct {
+		from string
+		want *Sink
+	}{
+		{"lab@conference.iot.test", s},
+		{"lab@conference.iot.test/mallory", nil},
+		{"other@conference.iot.test", nil},
+	} {
+		if got := p.sinkFor(xmpp.MustParseJID(tt.from)); got != tt.want {
+			t.Errorf("sinkFor(%s) = %v, want %v", tt.from, got, tt.want)
+		}
+	}
+}
