@@ -665,6 +665,18 @@ func TestIDsNeverReused(t *testing.T) {
 			t.Errorf("next id after a power loss = %d: ids 3..5 handed out again", id)
 		}
 	})
+	t.Run("cursor file of before the reservation", func(t *testing.T) {
+		dir, o := crashed(t)
+		o.Close()
+		if err := os.Truncate(filepath.Join(dir, "acked"), 8); err != nil {
+			t.Fatal(err)
+		}
+		bootID = otherBoot
+		defer func() { bootID = realBoot }()
+		if id := next(t, dir); id != 6 {
+			t.Errorf("next id from an 8-byte cursor file = %d, want 6", id)
+		}
+	})
 	t.Run("clean stop", func(t *testing.T) {
 		dir, o := crashed(t)
 		if err := o.Close(); err != nil {
