@@ -58,6 +58,7 @@ type Agent struct {
 	reloadMu     cfgLock
 	liveXMPP     config.XMPP // the [xmpp] of the session that runs
 	pendingLink  *link       // a session swap waiting to happen (apply's laterSession)
+	pushApplying bool        // PushConfig's own apply runs (a.reloadMu held)
 	running      *config.Config
 	runningText  []byte
 	configPath   string

@@ -92,7 +92,9 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 		return rep, fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	old, oldText := a.running, a.runningText
+	a.pushApplying = true
 	rep, err = a.apply(ctx, cfg, data, true)
+	a.pushApplying = false
 	if err == nil && len(rep.Failed) > 0 {
 		// What failed here fails the next start, which cannot be
 		// fixed from afar: go back now.
@@ -393,13 +395,25 @@ func (p *pushState) left() time.Duration {
 }
 
 // linkSwapped tells the probation which session is the pushed config's.
+// A later swap (a local reload that changed [xmpp] again) supersedes the
+// probation: rolling back at its deadline would undo that fix.
 func (p *pushState) linkSwapped(l *link) {
 	p.mu.Lock()
+	superseded := p.pending != nil && p.pending.link != nil && p.pending.link != l
 	if p.pending != nil && p.pending.link == nil {
 		p.pending.link = l
 	}
 	p.mu.Unlock()
+	if superseded {
+		p.supersede()
+	}
 	p.signal()
+}
+
+// supersede ends a probation that a reload's [xmpp] replaced.
+func (p *pushState) supersede() {
+	p.end()
+	p.setNote("a pushed [xmpp] change was superseded by a reload", "superseded")
 }
 
 // failed reports whether err (a login refused) ends a probation: then

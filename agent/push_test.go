@@ -314,3 +314,37 @@ func TestPushProbationWindowIsTheRunningConfigs(t *testing.T) {
 		t.Errorf("marker %s (%v): want the window kept for a restart", b, err)
 	}
 }
+
+// A local reload that changes [xmpp] again while a push's [xmpp] is on
+// probation supersedes the probation: at its deadline it would otherwise
+// put the file from before the push back over the local fix.
+func TestLocalReloadSupersedesProbation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stanzad.toml")
+	text := "[xmpp]\njid = \"device@iot.test/agent\"\npassword = \"secret-pw\"\nserver = \"127.0.0.1:1\"\n" +
+		"[agent]\nstate_dir = \"" + filepath.Join(t.TempDir(), "state") + "\"\nrollback_after = \"3s\"\n" +
+		"[acl]\noperators = [\"op@iot.test\"]\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := runFromFile(t, path)
+	pushed := strings.Replace(text, "127.0.0.1:1", "127.0.0.1:2", 1)
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(sessionSwapDelay + 300*time.Millisecond) // the pushed session runs
+	local := strings.Replace(text, "127.0.0.1:1", "127.0.0.1:3", 1)
+	if err := os.WriteFile(path, []byte(local), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Reload(t.Context(), Caller{Role: RoleOperator, Via: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, state := a.push.status(); state != "superseded" {
+		t.Errorf("probation after a local [xmpp] reload: %q, want superseded", state)
+	}
+	time.Sleep(3 * time.Second) // past the pushed config's deadline
+	if b, _ := os.ReadFile(path); string(b) != local {
+		t.Errorf("the local fix was rolled back:\n%s", b)
+	}
+}

@@ -175,9 +175,10 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, text []byte, late
 	// latest waiting swap happens; a config back at the live [xmpp]
 	// cancels it, and a pushed change it superseded leaves probation.
 	a.pendingLink = nil
-	if nl == nil && a.push.unswapped() {
-		a.push.end()
-		a.push.setNote("a pushed [xmpp] change was superseded by a reload before it ran", "superseded")
+	if (nl == nil || !a.pushApplying && !sameXMPP(old.XMPP, cfg.XMPP)) && a.push.unswapped() {
+		// A reload before the pushed session ran: back at the live
+		// [xmpp], or on to [xmpp] settings other than those on trial.
+		a.push.supersede()
 	}
 	if nl != nil {
 		rep.Restarted = append(rep.Restarted, "xmpp session")
