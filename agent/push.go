@@ -99,6 +99,7 @@ func (h *host) PushConfig(ctx context.Context, c control.Caller, data []byte) (r
 		// What failed here fails the next start, which cannot be
 		// fixed from afar: go back now.
 		err = fmt.Errorf("%w: could not start %s", ErrBadConfig, strings.Join(rep.Failed, ", "))
+		a.push.end() // not on trial: refused (else the apply below reports it superseded)
 		if _, aerr := a.apply(ctx, old, oldText, true); aerr != nil {
 			a.log.Error("config push: the previous config could not be applied again", "err", aerr)
 		}
@@ -147,10 +148,15 @@ func writable(dir string) error {
 // back and the start is tried again with it: a push never leaves a board
 // that cannot start, and so cannot be fixed from afar.
 
+// fileSum is how markers name a config file: its SHA-256, in hex.
+func fileSum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
 // markPushed records data as the pushed file at path.
 func markPushed(path string, data []byte) error {
-	sum := sha256.Sum256(data)
-	return writeAtomic(path+".pushed", []byte(hex.EncodeToString(sum[:])+"\n"), 0o640)
+	return writeAtomic(path+".pushed", []byte(fileSum(data)+"\n"), 0o640)
 }
 
 // pushedUnstarted reports whether the file at path is a pushed one that
@@ -164,8 +170,7 @@ func pushedUnstarted(path string) bool {
 	if err != nil {
 		return false
 	}
-	sum := sha256.Sum256(data)
-	return strings.TrimSpace(string(mark)) == hex.EncodeToString(sum[:])
+	return strings.TrimSpace(string(mark)) == fileSum(data)
 }
 
 // RevertUnstartedPush puts the previous config back at path if the file
@@ -321,8 +326,7 @@ func (p *pushState) load(a *Agent) {
 		return
 	}
 	var pr probation
-	sum := sha256.Sum256(a.runningText)
-	if json.Unmarshal(b, &pr) != nil || pr.SHA256 != hex.EncodeToString(sum[:]) {
+	if json.Unmarshal(b, &pr) != nil || pr.SHA256 != fileSum(a.runningText) {
 		os.Remove(path) // not the file that runs: the push never took
 		return
 	}
@@ -342,8 +346,7 @@ func (p *pushState) load(a *Agent) {
 // the running config's rollback_after, not the pushed one's: the config
 // under trial does not set its own trial.
 func (p *pushState) begin(cfg *config.Config, by xmpp.JID, data []byte, window time.Duration) error {
-	sum := sha256.Sum256(data)
-	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: hex.EncodeToString(sum[:]),
+	pr := &probation{By: by.String(), At: time.Now().UTC(), SHA256: fileSum(data),
 		Window: window, window: window, deadline: time.Now().Add(window)}
 	path := marker(cfg)
 	p.mu.Lock()

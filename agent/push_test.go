@@ -223,6 +223,19 @@ func TestPushWithFailedSinkGoesBack(t *testing.T) {
 	if pushedUnstarted(path) {
 		t.Error("the undone push is marked as the pushed file")
 	}
+
+	// With an [xmpp] change too: refused, so not on trial, nor reported
+	// as superseded by the previous config applied again.
+	pushed = strings.Replace(pushed, "127.0.0.1:1", "127.0.0.1:2", 1)
+	if _, err := a.PushConfig(t.Context(), op, []byte(pushed)); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("push with [xmpp] and a sink that cannot start: %v", err)
+	}
+	if note, state := a.push.status(); state != "" || a.push.left() != 0 {
+		t.Errorf("after the undone push the probation says %q (%s), %s left; want none", note, state, a.push.left())
+	}
+	if _, err := os.Stat(filepath.Join(state, "config-push.json")); err == nil {
+		t.Error("the undone push left its probation marker")
+	}
 }
 
 // A pushed file that never started is reverted to .prev when a start

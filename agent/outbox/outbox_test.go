@@ -677,6 +677,16 @@ func TestIDsNeverReused(t *testing.T) {
 			t.Errorf("next id from an 8-byte cursor file = %d, want 6", id)
 		}
 	})
+	t.Run("boot id unreadable", func(t *testing.T) {
+		// Every start then counts as after an unclean restart: a gap
+		// after a process crash, never a repeat.
+		bootID = func() uint64 { return 0 }
+		defer func() { bootID = realBoot }()
+		dir, _ := crashed(t)
+		if id := next(t, dir); id <= 5 {
+			t.Errorf("next id without a boot id = %d: handed out again", id)
+		}
+	})
 	t.Run("clean stop", func(t *testing.T) {
 		dir, o := crashed(t)
 		if err := o.Close(); err != nil {
