@@ -183,16 +183,15 @@ var streams atomic.Uint64
 // the Client has one and the server allows it, else bind a resource and
 // enable stream management for the new stream.
 func (s *Session) establish() error {
+	s.stream = streams.Add(1) // a new stream, unless one is resumed
 	m := s.cfg.sm
 	if m == nil {
-		s.stream = streams.Add(1)
 		return s.bind()
 	}
 	if s.features.Child(NSSM, "sm") == nil {
 		m.mu.Lock()
 		m.reset() // nothing can be resumed or acknowledged on this server
 		m.mu.Unlock()
-		s.stream = streams.Add(1)
 		return s.bind()
 	}
 	m.mu.Lock()
@@ -217,7 +216,6 @@ func (s *Session) establish() error {
 	if err := s.bind(); err != nil {
 		return err
 	}
-	s.stream = streams.Add(1)
 	return s.enableSM(m)
 }
 
