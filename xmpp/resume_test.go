@@ -3,6 +3,7 @@ package xmpp
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -57,6 +58,34 @@ func runClient(t *testing.T, pki testPKI, addr string, onConnect func(context.Co
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+// seen is what OnConnect saw of a session.
+type seen struct {
+	stream  uint64
+	resumed bool
+}
+
+// firstSessions runs a client against addr and returns what OnConnect
+// saw of its first n sessions; after wait it fails, saying why().
+func firstSessions(t *testing.T, pki testPKI, addr string, n int, wait time.Duration, why func() string) []seen {
+	t.Helper()
+	sessions := make(chan seen, 10)
+	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
+		sessions <- seen{s.Stream(), s.Resumed()}
+		return nil
+	})
+	var got []seen
+	timeout := time.After(wait)
+	for len(got) < n {
+		select {
+		case s := <-sessions:
+			got = append(got, s)
+		case <-timeout:
+			t.Fatalf("sessions %v: %s", got, why())
+		}
+	}
+	return got
 }
 
 // resumeOrBind answers what the client asked for: <resumed/> to a
@@ -178,20 +207,9 @@ func TestUnansweredResumeIsGivenUp(t *testing.T) {
 			}
 		}
 	})
-	streams := make(chan uint64, 10)
-	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
-		streams <- s.Stream()
-		return nil
+	got := firstSessions(t, pki, addr, 2, 15*time.Second, func() string {
+		return fmt.Sprintf("asked %v; want a second session after %d failed resumptions", log.get(), resumeGiveUp)
 	})
-	var got []uint64
-	for len(got) < 2 {
-		select {
-		case s := <-streams:
-			got = append(got, s)
-		case <-time.After(15 * time.Second):
-			t.Fatalf("connected %d times, asked %v; want a second session after %d failed resumptions", len(got), log.get(), resumeGiveUp)
-		}
-	}
 	want := []string{"bind"}
 	for range resumeGiveUp {
 		want = append(want, "resume")
@@ -200,7 +218,7 @@ func TestUnansweredResumeIsGivenUp(t *testing.T) {
 	if asked := log.get(); len(asked) != len(want) || asked[len(asked)-1] != "bind" || asked[1] != "resume" || asked[len(asked)-2] != "resume" {
 		t.Errorf("connections asked for %v, want %v", asked, want)
 	}
-	if got[0] == got[1] || got[0] == 0 || got[1] == 0 {
+	if got[0].stream == got[1].stream || got[0].stream == 0 || got[1].stream == 0 {
 		t.Errorf("streams of the two sessions = %v, want two different, non-zero", got)
 	}
 }
@@ -223,24 +241,7 @@ func TestResumedSessionKeepsStream(t *testing.T) {
 			}
 		}
 	})
-	type seen struct {
-		stream  uint64
-		resumed bool
-	}
-	sessions := make(chan seen, 10)
-	runClient(t, pki, addr, func(ctx context.Context, s *Session) error {
-		sessions <- seen{s.Stream(), s.Resumed()}
-		return nil
-	})
-	var got []seen
-	for len(got) < 2 {
-		select {
-		case s := <-sessions:
-			got = append(got, s)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("sessions %v; want two", got)
-		}
-	}
+	got := firstSessions(t, pki, addr, 2, 10*time.Second, func() string { return "want two" })
 	if got[0].resumed || !got[1].resumed || got[0].stream != got[1].stream || got[0].stream == 0 {
 		t.Errorf("sessions (stream, resumed) = %v, want the second to resume the first's stream", got)
 	}
