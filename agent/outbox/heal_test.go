@@ -77,6 +77,53 @@ func TestHealDeletedDir(t *testing.T) {
 	})
 }
 
+// A log replaced under the outbox (a restore from a backup, another
+// process) is noticed at the next tick like a deleted directory: what is
+// pending is written to a log of the outbox's own.
+func TestHealReplacedLog(t *testing.T) {
+	eachMem(t, func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "outbox")
+		o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
+		appendN(t, o, 1, 5)
+		o.Ack(2)
+		if err := o.lost(); err != nil {
+			t.Fatalf("lost() on the outbox's own log: %v", err)
+		}
+		other := filepath.Join(dir, "other")
+		if err := os.WriteFile(other, []byte("not a log"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(other, filepath.Join(dir, "log")); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.lost(); err == nil || !strings.Contains(err.Error(), "was replaced") {
+			t.Fatalf("lost() = %v, want the log replaced", err)
+		}
+		o.tick(time.Now())
+		if st := o.Stats(); st.Degraded != nil {
+			t.Fatalf("a replaced log is not written again at once: %v", st.Degraded)
+		}
+		o = reopened(t, o, dir)
+		defer o.Close()
+		ids(t, o, 3, 5)
+	})
+}
+
+// lost runs on every tick of every outbox: it must not allocate more
+// than the log's path.
+func TestLostAllocations(t *testing.T) {
+	o := open(t, t.TempDir(), Options{})
+	defer o.Close()
+	appendN(t, o, 1, 1)
+	if n := testing.AllocsPerRun(100, func() {
+		if err := o.lost(); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 2 {
+		t.Errorf("lost() allocates %v times per call; want at most 2 (the path and its C string)", n)
+	}
+}
+
 // A full disk: the outbox keeps readings in memory, tries the disk again
 // with backoff, and when space comes back writes them all out, in order,
 // with their ids — also when a try fails in between.
