@@ -44,7 +44,7 @@ GCFLAGS   = -gcflags 'github.com/pelletier/go-toml/v2/...=-l' -gcflags 'periph.i
             -gcflags 'log/slog=-l' -gcflags 'github.com/stanzad/stanzad/agent/control=-l' -gcflags 'github.com/stanzad/stanzad/agent=-l' \
             -gcflags 'github.com/stanzad/stanzad/agent/history=-l' -gcflags 'github.com/stanzad/stanzad/agent/chart=-l' \
             -gcflags 'github.com/stanzad/stanzad/devices=-l' -gcflags 'net=-l' -gcflags 'os=-l' -gcflags 'fmt=-l' \
-            -gcflags 'time=-l' -gcflags 'strings=-l' -gcflags 'encoding/xml=-l' \
+            -gcflags 'time=-l' -gcflags 'strings=-l' \
             -gcflags 'crypto/internal/fips140/bigmod=-l' -gcflags 'crypto/internal/fips140/sha512=-l' \
             -gcflags 'encoding/binary=-l' -gcflags 'github.com/stanzad/stanzad/agent/outbox=-l' \
             -gcflags 'vendor/golang.org/x/crypto/cryptobyte/...=-l' -gcflags 'crypto/ecdh=-l' \

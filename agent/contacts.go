@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +56,8 @@ func (c *contacts) presence(from xmpp.JID, available bool) {
 		if c.online[key] == nil {
 			c.online[key] = make(map[string]bool)
 		}
-		c.online[key][from.Resource] = true
+		// A copy: a stanza's strings share its memory (xmpp's reader).
+		c.online[key][strings.Clone(from.Resource)] = true
 	} else if from.Resource == "" {
 		delete(c.online, key)
 	} else {

@@ -3,6 +3,7 @@ package xmpp
 import (
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -232,7 +233,10 @@ func (e *endless) Read(p []byte) (int, error) {
 func BenchmarkReaderStanzas(b *testing.B) {
 	b.ReportAllocs()
 	m := SensorMessage{To: "lab@conference.iot.test", ID: "r-42", SeqNr: 42, Nodes: []SensorNode{{ID: "greenhouse", Time: ts, Fields: climate()}}}
-	echo := strings.Replace(string(AppendSensorMessage(nil, &m)), "<message ", "<message from='lab@conference.iot.test/device' type='groupchat' ", 1)
+	echo := strings.Replace(string(AppendSensorMessage(nil, &m)), "type='chat'", "from='lab@conference.iot.test/device' type='groupchat'", 1)
+	if !strings.Contains(echo, "groupchat") {
+		b.Fatalf("no room echo: %s", echo)
+	}
 	body := echo +
 		"<iq type='result' id='p-7' from='pubsub.iot.test' to='device@iot.test/agent'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='sensors/greenhouse'><item id='r-42'/></publish></pubsub></iq>" +
 		"<a xmlns='urn:xmpp:sm:3' h='1234'/>"
@@ -271,10 +275,151 @@ func TestReaderElementLimit(t *testing.T) {
 	}
 	_, err = r.next()
 	var d *droppedStanza
-	if !errors.As(err, &d) || d.start.Name.Local != "message" || d.attr("from") != "x@evil.test/r" || d.attr("id") != "b" {
+	if !errors.As(err, &d) || d.name != "message" || d.attr("from") != "x@evil.test/r" || d.attr("id") != "b" {
 		t.Fatalf("bomb: %v (%+v)", err, d)
 	}
 	if el, err := r.next(); err != nil || el.Attr("id") != "after" {
 		t.Fatalf("the stanza after the bomb: %v, %v", el, err)
+	}
+}
+
+// TestReaderWellFormed: what the reader accepts (and how it reads it) and
+// what it refuses, with the stream error each refusal gets.
+func TestReaderWellFormed(t *testing.T) {
+	const nwf, restrictedXML = "not-well-formed", "restricted-xml"
+	tests := []struct {
+		in, want string // want: the stanzas re-encoded, or the error's condition
+	}{
+		// Accepted.
+		{"<a b='1' c=\"2\" d = '3'/>", "<a b='1' c='2' d='3'/>"},
+		{"<a\n\tb='x'\n/>", "<a b='x'/>"},
+		{"<a>x</a >", "<a>x</a>"},
+		{"<a>&amp;&lt;&gt;&apos;&quot;&#65;&#x42;&#x00043;&#x1F600;</a>", "<a>&amp;&lt;&gt;&apos;&quot;ABC\U0001F600</a>"},
+		{"<a b='&#xD;&#10;'>&#xD;</a>", "<a b='&#xD;\n'>&#xD;</a>"},
+		{"<a b='1\r\n2\r3'>x\r\ny\rz</a>", "<a b='1\n2\n3'>x\ny\nz</a>"},
+		{"<a><![CDATA[<b>&amp;]]]]><![CDATA[>]]></a>", "<a>&lt;b&gt;&amp;amp;]]&gt;</a>"},
+		{"<a>x<b>y</b>z<![CDATA[w]]>v</a>", "<a>xzwv<b>y</b></a>"},
+		{"<a xmlns='urn:a'><b xmlns=''/><c/></a>", "<a xmlns='urn:a'><b/><c/></a>"}, // b in no namespace: Space ""
+		{"<p:a xmlns:p='urn:p' p:x='dropped' xml:lang='de' y='kept'/>", "<a xmlns='urn:p' xml:lang='de' y='kept'/>"},
+		{"<a xmlns:p='urn:p'><p:b><p:c/></p:b></a>", "<a><b xmlns='urn:p'><c/></b></a>"},
+		{"<é.1-_·/>", "<é.1-_·/>"},
+		{" \t\r\n<a/> \n<b/></stream:stream>", "<a/><b/>"},
+		{"<a>]]></a>", "<a>]]&gt;</a>"},
+		// Refused.
+		{"<a>\x00</a>", nwf},
+		{"<a>x\x01</a>", nwf},
+		{"<a b='\x00'/>", nwf},
+		{"<a>\xff</a>", nwf},
+		{"<a b='\xc3'/>", nwf},
+		{"<a\xff/>", nwf},
+		{"<a>\uFFFE</a>", nwf},
+		{"<a>&#0;</a>", nwf},
+		{"<a>&#xD800;</a>", nwf},
+		{"<a>&#x110000;</a>", nwf},
+		{"<a>&#99999999999999999999;</a>", nwf},
+		{"<a>&#;</a>", nwf},
+		{"<a>&#x;</a>", nwf},
+		{"<a>&#X41;</a>", nwf},
+		{"<a>&#12a;</a>", nwf},
+		{"<a>&nbsp;</a>", nwf},
+		{"<a>&amp</a>", nwf},
+		{"<a>& </a>", nwf},
+		{"<a b='<'/>", nwf},
+		{"<a b=1/>", nwf},
+		{"<a b/>", nwf},
+		{"<a b='1'c='2'/>", nwf},
+		{"<a b='1' b='2'/>", nwf},
+		{"<a " + strings.Repeat("x", 0) + manyAttrs(40) + " a0='dup'/>", nwf},
+		{"<p:a/>", nwf},
+		{"<a p:b='1'/>", nwf},
+		{"<a xmlns:p=''/>", nwf},
+		{"<a xmlns:xml='urn:x'/>", nwf},
+		{"<a xmlns:xmlns='urn:x'/>", nwf},
+		{"<a xmlns:p='urn:p'/><p:b/>", nwf}, // a declaration ends with its element
+		{"<a></b>", nwf},
+		{"<a></a b>", nwf},
+		{"<1a/>", nwf},
+		{"<-a/>", nwf},
+		{"<a:b:c xmlns:a='urn:a'/>", nwf},
+		{"<:a/>", nwf},
+		{"<a:/>", nwf},
+		{"<a/ >", nwf},
+		{"text<a/>", nwf},
+		{"<![CDATA[x]]>", nwf},
+		{"<a><![CDATA[x]]</a>", "unexpected EOF"},
+		{"<a><!-- c --></a>", restrictedXML},
+		{"<!-- c -->", restrictedXML},
+		{"<a><?pi x?></a>", restrictedXML},
+		{"<?xml version='1.0'?><a/>", restrictedXML},
+		{"<a><!DOCTYPE a></a>", restrictedXML},
+		{"<a><!ENTITY a 'b'></a>", restrictedXML},
+		{"</stream:streams>", nwf},
+		{"<a>", "unexpected EOF"},
+		{"<a b='1", "unexpected EOF"},
+		{"<a>&#x4", "unexpected EOF"},
+		{"<a>\xc3", "unexpected EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in[:min(len(tt.in), 40)], func(t *testing.T) {
+			els, err := readAll(t, header+tt.in, 0, 0)
+			var got strings.Builder
+			for _, el := range els {
+				got.WriteString(el.String())
+			}
+			var se *StreamError
+			switch tt.want {
+			case nwf, restrictedXML:
+				if !errors.As(err, &se) || !se.Local || se.Condition != tt.want {
+					t.Errorf("%q: %v (after %q); want %s", tt.in, err, got.String(), tt.want)
+				}
+			case "unexpected EOF":
+				if !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("%q: %v (after %q); want %s", tt.in, err, got.String(), tt.want)
+				}
+			default:
+				if got.String() != tt.want || !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, errStreamEnd) {
+					t.Errorf("%q read as %q (then %v); want %s", tt.in, got.String(), err, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func manyAttrs(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(" a" + strconv.Itoa(i) + "='v'")
+	}
+	return b.String()
+}
+
+// A start tag of many attributes (a stanza of 256 KB holds 50,000) is
+// checked for duplicates in time linear in its length, and refused.
+func TestReaderManyAttributes(t *testing.T) {
+	in := header + "<message" + manyAttrs(20000) + " a19999='dup'/>"
+	_, err := readAll(t, in, 1<<20, 0)
+	var se *StreamError
+	if !errors.As(err, &se) || !strings.HasPrefix(se.Text, "duplicate attribute a19999") {
+		t.Fatalf("error = %v; want a duplicate attribute", err)
+	}
+}
+
+// The tree of a stanza shares its memory (reader.build), so appending to
+// one element's children or attributes must not touch its siblings'.
+func TestReaderElementsAreIndependent(t *testing.T) {
+	els, err := readAll(t, header+"<a x='1' y='2'><b p='1'><c/></b><d q='1'/><e/></a>", 0, 0)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) || len(els) != 1 {
+		t.Fatalf("%v, %v", els, err)
+	}
+	a := els[0]
+	b, d := a.Children[0], a.Children[1]
+	b.Add(NewElement("", "new"))
+	b.SetAttr("extra", "v")
+	a.SetAttr("z", "3")
+	if got := a.String(); got != "<a x='1' y='2' z='3'><b p='1' extra='v'><c/><new/></b><d q='1'/><e/></a>" {
+		t.Errorf("after appends: %s", got)
+	}
+	if d.Attr("q") != "1" || len(d.Attrs) != 1 || d.Attrs[0].Name != "q" {
+		t.Errorf("a sibling changed: %+v", d)
 	}
 }

@@ -941,7 +941,7 @@ func (s *Session) Serve(ctx context.Context) error {
 			// server's acks; no answer, not even to an IQ request: the
 			// ACL that decides who gets one runs on the stanza.
 			s.recv.Add(1)
-			if dropped.start.Name.Space != NSSM {
+			if dropped.space != NSSM {
 				s.countInbound()
 			}
 			if time.Since(droppedLogged) > time.Minute {

@@ -444,7 +444,7 @@ func (ac *accessControl) note(node, text string) {
 	if ac.notes == nil {
 		ac.notes = make(map[string]string)
 	}
-	ac.notes[node] = text
+	ac.notes[node] = strings.Clone(text) // it may be a server's text, sharing its stanza's memory
 }
 
 // status is the sink's access line for status: every node that is

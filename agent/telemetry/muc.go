@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,7 +237,9 @@ func (r *room) handlePresence(ctx context.Context, sess *xmpp.Session, p xmpp.MU
 			if r.occupants == nil {
 				r.occupants = make(map[string]string)
 			}
-			r.occupants[p.Nick] = p.RealJID
+			// Copies: a stanza's strings share its memory (xmpp's
+			// reader), and the map outlives the presence.
+			r.occupants[strings.Clone(p.Nick)] = strings.Clone(p.RealJID)
 		}
 		r.mu.Unlock()
 	}
