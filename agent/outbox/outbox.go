@@ -90,9 +90,10 @@ type mark struct {
 // (ackBytes), the disk run (up to diskEnd), and the records of mem
 // (up to size). In memory-only mode the disk run is empty.
 type Outbox struct {
-	dir  string
-	opts Options
-	log  *slog.Logger
+	dir     string
+	logPath string // dir/log
+	opts    Options
+	log     *slog.Logger
 
 	mu       sync.Mutex
 	f        *os.File // nil in memory-only mode
@@ -137,7 +138,7 @@ func Open(dir string, opts Options) (*Outbox, error) {
 	if opts.HealFirst <= 0 {
 		opts.HealFirst = 10 * time.Second
 	}
-	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1, boot: bootID()}
+	o := &Outbox{dir: dir, logPath: filepath.Join(dir, "log"), opts: opts, log: opts.Logger, next: 1, boot: bootID()}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -154,7 +155,7 @@ func Open(dir string, opts Options) (*Outbox, error) {
 		o.acked = binary.BigEndian.Uint64(b[:8])
 		o.next = o.acked + 1
 	}
-	if o.f, err = os.OpenFile(filepath.Join(dir, "log"), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
+	if o.f, err = os.OpenFile(o.logPath, os.O_RDWR|os.O_CREATE, 0o640); err != nil {
 		o.ackFile.Close()
 		return nil, err
 	}
@@ -668,7 +669,7 @@ func (o *Outbox) lost() error {
 	// Every kept outbox asks this on every tick, so it compares device
 	// and inode numbers itself: os.Stat and File.Stat allocate a
 	// FileInfo each, and were a sixth of what an idle agent allocated.
-	path := filepath.Join(o.dir, "log")
+	path := o.logPath
 	var open, onDisk syscall.Stat_t
 	if err := syscall.Fstat(int(o.f.Fd()), &open); err != nil {
 		return &os.PathError{Op: "fstat", Path: path, Err: err}
@@ -942,7 +943,7 @@ func (o *Outbox) writeLog(prefix []Record) (*os.File, int64, error) {
 	put(o.mem)
 	err = errors.Join(copyErr, w.Flush(), f.Sync())
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(o.dir, "log"))
+		err = os.Rename(tmp, o.logPath)
 	}
 	if err == nil {
 		err = syncDir(o.dir) // the rename itself, through a power loss
