@@ -191,15 +191,24 @@ const (
 	reserveIDs = 1024 // ids per reservation: a cursor sync per 512 to 1024 appends
 )
 
-// bootID tells this boot from others: a checksum of the kernel's boot
-// id, zero if it cannot be read (every start then counts as after an
-// unclean restart). A variable for tests.
+// bootID tells this boot from others: a hash of the kernel's boot id
+// (64-bit FNV-1a), zero if it cannot be read (every start then counts as
+// after an unclean restart). A variable for tests.
+//
+// Not CRC-32 IEEE, as it was: on boards without CRC instructions (and on
+// amd64) its first use builds an 8 KiB table, kept for the life of the
+// process, in a size class nothing else uses. A cursor written with the
+// old hash reads as another boot once: ids go on after the reservation.
 var bootID = func() uint64 {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil || len(b) < 32 {
 		return 0
 	}
-	return uint64(crc32.Checksum(b, crcTable))<<32 | uint64(crc32.ChecksumIEEE(b))
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return max(h, 1)
 }
 
 // reserve makes the reservation cover id before it is handed out:

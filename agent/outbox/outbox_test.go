@@ -613,6 +613,18 @@ func FuzzOps(f *testing.F) {
 	})
 }
 
+// The boot id is read and hashed the same way each time: a start in the
+// same boot must not count as after an unclean reboot.
+func TestBootID(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/kernel/random/boot_id"); err != nil {
+		t.Skip("no boot id here")
+	}
+	a, b := bootID(), bootID()
+	if a == 0 || a != b {
+		t.Fatalf("bootID() = %#x, then %#x; want one non-zero value", a, b)
+	}
+}
+
 // Ids are never handed out twice, whatever a stop leaves on disk: after
 // a process crash (the same boot) the cursor and log in the page cache
 // give the next id exactly; after the machine went down uncleanly (a
