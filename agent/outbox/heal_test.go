@@ -54,59 +54,57 @@ func fillDisk(t *testing.T, o *Outbox, mnt string, n int) (string, int) {
 	return filler, n
 }
 
-// A deleted state directory: writes to the open log would go to a file
-// nobody reads again. The outbox notices, makes the directory again and
-// writes what is pending there, with the same ids.
-func TestHealDeletedDir(t *testing.T) {
-	eachMem(t, func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "outbox")
-		o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
-		appendN(t, o, 1, 5)
-		o.Ack(2)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
-		appendN(t, o, 6, 7) // written to the deleted log without an error
-		o.tick(time.Now())
-		if st := o.Stats(); st.Degraded != nil {
-			t.Fatalf("a deleted directory is not made again at once: %v", st.Degraded)
-		}
-		o = reopened(t, o, dir)
-		defer o.Close()
-		ids(t, o, 3, 7)
-	})
-}
-
-// A log replaced under the outbox (a restore from a backup, another
-// process) is noticed at the next tick like a deleted directory: what is
-// pending is written to a log of the outbox's own.
-func TestHealReplacedLog(t *testing.T) {
-	eachMem(t, func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "outbox")
-		o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
-		appendN(t, o, 1, 5)
-		o.Ack(2)
-		if err := o.lost(); err != nil {
-			t.Fatalf("lost() on the outbox's own log: %v", err)
-		}
-		other := filepath.Join(dir, "other")
-		if err := os.WriteFile(other, []byte("not a log"), 0o640); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(other, filepath.Join(dir, "log")); err != nil {
-			t.Fatal(err)
-		}
-		if err := o.lost(); err == nil || !strings.Contains(err.Error(), "was replaced") {
-			t.Fatalf("lost() = %v, want the log replaced", err)
-		}
-		o.tick(time.Now())
-		if st := o.Stats(); st.Degraded != nil {
-			t.Fatalf("a replaced log is not written again at once: %v", st.Degraded)
-		}
-		o = reopened(t, o, dir)
-		defer o.Close()
-		ids(t, o, 3, 5)
-	})
+// A log that is gone from under the outbox: a deleted state directory
+// (writes to the open log would go to a file nobody reads again), or a
+// log replaced (a restore from a backup, another process). The outbox
+// notices at the next tick, makes the directory again if need be and
+// writes what is pending to a log of its own, with the same ids.
+func TestHealLostLog(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		lose func(t *testing.T, o *Outbox, dir string)
+		last int // the last id pending
+		err  string
+	}{
+		{"deleted dir", func(t *testing.T, o *Outbox, dir string) {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, o, 6, 7) // written to the deleted log without an error
+		}, 7, "no such file"},
+		{"replaced log", func(t *testing.T, o *Outbox, dir string) {
+			other := filepath.Join(dir, "other")
+			if err := os.WriteFile(other, []byte("not a log"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(other, filepath.Join(dir, "log")); err != nil {
+				t.Fatal(err)
+			}
+		}, 5, "was replaced"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eachMem(t, func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "outbox")
+				o := open(t, dir, Options{HealFirst: 10 * time.Millisecond})
+				appendN(t, o, 1, 5)
+				o.Ack(2)
+				if err := o.lost(); err != nil {
+					t.Fatalf("lost() on the outbox's own log: %v", err)
+				}
+				tt.lose(t, o, dir)
+				if err := o.lost(); err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("lost() = %v, want %q", err, tt.err)
+				}
+				o.tick(time.Now())
+				if st := o.Stats(); st.Degraded != nil {
+					t.Fatalf("not healed at once: %v", st.Degraded)
+				}
+				o = reopened(t, o, dir)
+				defer o.Close()
+				ids(t, o, 3, tt.last)
+			})
+		})
+	}
 }
 
 // lost runs on every tick of every outbox: it must not allocate more
