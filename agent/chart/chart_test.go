@@ -2,10 +2,12 @@ package chart
 
 import (
 	"bytes"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -155,6 +157,22 @@ func TestNiceTicks(t *testing.T) {
 		ticks, step := niceTicks(tt.lo, tt.hi, 5)
 		if step != tt.step || ticks[0] != tt.first || math.Abs(ticks[len(ticks)-1]-tt.end) > 1e-9 {
 			t.Errorf("niceTicks(%v, %v) = %v step %v", tt.lo, tt.hi, ticks, step)
+		}
+	}
+}
+
+// The chunks' CRC, computed without hash/crc32's table, is CRC-32 IEEE,
+// also when updated in parts.
+func TestCRCIEEE(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for n := range 300 {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rnd.Uint32())
+		}
+		cut := n / 3
+		if got, want := crcIEEE(crcIEEE(0, p[:cut]), p[cut:]), crc32.ChecksumIEEE(p); got != want {
+			t.Fatalf("%d bytes: %#x, want %#x", n, got, want)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/zlib"
 	"encoding/binary"
-	"hash/crc32"
 )
 
 // encodePNG encodes an 8-bit paletted image (one palette index per
@@ -19,12 +18,9 @@ func encodePNG(pix []uint8, width, height int, palette [][3]uint8) []byte {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(data)))
 		out.Write(n[:])
-		crc := crc32.NewIEEE()
-		crc.Write([]byte(typ))
-		crc.Write(data)
 		out.WriteString(typ)
 		out.Write(data)
-		binary.BigEndian.PutUint32(n[:], crc.Sum32())
+		binary.BigEndian.PutUint32(n[:], crcIEEE(crcIEEE(0, []byte(typ)), data))
 		out.Write(n[:])
 	}
 	ihdr := make([]byte, 13)
@@ -47,4 +43,19 @@ func encodePNG(pix []uint8, width, height int, palette [][3]uint8) []byte {
 	chunk("IDAT", idat.Bytes())
 	chunk("IEND", nil)
 	return out.Bytes()
+}
+
+// crcIEEE updates a CRC-32 (IEEE, as PNG's chunks have) bit by bit:
+// hash/crc32's first IEEE use builds an 8 KiB table that the process
+// keeps for good, in a size class of its own (docs/decisions.md §14),
+// for the few kB of a chart.
+func crcIEEE(crc uint32, p []byte) uint32 {
+	crc = ^crc
+	for _, b := range p {
+		crc ^= uint32(b)
+		for range 8 {
+			crc = crc>>1 ^ 0xedb88320&-(crc&1)
+		}
+	}
+	return ^crc
 }
