@@ -181,6 +181,8 @@ func newReader(r io.Reader, maxSize int64, maxDepth int) *reader {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxStanza
 	}
+	// A stanza's data (at most twice its size) is indexed with int32.
+	maxSize = min(maxSize, 64<<20)
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxDepth
 	}
