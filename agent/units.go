@@ -39,7 +39,12 @@ func (u *units) with(devs []*devUnit) *units {
 func (a *Agent) now() *units { return a.u.Load() }
 
 // sinks returns the sinks running now.
-func (a *Agent) sinks() []*telemetry.Sink { return a.now().sinks }
+func (a *Agent) sinks() []*telemetry.Sink {
+	if u := a.now(); u != nil {
+		return u.sinks
+	}
+	return nil // still being built
+}
 
 // devices returns the devices running now, in config order (MQTT virtual
 // devices last).

@@ -31,7 +31,7 @@ const mqttWindow = 64
 // NewMQTTSink builds the MQTT bridge's sink, which publishes every
 // reading of devices (names) through m.
 func (p *Pipeline) NewMQTTSink(cfg *config.Config, m MQTT, devices []string, prev *Sink) (*Sink, error) {
-	s := &Sink{p: p, id: p.sinkIDs.Add(1), key: "mqtt-" + m.Host, kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker,
+	s := &Sink{p: p, id: p.newSinkID(), key: "mqtt-" + m.Host, kind: "mqtt", name: "mqtt " + cfg.MQTT.Broker,
 		devices: devices, wake: make(chan struct{}, 1), mq: &mqttSender{MQTT: m}}
 	if prev != nil && prev.key == s.key {
 		s.box = prev.box // the same outbox: one owner, never two

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -57,7 +58,27 @@ func New(log *slog.Logger, h Hooks) *Pipeline {
 	return &Pipeline{log: log, h: h}
 }
 
-func (p *Pipeline) sinks() []*Sink     { return p.h.Sinks() }
+func (p *Pipeline) sinks() []*Sink { return p.h.Sinks() }
+
+// newSinkID returns a new sink's id, which its ack tags carry above
+// tagBits: handed out in turn from 1 to 65,535, skipping the ids of the
+// sinks running. An id comes back only after 65,535 other sinks (long
+// after the server acknowledged what its last owner sent) and never to
+// two running sinks. Counting on past 65,535 (reloads that change a
+// sink, in one process) gave ids that no tag could carry: acks reached
+// no sink, and readings went out again at every reconnection.
+func (p *Pipeline) newSinkID() uint64 {
+	var running []*Sink
+	if p.h.Sinks != nil {
+		running = p.h.Sinks()
+	}
+	for {
+		id := p.sinkIDs.Add(1) % (1 << (64 - tagBits))
+		if id != 0 && !slices.ContainsFunc(running, func(s *Sink) bool { return s.id == id }) {
+			return id
+		}
+	}
+}
 func (p *Pipeline) conn() *xmpp.Client { return p.h.Conn() }
 
 // signal sends on c without blocking; c has capacity 1, so a pending

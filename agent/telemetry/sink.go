@@ -84,7 +84,8 @@ type Sink struct {
 	msg   xmpp.SensorMessage
 }
 
-// tagBits splits an ack tag into sink index and outbox id.
+// tagBits splits an ack tag into sink id (the top 16 bits; newSinkID)
+// and outbox id.
 const tagBits = 48
 
 func (s *Sink) tag(id uint64) uint64 { return s.id<<tagBits | id }
@@ -101,7 +102,7 @@ func (p *Pipeline) NewSink(cfg *config.Config, i int, self xmpp.JID, box *outbox
 		return nil, err
 	}
 	s := &Sink{
-		p: p, id: p.sinkIDs.Add(1), key: dir, cfg: sc, kind: sc.Kind, from: self.Bare().String(),
+		p: p, id: p.newSinkID(), key: dir, cfg: sc, kind: sc.Kind, from: self.Bare().String(),
 		wake: make(chan struct{}, 1),
 	}
 	s.refilter(sc)

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,35 @@ func TestPubsubNotNow(t *testing.T) {
 		if got := notNow(&xmpp.StanzaError{Type: tt.typ, Condition: tt.condition}); got != tt.notNow {
 			t.Errorf("notNow(%s/%s) = %v, want %v", tt.typ, tt.condition, got, tt.notNow)
 		}
+	}
+}
+
+// Sink ids fit the 16 bits of an ack tag: they go round from 1 to
+// 65,535, skipping those of running sinks, and acks reach the sink whose
+// id came round.
+func TestSinkIDsGoRound(t *testing.T) {
+	box, err := outbox.Open(t.TempDir(), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	for range 5 {
+		box.Append([]byte("r"))
+	}
+	running := []*Sink{{id: 2}, {id: 65534}}
+	p := New(nil, Hooks{Sinks: func() []*Sink { return running }})
+	p.sinkIDs.Store(65532)
+	var got []uint64
+	for range 4 {
+		got = append(got, p.newSinkID())
+	}
+	if want := []uint64{65533, 65535, 1, 3}; !slices.Equal(got, want) {
+		t.Fatalf("ids %v, want %v", got, want)
+	}
+	s := &Sink{id: 65535, box: box}
+	running = append(running, s)
+	p.OnAck([]uint64{s.tag(3), 7<<tagBits | 4}) // and one of a sink gone
+	if st := box.Stats(); st.Acked != 3 || st.Pending != 2 {
+		t.Errorf("sink 65535: %+v, want acked 3, 2 pending", st)
 	}
 }
