@@ -904,9 +904,11 @@ func (r *reader) space() error {
 
 // chars reads characters into data (not text when skipping) up to
 // quote or, for text (quote 0), up to "<" (not read), decoding references
-// and normalizing line ends.
+// and normalizing line ends. Text must not have "]]>" (XML's CharData);
+// an attribute value may.
 func (r *reader) chars(quote byte) error {
 	keep := quote != 0 || !r.skip
+	brackets := 0 // text only: how many ']' came just before
 	for {
 		if r.pos == r.end {
 			if err := r.more(); err != nil {
@@ -917,7 +919,7 @@ func (r *reader) chars(quote byte) error {
 		i := 0
 		for i < len(b) {
 			c := b[i]
-			if c >= 0x20 && c < utf8.RuneSelf && c != '<' && c != '&' && c != quote || c == '\n' || c == '\t' {
+			if c >= 0x20 && c < utf8.RuneSelf && c != '<' && c != '&' && c != quote && (c != '>' || quote != 0) || c == '\n' || c == '\t' {
 				i++
 				continue
 			}
@@ -927,10 +929,29 @@ func (r *reader) chars(quote byte) error {
 			r.data = append(r.data, b[:i]...)
 		}
 		r.pos += i
+		if quote == 0 {
+			j := i
+			for j > 0 && b[j-1] == ']' {
+				j--
+			}
+			if j > 0 {
+				brackets = 0
+			}
+			brackets += i - j
+		}
 		if i == len(b) {
 			continue
 		}
 		switch c := b[i]; {
+		case c == '>': // text only
+			if brackets >= 2 {
+				return r.wellFormed("unescaped ]]> not in a CDATA section")
+			}
+			r.pos++
+			if keep {
+				r.data = append(r.data, c)
+			}
+			brackets = 0
 		case c == '<':
 			if quote != 0 {
 				return r.wellFormed("unescaped < in attribute value")
@@ -941,10 +962,12 @@ func (r *reader) chars(quote byte) error {
 			return nil
 		case c == '&':
 			r.pos++
+			brackets = 0
 			if err := r.reference(keep); err != nil {
 				return err
 			}
 		default:
+			brackets = 0
 			if err := r.special(keep); err != nil {
 				return err
 			}

@@ -6,13 +6,19 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 const header = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='iot.test' version='1.0'>`
 
 func readAll(t *testing.T, in string, maxSize int64, maxDepth int) ([]*Element, error) {
 	t.Helper()
-	r := newReader(strings.NewReader(in), maxSize, maxDepth)
+	return readAllFrom(t, strings.NewReader(in), maxSize, maxDepth)
+}
+
+func readAllFrom(t *testing.T, src io.Reader, maxSize int64, maxDepth int) ([]*Element, error) {
+	t.Helper()
+	r := newReader(src, maxSize, maxDepth)
 	if _, err := r.header(); err != nil {
 		return nil, err
 	}
@@ -304,8 +310,11 @@ func TestReaderWellFormed(t *testing.T) {
 		{"<a xmlns:p='urn:p'><p:b><p:c/></p:b></a>", "<a><b xmlns='urn:p'><c/></b></a>"},
 		{"<é.1-_·/>", "<é.1-_·/>"},
 		{" \t\r\n<a/> \n<b/></stream:stream>", "<a/><b/>"},
-		{"<a>]]></a>", "<a>]]&gt;</a>"},
+		{"<a>]]&gt;]] >]&#93;>]]]</a>", "<a>]]&gt;]] &gt;]]&gt;]]]</a>"},
+		{"<a b=']]>'/>", "<a b=']]&gt;'/>"},
 		// Refused.
+		{"<a>]]></a>", nwf},
+		{"<a>x]]]>y</a>", nwf},
 		{"<a>\x00</a>", nwf},
 		{"<a>x\x01</a>", nwf},
 		{"<a b='\x00'/>", nwf},
@@ -359,29 +368,41 @@ func TestReaderWellFormed(t *testing.T) {
 		{"<a>&#x4", "unexpected EOF"},
 		{"<a>\xc3", "unexpected EOF"},
 	}
+	// Each input whole, and a byte per read: every token split across
+	// reads.
 	for _, tt := range tests {
 		t.Run(tt.in[:min(len(tt.in), 40)], func(t *testing.T) {
 			els, err := readAll(t, header+tt.in, 0, 0)
-			var got strings.Builder
-			for _, el := range els {
-				got.WriteString(el.String())
-			}
-			var se *StreamError
-			switch tt.want {
-			case nwf, restrictedXML:
-				if !errors.As(err, &se) || !se.Local || se.Condition != tt.want {
-					t.Errorf("%q: %v (after %q); want %s", tt.in, err, got.String(), tt.want)
-				}
-			case "unexpected EOF":
-				if !errors.Is(err, io.ErrUnexpectedEOF) {
-					t.Errorf("%q: %v (after %q); want %s", tt.in, err, got.String(), tt.want)
-				}
-			default:
-				if got.String() != tt.want || !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, errStreamEnd) {
-					t.Errorf("%q read as %q (then %v); want %s", tt.in, got.String(), err, tt.want)
-				}
-			}
+			checkRead(t, tt.in, tt.want, els, err)
+			els, err = readAllFrom(t, iotest.OneByteReader(strings.NewReader(header+tt.in)), 0, 0)
+			checkRead(t, tt.in+" (a byte per read)", tt.want, els, err)
 		})
+	}
+}
+
+// checkRead compares what a reader returned for in with want: the
+// stanzas re-encoded, or the condition of the error ("unexpected EOF"
+// for io.ErrUnexpectedEOF).
+func checkRead(t *testing.T, in, want string, els []*Element, err error) {
+	t.Helper()
+	var got strings.Builder
+	for _, el := range els {
+		got.WriteString(el.String())
+	}
+	var se *StreamError
+	switch want {
+	case "not-well-formed", "restricted-xml":
+		if !errors.As(err, &se) || !se.Local || se.Condition != want {
+			t.Errorf("%q: %v (after %q); want %s", in, err, got.String(), want)
+		}
+	case "unexpected EOF":
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%q: %v (after %q); want %s", in, err, got.String(), want)
+		}
+	default:
+		if got.String() != want || !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, errStreamEnd) {
+			t.Errorf("%q read as %q (then %v); want %s", in, got.String(), err, want)
+		}
 	}
 }
 
