@@ -81,6 +81,23 @@ func nextMessage(t *testing.T, msgs <-chan *xmpp.Element, what string) *xmpp.Ele
 	}
 }
 
+// waitSession waits until node s lists the session jid among its
+// connected users (the cluster's, for a node of one).
+func waitSession(t *testing.T, s *Server, jid string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := s.eng.(*ejabberdNode).run("connected_users")
+		if err == nil && strings.Contains(out, jid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s does not list %s as connected: %v: %s", s.Node, jid, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func chat(t *testing.T, from *xmpp.Session, to, body string) {
 	t.Helper()
 	m := xmpp.Stanza("message", "chat", to, from.NewID())
@@ -333,6 +350,10 @@ func TestIntegrationEjabberdCluster(t *testing.T) {
 	}
 	go alice.Serve(t.Context()) // ends with an error when node a is killed
 	_, bobMsgs := ejabberdClient(t, b, "bob", "pw-bob", false)
+	// Node a routes to bob once the cluster's session table has his
+	// session from node b; on a loaded machine that takes a moment, and a
+	// chat sent before it goes to bob's offline storage.
+	waitSession(t, a, "bob@"+a.Host+"/test")
 	chat(t, alice, "bob@"+a.Host+"/test", "across the cluster")
 	if m := nextMessage(t, bobMsgs, "message routed from node a to node b"); m.ChildText("", "body") != "across the cluster" {
 		t.Fatalf("bob got %s", m)
