@@ -42,6 +42,27 @@ func sendAll(d *deliveries, box *outbox.Outbox) []uint64 {
 	return sent
 }
 
+// wantStats checks the outbox's acknowledged id and, unless pending < 0,
+// how many records are pending.
+func wantStats(t *testing.T, box *outbox.Outbox, acked uint64, pending int, when string) {
+	t.Helper()
+	if st := box.Stats(); st.Acked != acked || pending >= 0 && st.Pending != pending {
+		t.Fatalf("%s: %+v, want acked %d and %d pending (-1: any)", when, st, acked, pending)
+	}
+}
+
+// sentAgain checks that bounces moved records back (reported once) and
+// that the sender's next pass sends exactly want.
+func sentAgain(t *testing.T, d *deliveries, box *outbox.Outbox, want string) {
+	t.Helper()
+	if !d.takeMoved() || d.takeMoved() {
+		t.Fatal("records moved back: takeMoved not reported exactly once")
+	}
+	if got := fmt.Sprint(sendAll(d, box)); got != want {
+		t.Fatalf("after the bounces the sender sent %s, want %s", got, want)
+	}
+}
+
 func TestDeliveriesBounceAfterAck(t *testing.T) {
 	d, box := newTestDeliveries(t, 6)
 	now := time.Now()
@@ -49,9 +70,7 @@ func TestDeliveriesBounceAfterAck(t *testing.T) {
 		t.Fatalf("first pass sent %s", got)
 	}
 	d.acked(6, now)
-	if st := box.Stats(); st.Acked != 6 || st.Pending != 0 {
-		t.Fatalf("after the server's ack: %+v, want all acknowledged", st)
-	}
+	wantStats(t, box, 6, 0, "after the server's ack")
 	// The server bounces 3 and 5 (offline queue full), 4 and 6 were stored.
 	if r := d.bounced(3, true, now); r != bounceRequeued {
 		t.Fatalf("bounced(3) = %v, want requeued", r)
@@ -59,24 +78,12 @@ func TestDeliveriesBounceAfterAck(t *testing.T) {
 	if r := d.bounced(5, true, now); r != bounceRequeued {
 		t.Fatalf("bounced(5) = %v, want requeued", r)
 	}
-	if !d.takeMoved() || d.takeMoved() {
-		t.Fatal("takeMoved not reported exactly once")
-	}
-	if st := box.Stats(); st.Acked != 2 || st.Pending != 4 {
-		t.Fatalf("after the bounces: %+v, want 3..6 pending again", st)
-	}
-	// Only what bounced goes out again: 4 and 6 were delivered.
-	if got := fmt.Sprint(sendAll(d, box)); got != "[3 5]" {
-		t.Fatalf("second pass sent %s, want [3 5]", got)
-	}
+	wantStats(t, box, 2, 4, "after the bounces")
+	sentAgain(t, d, box, "[3 5]") // only what bounced: 4 and 6 were delivered
 	d.acked(3, now)
-	if st := box.Stats(); st.Acked != 4 {
-		t.Fatalf("after 3 is acknowledged again: acked %d, want 4 (4 was delivered)", st.Acked)
-	}
+	wantStats(t, box, 4, -1, "after 3 is acknowledged again (4 was delivered)")
 	d.acked(5, now)
-	if st := box.Stats(); st.Acked != 6 || st.Pending != 0 {
-		t.Fatalf("after 5 is acknowledged again: %+v, want all acknowledged", st)
-	}
+	wantStats(t, box, 6, 0, "after 5 is acknowledged again")
 }
 
 // A bounce can overtake the acknowledgement: the later ack must not let
@@ -87,9 +94,7 @@ func TestDeliveriesBounceBeforeAck(t *testing.T) {
 	sendAll(d, box)
 	d.bounced(2, true, now)
 	d.acked(4, now)
-	if st := box.Stats(); st.Acked != 1 || st.Pending != 3 {
-		t.Fatalf("after bounce then ack: %+v, want 1 acknowledged, 2..4 pending", st)
-	}
+	wantStats(t, box, 1, 3, "after bounce then ack")
 	if got := fmt.Sprint(sendAll(d, box)); got != "[2]" {
 		t.Fatalf("resend = %s, want [2]", got)
 	}
@@ -107,9 +112,7 @@ func TestDeliveriesRefusedAndUnknown(t *testing.T) {
 	if r := d.bounced(1, false, now); r != bounceRefused {
 		t.Fatalf("bounced(1, no retry) = %v, want refused", r)
 	}
-	if st := box.Stats(); st.Acked != 1 {
-		t.Fatalf("a refused record keeps the outbox: acked %d, want 1", st.Acked)
-	}
+	wantStats(t, box, 1, -1, "a refused record keeps the outbox")
 	if r := d.bounced(99, true, now); r != bounceUnknown {
 		t.Fatalf("bounce for an id never sent = %v, want unknown", r)
 	}
@@ -288,20 +291,11 @@ func TestDeliveriesLateBounce(t *testing.T) {
 	if r := d.bounced(3, true, later); r != bounceRequeued {
 		t.Fatalf("late bounce = %v, want requeued", r)
 	}
-	if !d.takeMoved() {
-		t.Fatal("a late bounce did not move records back")
-	}
-	if got := fmt.Sprint(sendAll(d, box)); got != "[3]" {
-		t.Fatalf("after a late bounce sent %s, want [3]", got)
-	}
+	sentAgain(t, d, box, "[3]")
 	settle() // as any other ack would: 3 is not delivered yet
-	if st := box.Stats(); st.Acked != 2 {
-		t.Fatalf("before 3 is delivered again the outbox acknowledged up to %d, want 2", st.Acked)
-	}
+	wantStats(t, box, 2, -1, "before 3 is delivered again")
 	d.acked(3, later)
-	if st := box.Stats(); st.Acked != 4 || st.Pending != 0 {
-		t.Fatalf("after 3 is delivered again: %+v, want all acknowledged", st)
-	}
+	wantStats(t, box, 4, 0, "after 3 is delivered again")
 }
 
 // A bounce for a record older than what the outbox still retains: Rewind
@@ -323,9 +317,7 @@ func TestDeliveriesBouncePartlyRetained(t *testing.T) {
 	if r := d.bounced(2, true, now); r != bounceLost {
 		t.Fatalf("bounce of a record the outbox no longer retains = %v, want lost", r)
 	}
-	if st := box.Stats(); st.Acked != 10 || st.Pending != 0 {
-		t.Fatalf("after a lost bounce: %+v, want the restored records acknowledged again", st)
-	}
+	wantStats(t, box, 10, 0, "after a lost bounce")
 	if got := sendAll(d, box); len(got) != 0 {
 		t.Fatalf("sent %v after a lost bounce", got)
 	}
