@@ -608,7 +608,9 @@ func (s *Session) bind() error {
 	if err != nil {
 		return fmt.Errorf("xmpp: bind: %w", err)
 	}
-	j, err := ParseJID(res.Child(NSBind, "bind").ChildText(NSBind, "jid"))
+	// A copy: the session keeps it, and a stanza's strings share the
+	// stanza's memory (reader.go).
+	j, err := ParseJID(strings.Clone(res.Child(NSBind, "bind").ChildText(NSBind, "jid")))
 	if err != nil {
 		return fmt.Errorf("xmpp: bind: server returned %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -301,10 +302,12 @@ func (s *Session) enableSM(m *smState) error {
 		s.log.Warn("server refused stream management; readings are confirmed by TCP writes only", "condition", firstChildName(el))
 		return nil
 	}
+	// Copies: they live as long as the stream, and a stanza's strings
+	// share the stanza's memory (reader.go).
 	if r := el.Attr("resume"); r == "true" || r == "1" {
-		m.id = el.Attr("id")
+		m.id = strings.Clone(el.Attr("id"))
 	}
-	m.location = el.Attr("location")
+	m.location = strings.Clone(el.Attr("location"))
 	m.jid, m.stream = s.jid, s.stream
 	s.sm = m
 	return nil
